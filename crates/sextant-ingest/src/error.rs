@@ -1,0 +1,85 @@
+//! Errors of the ingest path. Each maps to one public code; the HTTP and gRPC layers turn the
+//! codes into statuses.
+
+use std::time::Duration;
+
+use sextant_model::Signal;
+
+/// Why a batch was not taken. A rejected batch stores nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("malformed {format} {signal} request: {message}")]
+    Malformed {
+        signal: Signal,
+        format: &'static str,
+        message: String,
+    },
+    #[error(
+        "unsupported content type `{content_type}` (expected application/x-protobuf or application/json)"
+    )]
+    UnsupportedContentType { content_type: String },
+    #[error("unsupported content encoding `{encoding}` (expected gzip or none)")]
+    UnsupportedEncoding { encoding: String },
+    #[error("request body is larger than the limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("tenant `{tenant}` is over its {what} limit of {limit}/s")]
+    RateLimited {
+        tenant: String,
+        what: &'static str,
+        limit: u64,
+        retry_after: Duration,
+    },
+    #[error("ingest is overloaded ({reason}); retry later")]
+    Overloaded {
+        reason: &'static str,
+        retry_after: Duration,
+    },
+    #[error("ingest is not available: {reason}")]
+    Unavailable { reason: String },
+    #[error("storage failed: {0}")]
+    Storage(#[source] sextant_store::Error),
+}
+
+impl Error {
+    /// The small public code of this error, stable across versions.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Malformed { .. } => "malformed_request",
+            Error::UnsupportedContentType { .. } => "unsupported_content_type",
+            Error::UnsupportedEncoding { .. } => "unsupported_encoding",
+            Error::BodyTooLarge { .. } => "body_too_large",
+            Error::RateLimited { .. } => "rate_limited",
+            Error::Overloaded { .. } => "overloaded",
+            Error::Unavailable { .. } => "unavailable",
+            Error::Storage(_) => "storage",
+        }
+    }
+
+    /// How long a client should wait before retrying, when retrying can help.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::RateLimited { retry_after, .. } | Error::Overloaded { retry_after, .. } => {
+                Some(*retry_after)
+            }
+            Error::Unavailable { .. } => Some(Duration::from_secs(1)),
+            _ => None,
+        }
+    }
+}
+
+impl From<sextant_store::Error> for Error {
+    fn from(err: sextant_store::Error) -> Error {
+        match err {
+            sextant_store::Error::Overloaded => Error::Overloaded {
+                reason: "write-ahead log queue full",
+                retry_after: Duration::from_secs(1),
+            },
+            sextant_store::Error::Closed => Error::Unavailable {
+                reason: "write-ahead log closed".into(),
+            },
+            other => Error::Storage(other),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,40 @@
+//! Sextant's ingest path: protocol receivers decode requests, tenant limits and back-pressure
+//! decide whether to take them, and the ingest bus makes them durable.
+//!
+//! The main types:
+//! - [`otlp::decode`]: an OTLP/HTTP or OTLP/gRPC body (protobuf or JSON, gzip or not) to a
+//!   checked batch whose payload is canonical OTLP protobuf.
+//! - [`IngestPipeline`]: takes a tenant's batch, applies the limits of [`IngestConfig`], and
+//!   answers only once the batch is durable on the [`IngestBus`].
+//! - [`IngestBus`]: the seam between receivers and storage. The embedded implementation is the
+//!   write-ahead log ([`sextant_store::wal::Wal`]); cluster mode puts NATS JetStream here.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use sextant_ingest::{IngestConfig, IngestPipeline, otlp::Encoding};
+//! use sextant_model::{Signal, TenantId};
+//! use sextant_store::wal::{Wal, WalConfig};
+//!
+//! # async fn example(body: bytes::Bytes) -> Result<(), sextant_ingest::Error> {
+//! let (wal, _) = Wal::open(WalConfig::new("data/wal")).unwrap();
+//! let pipeline = IngestPipeline::new(IngestConfig::default(), Arc::new(wal));
+//! let tenant = TenantId::new("acme").unwrap();
+//! let outcome = pipeline
+//!     .ingest(&tenant, Signal::Logs, Encoding::protobuf(), body)
+//!     .await?;
+//! println!("{} records durable", outcome.accepted);
+//! # Ok(()) }
+//! ```
+
+mod bus;
+mod config;
+mod error;
+mod limits;
+pub mod otlp;
+mod pipeline;
+
+pub use bus::{AckFuture, IngestBus};
+pub use config::{IngestConfig, RateLimit, TenantLimits};
+pub use error::{Error, Result};
+pub use limits::TenantRateLimiter;
+pub use pipeline::{IngestOutcome, IngestPipeline};

@@ -1,0 +1,180 @@
+//! The ingest pipeline: memory budget, decoding, tenant limits, then the bus.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sextant_model::{Signal, TenantId};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::otlp::{self, DecodedBatch, Encoding, OtlpRequest};
+use crate::{Error, IngestBus, IngestConfig, Result, TenantRateLimiter};
+
+/// Bodies larger than this are decoded on the blocking pool, so no async worker is held for
+/// long.
+const INLINE_DECODE_BYTES: usize = 64 * 1024;
+
+/// What happened to an accepted request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IngestOutcome {
+    /// Records now durable.
+    pub accepted: usize,
+    /// Records dropped for breaking OTLP rules (reported to the client as partial success).
+    pub rejected: usize,
+    /// Why the first dropped record was dropped.
+    pub message: Option<String>,
+}
+
+/// Takes tenants' batches and answers once they are durable.
+pub struct IngestPipeline {
+    config: IngestConfig,
+    bus: Arc<dyn IngestBus>,
+    limiter: TenantRateLimiter,
+    in_flight: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for IngestPipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IngestPipeline")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl IngestPipeline {
+    pub fn new(config: IngestConfig, bus: Arc<dyn IngestBus>) -> IngestPipeline {
+        IngestPipeline {
+            limiter: TenantRateLimiter::new(config.limits.clone()),
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight_bytes)),
+            config,
+            bus,
+        }
+    }
+
+    pub fn config(&self) -> &IngestConfig {
+        &self.config
+    }
+
+    pub fn bus(&self) -> &Arc<dyn IngestBus> {
+        &self.bus
+    }
+
+    /// Bytes of requests held in memory right now.
+    pub fn in_flight_bytes(&self) -> usize {
+        self.config.max_in_flight_bytes - self.in_flight.available_permits()
+    }
+
+    fn reserve(&self, bytes: usize) -> Result<OwnedSemaphorePermit> {
+        if bytes > self.config.max_body_bytes {
+            return Err(Error::BodyTooLarge {
+                limit: self.config.max_body_bytes,
+            });
+        }
+        let permits = u32::try_from(bytes.max(1)).unwrap_or(u32::MAX);
+        self.in_flight
+            .clone()
+            .try_acquire_many_owned(permits)
+            .map_err(|_| Error::Overloaded {
+                reason: "in-flight request bytes at their limit",
+                retry_after: Duration::from_secs(1),
+            })
+    }
+
+    /// Decodes an OTLP/HTTP body and makes its records durable.
+    pub async fn ingest(
+        &self,
+        tenant: &TenantId,
+        signal: Signal,
+        encoding: Encoding,
+        body: Bytes,
+    ) -> Result<IngestOutcome> {
+        let body_len = body.len();
+        let result = async {
+            let _permit = self.reserve(body_len)?;
+            let max = self.config.max_body_bytes;
+            let batch = if body_len <= INLINE_DECODE_BYTES {
+                otlp::decode(signal, encoding, body, max)?
+            } else {
+                tokio::task::spawn_blocking(move || otlp::decode(signal, encoding, body, max))
+                    .await
+                    .map_err(|e| Error::Unavailable {
+                        reason: format!("decoder task failed: {e}"),
+                    })??
+            };
+            self.commit(tenant, batch).await
+        }
+        .await;
+        record(tenant, signal, body_len, &result);
+        result
+    }
+
+    /// Makes an already decoded request (OTLP/gRPC) durable. `encoded_len` is its size on the
+    /// wire, for the memory budget and the metrics.
+    pub async fn ingest_request(
+        &self,
+        tenant: &TenantId,
+        request: OtlpRequest,
+        encoded_len: usize,
+    ) -> Result<IngestOutcome> {
+        let signal = request.signal();
+        let result = async {
+            let _permit = self.reserve(encoded_len)?;
+            self.commit(tenant, DecodedBatch::from_request(request, None))
+                .await
+        }
+        .await;
+        record(tenant, signal, encoded_len, &result);
+        result
+    }
+
+    async fn commit(&self, tenant: &TenantId, batch: DecodedBatch) -> Result<IngestOutcome> {
+        let outcome = IngestOutcome {
+            accepted: batch.checked.accepted,
+            rejected: batch.checked.rejected,
+            message: batch.checked.first_error.map(|e| e.to_string()),
+        };
+        if outcome.accepted == 0 {
+            return Ok(outcome);
+        }
+        self.limiter
+            .check(tenant, outcome.accepted as u64, batch.payload.len() as u64)?;
+        let ack = self
+            .bus
+            .publish(tenant.clone(), batch.signal, batch.payload)?;
+        ack.await?;
+        Ok(outcome)
+    }
+}
+
+/// Counts one request's outcome: per batch, never per record.
+fn record(tenant: &TenantId, signal: Signal, bytes: usize, result: &Result<IngestOutcome>) {
+    let labels = |outcome: &'static str| {
+        [
+            ("tenant", tenant.to_string()),
+            ("signal", signal.as_str().to_owned()),
+            ("outcome", outcome.to_owned()),
+        ]
+    };
+    match result {
+        Ok(outcome) => {
+            metrics::counter!("sextant_ingest_records_total", &labels("accepted"))
+                .increment(outcome.accepted as u64);
+            metrics::counter!("sextant_ingest_bytes_total", &labels("accepted"))
+                .increment(bytes as u64);
+            if outcome.rejected > 0 {
+                metrics::counter!("sextant_ingest_records_total", &labels("rejected"))
+                    .increment(outcome.rejected as u64);
+            }
+        }
+        Err(err) => {
+            metrics::counter!("sextant_ingest_bytes_total", &labels("rejected"))
+                .increment(bytes as u64);
+            let labels = [
+                ("tenant", tenant.to_string()),
+                ("signal", signal.as_str().to_owned()),
+                ("code", err.code().to_owned()),
+            ];
+            metrics::counter!("sextant_ingest_rejected_requests_total", &labels).increment(1);
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! Errors of the vocabulary crate: names and values that fail validation.
+
+/// An invalid name or value.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    /// A tenant name outside `[a-z0-9_-]{1,64}` (or starting with `-`/`_`).
+    #[error("invalid tenant `{name}`: {reason}")]
+    InvalidTenant { name: String, reason: &'static str },
+    /// A role name that is not one of `admin`, `editor`, `viewer`, `ingest`.
+    #[error("unknown role `{name}` (expected one of admin, editor, viewer, ingest)")]
+    UnknownRole { name: String },
+    /// A signal name that is not one of `logs`, `metrics`, `traces`.
+    #[error("unknown signal `{name}` (expected one of logs, metrics, traces)")]
+    UnknownSignal { name: String },
+}
+
+impl Error {
+    /// The small public code of this error, stable across versions.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidTenant { .. } => "invalid_tenant",
+            Error::UnknownRole { .. } => "unknown_role",
+            Error::UnknownSignal { .. } => "unknown_signal",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,28 @@
+//! Sextant's vocabulary: tenants, roles, signals and the rows telemetry becomes. No I/O.
+//!
+//! The main types:
+//! - [`TenantId`]: a validated tenant name; every row and request belongs to one.
+//! - [`Role`]: what a token may do (`admin`, `editor`, `viewer`, `ingest`).
+//! - [`Signal`]: logs, metrics or traces, the three OTLP signals.
+//! - [`LogRow`], [`SpanRow`], [`MetricRow`]: one stored row each, flattened from OTLP by
+//!   [`otlp`] (one row per log record, per span, per metric data point).
+//!
+//! ```
+//! use sextant_model::{Role, TenantId};
+//!
+//! let tenant = TenantId::new("acme-prod").unwrap();
+//! assert_eq!(tenant.as_str(), "acme-prod");
+//! assert!(Role::Editor.can_ingest());
+//! assert!(!Role::Viewer.can_ingest());
+//! ```
+
+mod error;
+pub mod otlp;
+mod rows;
+mod signal;
+mod tenant;
+
+pub use error::{Error, Result};
+pub use rows::{AttrValue, Attributes, LogRow, MetricKind, MetricRow, SpanRow};
+pub use signal::Signal;
+pub use tenant::{Role, TenantId};

@@ -1,0 +1,152 @@
+//! Tenants and roles: who owns a row, and what a token may do.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use crate::{Error, Result};
+
+/// The longest tenant name accepted.
+pub const MAX_TENANT_LEN: usize = 64;
+
+/// A tenant name: 1 to 64 characters of `a-z`, `0-9`, `-`, `_`, starting with a letter or digit.
+/// Cheap to clone (shared string).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TenantId(Arc<str>);
+
+impl TenantId {
+    pub fn new(name: &str) -> Result<TenantId> {
+        let invalid = |reason| Error::InvalidTenant {
+            name: name.to_owned(),
+            reason,
+        };
+        if name.is_empty() {
+            return Err(invalid("empty"));
+        }
+        if name.len() > MAX_TENANT_LEN {
+            return Err(invalid("longer than 64 characters"));
+        }
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        {
+            return Err(invalid("only a-z, 0-9, `-` and `_` are allowed"));
+        }
+        if !name.as_bytes()[0].is_ascii_alphanumeric() {
+            return Err(invalid("must start with a letter or digit"));
+        }
+        Ok(TenantId(Arc::from(name)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a token may do. Each role includes the ones below it except `ingest`, which may only
+/// write telemetry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Everything, including tenant administration and data deletion.
+    Admin,
+    /// Ingest, query, and change rules and runbooks.
+    Editor,
+    /// Query only.
+    Viewer,
+    /// Write telemetry only (for agents and collectors).
+    Ingest,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Admin, Role::Editor, Role::Viewer, Role::Ingest];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Editor => "editor",
+            Role::Viewer => "viewer",
+            Role::Ingest => "ingest",
+        }
+    }
+
+    /// May send telemetry.
+    pub fn can_ingest(self) -> bool {
+        matches!(self, Role::Admin | Role::Editor | Role::Ingest)
+    }
+
+    /// May read telemetry and incidents.
+    pub fn can_query(self) -> bool {
+        matches!(self, Role::Admin | Role::Editor | Role::Viewer)
+    }
+
+    /// May administer the tenant (tokens, retention, data deletion).
+    pub fn can_administer(self) -> bool {
+        matches!(self, Role::Admin)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Role> {
+        Role::ALL
+            .into_iter()
+            .find(|role| role.as_str() == s)
+            .ok_or_else(|| Error::UnknownRole { name: s.to_owned() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_tenant(name: &str, ok: bool) {
+        assert_eq!(TenantId::new(name).is_ok(), ok, "{name:?}");
+    }
+
+    #[test]
+    fn tenant_names() {
+        check_tenant("acme", true);
+        check_tenant("acme-prod_2", true);
+        check_tenant("0team", true);
+        check_tenant("", false);
+        check_tenant("Acme", false);
+        check_tenant("-acme", false);
+        check_tenant("a/b", false);
+        check_tenant("../x", false);
+        check_tenant(&"a".repeat(64), true);
+        check_tenant(&"a".repeat(65), false);
+    }
+
+    #[test]
+    fn roles() {
+        for role in Role::ALL {
+            assert_eq!(role.as_str().parse::<Role>().unwrap(), role);
+        }
+        assert_eq!(
+            "root".parse::<Role>().unwrap_err().to_string(),
+            "unknown role `root` (expected one of admin, editor, viewer, ingest)"
+        );
+        assert!(Role::Ingest.can_ingest() && !Role::Ingest.can_query());
+        assert!(Role::Viewer.can_query() && !Role::Viewer.can_ingest());
+        assert!(Role::Admin.can_administer() && !Role::Editor.can_administer());
+    }
+}

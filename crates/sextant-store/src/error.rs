@@ -1,0 +1,59 @@
+//! Errors of the storage crate.
+
+use std::path::PathBuf;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("i/o error on `{path}`: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A record that fails its checksum or framing anywhere but the tail of the newest segment.
+    #[error("write-ahead log segment `{path}` is corrupt at offset {offset}: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    /// The log cannot take more appends right now; the caller should retry later.
+    #[error("write-ahead log queue is full")]
+    Overloaded,
+    /// The log was closed, or failed and stopped accepting appends.
+    #[error("write-ahead log is closed")]
+    Closed,
+    /// A write or fsync failed; the batch is not durable.
+    #[error("write-ahead log write failed: {0}")]
+    WriteFailed(String),
+    #[error("metadata store error: {0}")]
+    Metadata(#[from] rusqlite::Error),
+    #[error("no token with id `{id}`")]
+    TokenNotFound { id: String },
+    #[error("invalid stored record: {0}")]
+    Decode(String),
+}
+
+impl Error {
+    /// The small public code of this error, stable across versions.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Io { .. } | Error::WriteFailed(_) => "storage_io",
+            Error::Corrupt { .. } | Error::Decode(_) => "storage_corrupt",
+            Error::Overloaded => "overloaded",
+            Error::Closed => "unavailable",
+            Error::Metadata(_) => "metadata",
+            Error::TokenNotFound { .. } => "not_found",
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

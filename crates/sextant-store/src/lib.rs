@@ -1,0 +1,31 @@
+//! Sextant's storage: the write-ahead log that makes ingest durable, and the metadata store
+//! that holds tenants and tokens.
+//!
+//! The main types:
+//! - [`wal::Wal`]: an append-only log of ingest batches with group commit. A batch is
+//!   acknowledged only after it is written and fsynced; [`wal::Wal::open`] replays the log and
+//!   cuts a torn tail; [`wal::read_records`] scans it read-only.
+//! - [`meta::MetadataStore`]: the seam for metadata (tokens and tenants), with
+//!   [`meta::SqliteMetadata`] as the embedded implementation.
+//! - [`TelemetryReader`]: reads a tenant's stored telemetry back as rows.
+//!
+//! ```no_run
+//! use sextant_model::{Signal, TenantId};
+//! use sextant_store::wal::{Wal, WalConfig};
+//!
+//! # async fn example() -> sextant_store::Result<()> {
+//! let (wal, _replay) = Wal::open(WalConfig::new("data/wal"))?;
+//! let tenant = TenantId::new("acme").unwrap();
+//! let seq = wal.append(tenant, Signal::Logs, bytes::Bytes::from_static(b"..."))?.await?;
+//! println!("durable as record {seq}");
+//! wal.close();
+//! # Ok(()) }
+//! ```
+
+mod error;
+pub mod meta;
+mod reader;
+pub mod wal;
+
+pub use error::{Error, Result};
+pub use reader::{TelemetryReader, metadata_path, wal_dir};

@@ -1,0 +1,257 @@
+//! The metadata seam: tenants and tokens. SQLite in the embedded mode.
+//!
+//! A token is shown once, when it is created; only its SHA-256 hash is stored. Tokens are
+//! random 192-bit secrets, so a plain hash is enough (no password stretching needed).
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use rusqlite::{Connection, OptionalExtension, params};
+use sextant_model::{Role, TenantId};
+use sha2::{Digest, Sha256};
+
+use crate::{Error, Result};
+
+/// Prefix of every token, so leaked tokens are easy to recognise in logs and scanners.
+pub const TOKEN_PREFIX: &str = "sxt_";
+
+/// A token as stored: everything but the secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenInfo {
+    /// Public handle used to list and revoke the token.
+    pub id: String,
+    pub tenant: TenantId,
+    pub role: Role,
+    /// Seconds since the Unix epoch.
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// A token just created: the secret is shown to the caller once and never stored.
+#[derive(Clone, Debug)]
+pub struct NewToken {
+    pub secret: String,
+    pub info: TokenInfo,
+}
+
+/// Where tenants and tokens live. Embedded: [`SqliteMetadata`]; cluster mode: PostgreSQL.
+pub trait MetadataStore: Send + Sync {
+    /// Creates a token for `tenant` (creating the tenant if new).
+    fn create_token(&self, tenant: &TenantId, role: Role) -> Result<NewToken>;
+    /// All tokens, revoked ones included, oldest first.
+    fn list_tokens(&self) -> Result<Vec<TokenInfo>>;
+    /// Revokes a token by id; revoking twice keeps the first time.
+    fn revoke_token(&self, id: &str) -> Result<TokenInfo>;
+    /// Finds the token whose secret this is, revoked or not.
+    fn find_token(&self, secret: &str) -> Result<Option<TokenInfo>>;
+    /// Every tenant that has ever had a token.
+    fn tenants(&self) -> Result<Vec<TenantId>>;
+}
+
+/// Metadata in one SQLite file (WAL journal mode, so the CLI and a running server can share
+/// it).
+pub struct SqliteMetadata {
+    connection: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for SqliteMetadata {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SqliteMetadata")
+    }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tenants (
+    name       TEXT PRIMARY KEY,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    id         TEXT PRIMARY KEY,
+    hash       TEXT NOT NULL UNIQUE,
+    tenant     TEXT NOT NULL REFERENCES tenants(name),
+    role       TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+";
+
+impl SqliteMetadata {
+    pub fn open(path: &Path) -> Result<SqliteMetadata> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        let connection = Connection::open(path)?;
+        connection.busy_timeout(std::time::Duration::from_secs(5))?;
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+        connection.pragma_update(None, "synchronous", "FULL")?;
+        connection.pragma_update(None, "foreign_keys", "ON")?;
+        connection.execute_batch(SCHEMA)?;
+        Ok(SqliteMetadata {
+            connection: Mutex::new(connection),
+        })
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).expect("the operating system's random source failed");
+    hex::encode(buf)
+}
+
+/// The stored form of a token secret.
+pub fn hash_token(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+fn token_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TokenInfo> {
+    let tenant: String = row.get(1)?;
+    let role: String = row.get(2)?;
+    let bad = |column: usize, message: String| {
+        rusqlite::Error::FromSqlConversionFailure(
+            column,
+            rusqlite::types::Type::Text,
+            message.into(),
+        )
+    };
+    Ok(TokenInfo {
+        id: row.get(0)?,
+        tenant: TenantId::new(&tenant).map_err(|e| bad(1, e.to_string()))?,
+        role: role
+            .parse()
+            .map_err(|e: sextant_model::Error| bad(2, e.to_string()))?,
+        created_at: row.get(3)?,
+        revoked_at: row.get(4)?,
+    })
+}
+
+const TOKEN_COLUMNS: &str = "id, tenant, role, created_at, revoked_at";
+
+impl MetadataStore for SqliteMetadata {
+    fn create_token(&self, tenant: &TenantId, role: Role) -> Result<NewToken> {
+        let secret = format!("{TOKEN_PREFIX}{}", random_hex(24));
+        let info = TokenInfo {
+            id: random_hex(6),
+            tenant: tenant.clone(),
+            role,
+            created_at: now(),
+            revoked_at: None,
+        };
+        let mut connection = self.connection.lock();
+        let tx = connection.transaction()?;
+        tx.execute(
+            "INSERT OR IGNORE INTO tenants (name, created_at) VALUES (?1, ?2)",
+            params![tenant.as_str(), info.created_at],
+        )?;
+        tx.execute(
+            "INSERT INTO tokens (id, hash, tenant, role, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                info.id,
+                hash_token(&secret),
+                tenant.as_str(),
+                role.as_str(),
+                info.created_at
+            ],
+        )?;
+        tx.commit()?;
+        Ok(NewToken { secret, info })
+    }
+
+    fn list_tokens(&self) -> Result<Vec<TokenInfo>> {
+        let connection = self.connection.lock();
+        let mut statement = connection.prepare(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at, id"
+        ))?;
+        let rows = statement.query_map([], token_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn revoke_token(&self, id: &str) -> Result<TokenInfo> {
+        let connection = self.connection.lock();
+        connection.execute(
+            "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+            params![id, now()],
+        )?;
+        connection
+            .query_row(
+                &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = ?1"),
+                [id],
+                token_from_row,
+            )
+            .optional()?
+            .ok_or_else(|| Error::TokenNotFound { id: id.to_owned() })
+    }
+
+    fn find_token(&self, secret: &str) -> Result<Option<TokenInfo>> {
+        let connection = self.connection.lock();
+        Ok(connection
+            .query_row(
+                &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?1"),
+                [hash_token(secret)],
+                token_from_row,
+            )
+            .optional()?)
+    }
+
+    fn tenants(&self) -> Result<Vec<TenantId>> {
+        let connection = self.connection.lock();
+        let mut statement = connection.prepare("SELECT name FROM tenants ORDER BY name")?;
+        let names = statement.query_map([], |row| row.get::<_, String>(0))?;
+        let mut tenants = Vec::new();
+        for name in names {
+            tenants.push(TenantId::new(&name?).map_err(|e| Error::Decode(e.to_string()))?);
+        }
+        Ok(tenants)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_created_found_and_revoked() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = SqliteMetadata::open(&dir.path().join("meta.db")).unwrap();
+        let acme = TenantId::new("acme").unwrap();
+        let token = meta.create_token(&acme, Role::Ingest).unwrap();
+        assert!(token.secret.starts_with(TOKEN_PREFIX));
+        let found = meta.find_token(&token.secret).unwrap().unwrap();
+        assert_eq!(found, token.info);
+        assert_eq!(meta.find_token("sxt_not-a-token").unwrap(), None);
+
+        let revoked = meta.revoke_token(&token.info.id).unwrap();
+        assert!(revoked.revoked_at.is_some());
+        let again = meta.revoke_token(&token.info.id).unwrap();
+        assert_eq!(again.revoked_at, revoked.revoked_at);
+        assert!(matches!(
+            meta.revoke_token("nope"),
+            Err(Error::TokenNotFound { .. })
+        ));
+        assert_eq!(meta.tenants().unwrap(), vec![acme]);
+        assert_eq!(meta.list_tokens().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn only_the_hash_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        let meta = SqliteMetadata::open(&path).unwrap();
+        let token = meta
+            .create_token(&TenantId::new("acme").unwrap(), Role::Admin)
+            .unwrap();
+        drop(meta);
+        let raw = std::fs::read(&path).unwrap();
+        let wal = std::fs::read(path.with_extension("db-wal")).unwrap_or_default();
+        let needle = token.secret.as_bytes();
+        for bytes in [&raw, &wal] {
+            assert!(!bytes.windows(needle.len()).any(|w| w == needle));
+        }
+    }
+}

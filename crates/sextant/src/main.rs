@@ -1,0 +1,50 @@
+//! The `sextant` binary: `serve` runs the engine; `tokens` manages who may talk to it.
+
+mod config;
+mod serve;
+mod tokens;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Sextant: an open AIOps engine in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "sextant", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server: HTTP API, OTLP/HTTP and OTLP/gRPC on one port.
+    Serve(serve::ServeArgs),
+    /// Create, list and revoke API tokens.
+    #[command(subcommand)]
+    Tokens(tokens::TokensCommand),
+}
+
+/// The data directory option shared by commands that work on a data directory offline.
+#[derive(Debug, clap::Args)]
+pub struct DataDirArg {
+    /// Sextant's data directory.
+    #[arg(long, env = "SEXTANT_DATA_DIR", default_value = "sextant-data")]
+    pub data_dir: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Tokens(command) => tokens::run(command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! `sextant serve`: open the data directory, replay the write-ahead log, and serve until
+//! SIGTERM or SIGINT, then finish in-flight requests and sync the log.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use metrics_exporter_prometheus::PrometheusBuilder;
+use sextant_ingest::{IngestBus, IngestPipeline};
+use sextant_model::{Role, TenantId};
+use sextant_server::AppState;
+use sextant_store::meta::MetadataStore;
+use sextant_store::wal::Wal;
+
+use crate::DataDirArg;
+use crate::config::SextantConfig;
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// TOML configuration file (see config/sextant.example.toml).
+    #[arg(long, env = "SEXTANT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory [default: sextant-data].
+    #[arg(long, env = "SEXTANT_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address for HTTP and gRPC [default: 127.0.0.1:7300].
+    #[arg(long, env = "SEXTANT_LISTEN")]
+    listen: Option<String>,
+}
+
+impl ServeArgs {
+    /// Defaults, then the file, then environment and flags.
+    fn resolve(self) -> anyhow::Result<SextantConfig> {
+        let mut config = match &self.config {
+            Some(path) => SextantConfig::from_file(path)?,
+            None => SextantConfig::default(),
+        };
+        if let Some(dir) = self.data_dir {
+            config.data_dir = dir;
+        }
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.resolve()?;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: SextantConfig) -> anyhow::Result<()> {
+    let metrics = PrometheusBuilder::new()
+        .install_recorder()
+        .context("cannot install the metrics recorder")?;
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create data directory `{}`",
+            config.data_dir.display()
+        )
+    })?;
+    let meta = crate::tokens::open_metadata(&DataDirArg {
+        data_dir: config.data_dir.clone(),
+    })?;
+    bootstrap_token(meta.as_ref(), &config)?;
+
+    let addr = config.listen_addr()?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    let state = AppState::new(
+        meta,
+        config.ingest.max_concurrent_requests,
+        Some(metrics.clone()),
+    );
+    let app = sextant_server::router(state.clone(), config.ingest.max_body_bytes);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut server_stop = stop_rx.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = server_stop.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    // Printed on stdout so scripts and tests can find the port when listening on port 0.
+    println!("sextant listening on {local}");
+    tracing::info!(%local, data_dir = %config.data_dir.display(), "listening; replaying write-ahead log");
+
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            metrics.run_upkeep();
+        }
+    });
+
+    let wal_config = config
+        .wal
+        .to_wal_config(sextant_store::wal_dir(&config.data_dir));
+    let started = Instant::now();
+    let (wal, report) = tokio::task::spawn_blocking(move || Wal::open(wal_config))
+        .await?
+        .context("cannot open the write-ahead log")?;
+    tracing::info!(
+        segments = report.segments,
+        records = report.records,
+        bytes = report.bytes,
+        torn_bytes = report.torn_bytes,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "write-ahead log replayed; ready"
+    );
+    let bus: Arc<dyn IngestBus> = Arc::new(wal);
+    state.set_ready(Arc::new(IngestPipeline::new(
+        config.ingest.clone(),
+        bus.clone(),
+    )));
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    let _ = stop_tx.send(true);
+    let grace = Duration::from_secs(config.shutdown_grace_seconds);
+    match tokio::time::timeout(grace, server).await {
+        Ok(result) => result??,
+        Err(_) => tracing::warn!("in-flight requests did not finish in {grace:?}; closing anyway"),
+    }
+    tokio::task::spawn_blocking(move || bus.close()).await?;
+    tracing::info!("write-ahead log synced; bye");
+    Ok(())
+}
+
+/// On a fresh data directory, create an admin token for tenant `default` and print it once, so
+/// a newcomer can send data straight away.
+fn bootstrap_token(meta: &dyn MetadataStore, config: &SextantConfig) -> anyhow::Result<()> {
+    if !meta.list_tokens()?.is_empty() {
+        return Ok(());
+    }
+    let tenant = TenantId::new("default").expect("valid tenant name");
+    let token = meta.create_token(&tenant, Role::Admin)?;
+    eprintln!(
+        "\nFirst start: created an admin token for tenant `default` (shown only now):\n\n  {}\n\n\
+         Send a log line with it:\n\n  curl -H 'Authorization: Bearer {}' -H 'Content-Type: application/json' \\\n    \
+         -d '{{\"resourceLogs\":[{{\"scopeLogs\":[{{\"logRecords\":[{{\"body\":{{\"stringValue\":\"hello\"}}}}]}}]}}]}}' \\\n    \
+         http://{}/v1/logs\n\nMore tokens: sextant tokens create --data-dir {} --tenant NAME --role ingest\n",
+        token.secret,
+        token.secret,
+        config.listen,
+        config.data_dir.display()
+    );
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
