@@ -1,0 +1,352 @@
+//! Every way a request can be refused: each gets a clear status and message, and a refused
+//! request stores nothing.
+
+use std::process::Command;
+use std::time::Duration;
+
+use prost::Message;
+use sextant_model::TenantId;
+use sextant_store::TelemetryReader;
+
+use crate::support::{Sextant, agent, binary, create_token, datasets_dir, logs_request};
+
+struct Reply {
+    status: u16,
+    retry_after: Option<String>,
+    body: String,
+}
+
+fn post(server: &Sextant, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    let mut request = agent().post(&server.url(path));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let mut response = request.send(body).unwrap();
+    Reply {
+        status: response.status().as_u16(),
+        retry_after: response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned()),
+        body: response.body_mut().read_to_string().unwrap_or_default(),
+    }
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+const JSON: (&str, &str) = ("Content-Type", "application/json");
+const PROTOBUF: (&str, &str) = ("Content-Type", "application/x-protobuf");
+
+fn one_log(text: &str) -> Vec<u8> {
+    logs_request("errors-test", &[text.to_owned()]).encode_to_vec()
+}
+
+fn stored_bodies(server: Sextant, tenant: &str) -> Vec<String> {
+    let dir = server.data_dir.clone();
+    server.stop();
+    let mut bodies: Vec<String> = TelemetryReader::new(dir)
+        .log_rows(&TenantId::new(tenant).unwrap())
+        .unwrap()
+        .into_iter()
+        .map(|row| row.body.to_text())
+        .collect();
+    bodies.sort();
+    bodies
+}
+
+#[test]
+fn refused_requests_get_clear_errors_and_store_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ingest = create_token(dir.path(), "acme", "ingest");
+    let viewer = create_token(dir.path(), "acme", "viewer");
+    let server = Sextant::start_with_config(
+        dir.path(),
+        Some("[ingest]\nmax_body_bytes = 4096\nmax_in_flight_bytes = 65536\n"),
+    );
+    let auth = bearer(&ingest);
+    let ok = |text: &str| {
+        post(
+            &server,
+            "/v1/logs",
+            &[("Authorization", &auth), PROTOBUF],
+            &one_log(text),
+        )
+    };
+
+    assert_eq!(ok("accepted-1").status, 200);
+
+    // No token, a malformed header, an unknown token: 401.
+    let reply = post(&server, "/v1/logs", &[PROTOBUF], &one_log("no-token"));
+    assert_eq!(reply.status, 401);
+    let reply = post(
+        &server,
+        "/v1/logs",
+        &[("Authorization", "Basic eDp5"), JSON],
+        b"{}",
+    );
+    assert_eq!(reply.status, 401);
+    assert!(reply.body.contains("Bearer"), "{}", reply.body);
+    let reply = post(
+        &server,
+        "/v1/logs",
+        &[("Authorization", "Bearer sxt_0000"), JSON],
+        b"{}",
+    );
+    assert_eq!(
+        (reply.status, reply.body.contains("unknown token")),
+        (401, true)
+    );
+
+    // A role that may not ingest: 403.
+    let reply = post(
+        &server,
+        "/v1/logs",
+        &[("Authorization", &bearer(&viewer)), PROTOBUF],
+        &one_log("viewer"),
+    );
+    assert_eq!(reply.status, 403);
+
+    // A tenant the token does not belong to: 403.
+    let reply = post(
+        &server,
+        "/v1/logs",
+        &[
+            ("Authorization", &auth),
+            ("X-Sextant-Tenant", "globex"),
+            PROTOBUF,
+        ],
+        &one_log("other-tenant"),
+    );
+    assert_eq!(reply.status, 403);
+    assert!(reply.body.contains("`globex`"), "{}", reply.body);
+
+    // Garbage bodies: 400 naming the problem.
+    let reply = post(
+        &server,
+        "/v1/logs",
+        &[("Authorization", &auth), JSON],
+        b"{\"resourceLogs\": 7}",
+    );
+    assert_eq!(reply.status, 400);
+    assert!(
+        reply.body.contains("malformed json logs request"),
+        "{}",
+        reply.body
+    );
+    let reply = post(
+        &server,
+        "/v1/traces",
+        &[("Authorization", &auth), PROTOBUF],
+        b"\x0a\xff\xff\xff\xff",
+    );
+    assert_eq!(reply.status, 400);
+
+    // A content type that is not OTLP: 415.
+    let reply = post(
+        &server,
+        "/v1/logs",
+        &[("Authorization", &auth), ("Content-Type", "text/plain")],
+        b"hello",
+    );
+    assert_eq!(reply.status, 415);
+    assert!(reply.body.contains("text/plain"), "{}", reply.body);
+
+    // A body over the limit: 413.
+    let big: Vec<String> = (0..200).map(|i| format!("oversized line {i:04}")).collect();
+    let body = logs_request("errors-test", &big).encode_to_vec();
+    assert!(body.len() > 4096);
+    let reply = post(
+        &server,
+        "/v1/logs",
+        &[("Authorization", &auth), PROTOBUF],
+        &body,
+    );
+    assert_eq!(reply.status, 413);
+
+    // Malformed ids are dropped with a partial-success answer; the rest is kept.
+    let partial = br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[
+        {"body":{"stringValue":"partial-kept"}},
+        {"body":{"stringValue":"partial-dropped"},"traceId":"abcd"}]}]}]}"#;
+    let reply = post(
+        &server,
+        "/v1/logs",
+        &[("Authorization", &auth), JSON],
+        partial,
+    );
+    assert_eq!(reply.status, 200);
+    let answer: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(
+        answer["partialSuccess"]["rejectedLogRecords"], 1,
+        "{}",
+        reply.body
+    );
+
+    assert_eq!(ok("accepted-2").status, 200);
+    assert_eq!(
+        stored_bodies(server, "acme"),
+        vec!["accepted-1", "accepted-2", "partial-kept"]
+    );
+}
+
+#[test]
+fn revoked_token_stops_working_on_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = create_token(dir.path(), "acme", "ingest");
+    let server = Sextant::start(dir.path());
+    let auth = bearer(&token);
+    let send = || {
+        post(
+            &server,
+            "/v1/logs",
+            &[("Authorization", &auth), PROTOBUF],
+            &one_log("x"),
+        )
+        .status
+    };
+    assert_eq!(send(), 200);
+
+    let list = Command::new(binary())
+        .args(["tokens", "list", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let listing = String::from_utf8(list.stdout).unwrap();
+    let id = listing
+        .lines()
+        .find(|line| line.contains(" acme "))
+        .and_then(|line| line.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let revoke = Command::new(binary())
+        .args(["tokens", "revoke", &id, "--data-dir"])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(revoke.success());
+    // Lookups are cached for one second.
+    std::thread::sleep(Duration::from_millis(1_100));
+    assert_eq!(send(), 401);
+}
+
+#[test]
+fn cli_names_bad_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, expected) in [
+        (
+            vec!["--tenant", "Acme", "--role", "ingest"],
+            "invalid tenant `Acme`",
+        ),
+        (
+            vec!["--tenant", "acme", "--role", "root"],
+            "unknown role `root`",
+        ),
+    ] {
+        let output = Command::new(binary())
+            .args(["tokens", "create", "--data-dir"])
+            .arg(dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+    let output = Command::new(binary())
+        .args(["tokens", "revoke", "nope", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8(output.stderr)
+            .unwrap()
+            .contains("no token with id `nope`")
+    );
+}
+
+#[test]
+fn a_flood_meets_the_tenant_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let noisy = create_token(dir.path(), "noisy", "ingest");
+    let quiet = create_token(dir.path(), "quiet", "ingest");
+    let server = Sextant::start_with_config(
+        dir.path(),
+        Some("[ingest.limits.tenants.noisy]\nrecords_per_second = 100\n"),
+    );
+    let batch: Vec<String> = (0..60).map(|i| format!("flood {i}")).collect();
+    let body = logs_request("flood", &batch).encode_to_vec();
+    let send = |token: &str| {
+        post(
+            &server,
+            "/v1/logs",
+            &[("Authorization", &bearer(token)), PROTOBUF],
+            &body,
+        )
+    };
+    let statuses: Vec<u16> = (0..5).map(|_| send(&noisy).status).collect();
+    assert_eq!(&statuses[..2], &[200, 200], "{statuses:?}");
+    let limited = send(&noisy);
+    assert_eq!(limited.status, 429, "{statuses:?}");
+    assert!(limited.retry_after.is_some());
+    assert!(
+        limited
+            .body
+            .contains("tenant `noisy` is over its records limit of 100/s"),
+        "{}",
+        limited.body
+    );
+    // Another tenant is not affected.
+    for _ in 0..5 {
+        assert_eq!(send(&quiet).status, 200);
+    }
+    let accepted = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!(stored_bodies(server, "noisy").len(), accepted * 60);
+}
+
+#[test]
+fn official_otlp_examples_are_accepted_and_read_back() {
+    let examples = datasets_dir().join("otlp-examples");
+    if !examples.exists() {
+        println!("skipping: {} not found", examples.display());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let token = create_token(dir.path(), "examples", "ingest");
+    let server = Sextant::start(dir.path());
+    let auth = bearer(&token);
+    for (file, path) in [
+        ("logs.json", "/v1/logs"),
+        ("events.json", "/v1/logs"),
+        ("metrics.json", "/v1/metrics"),
+        ("trace.json", "/v1/traces"),
+    ] {
+        let body = std::fs::read(examples.join(file)).unwrap();
+        let reply = post(&server, path, &[("Authorization", &auth), JSON], &body);
+        assert_eq!((reply.status, reply.body.as_str()), (200, "{}"), "{file}");
+    }
+    let dir = server.data_dir.clone();
+    server.stop();
+    let reader = TelemetryReader::new(dir);
+    let tenant = TenantId::new("examples").unwrap();
+    let logs = reader.log_rows(&tenant).unwrap();
+    assert_eq!(logs.len(), 2);
+    assert_eq!(logs[0].service, "my.service");
+    assert_eq!(logs[0].trace_id.len(), 16);
+    let spans = reader.span_rows(&tenant).unwrap();
+    assert_eq!(spans.len(), 1);
+    assert_eq!(
+        hex_of(&spans[0].trace_id),
+        "5b8efff798038103d269b633813fc60c"
+    );
+    let metrics = reader.metric_rows(&tenant).unwrap();
+    let kinds: Vec<&str> = metrics.iter().map(|m| m.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["sum", "gauge", "histogram", "exponential_histogram"]
+    );
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

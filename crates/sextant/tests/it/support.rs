@@ -1,0 +1,186 @@
+//! Test support: start and stop the real binary, create tokens, send OTLP requests.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+
+/// Path of the binary under test.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_sextant")
+}
+
+/// `../shared/datasets` relative to the workspace root, or `SEXTANT_DATASETS`.
+pub fn datasets_dir() -> PathBuf {
+    std::env::var_os("SEXTANT_DATASETS").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets"),
+        PathBuf::from,
+    )
+}
+
+/// A running `sextant serve`.
+pub struct Sextant {
+    child: Child,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
+impl Sextant {
+    /// Starts the server on a free loopback port and waits until `/readyz` says ready.
+    pub fn start(data_dir: &Path) -> Sextant {
+        Sextant::start_with_config(data_dir, None)
+    }
+
+    /// Same, with a TOML config file written from `config`.
+    pub fn start_with_config(data_dir: &Path, config: Option<&str>) -> Sextant {
+        let mut command = Command::new(binary());
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some(config) = config {
+            std::fs::create_dir_all(data_dir).unwrap();
+            let path = data_dir.join("test-config.toml");
+            std::fs::write(&path, config).unwrap();
+            command.arg("--config").arg(path);
+        }
+        let mut child = command.spawn().expect("start sextant");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("sextant exited before listening")
+                .unwrap();
+            if let Some(addr) = line.strip_prefix("sextant listening on ") {
+                break addr.parse().unwrap();
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let server = Sextant {
+            child,
+            addr,
+            data_dir: data_dir.to_owned(),
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let agent = agent();
+        loop {
+            if let Ok(response) = agent.get(self.url("/readyz")).call() {
+                if response.status() == 200 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "sextant did not become ready");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// SIGKILL: no chance to flush or sync anything.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn stop(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        assert!(exit.success(), "sextant exited with {exit} after SIGTERM");
+    }
+}
+
+impl Drop for Sextant {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Creates a token with the real CLI and returns its secret.
+pub fn create_token(data_dir: &Path, tenant: &str, role: &str) -> String {
+    let output = Command::new(binary())
+        .args([
+            "tokens",
+            "create",
+            "--tenant",
+            tenant,
+            "--role",
+            role,
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "tokens create failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+/// A blocking HTTP client that returns 4xx and 5xx responses instead of errors.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .new_agent()
+}
+
+fn string_value(s: &str) -> Option<AnyValue> {
+    Some(AnyValue {
+        value: Some(any_value::Value::StringValue(s.to_owned())),
+    })
+}
+
+/// An OTLP logs request with one record per body, from `service`.
+pub fn logs_request(service: &str, bodies: &[String]) -> ExportLogsServiceRequest {
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: string_value(service),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                log_records: bodies
+                    .iter()
+                    .map(|body| LogRecord {
+                        time_unix_nano: 1_700_000_000_000_000_000,
+                        severity_number: 9,
+                        body: string_value(body),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
