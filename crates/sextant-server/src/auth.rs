@@ -78,10 +78,10 @@ impl Authenticator {
 
     fn lookup(&self, token: &str) -> Result<Option<TokenInfo>, ApiError> {
         let now = Instant::now();
-        if let Some((info, at)) = self.cache.lock().get(token) {
-            if now.duration_since(*at) < CACHE_TTL {
-                return Ok(info.clone());
-            }
+        if let Some((info, at)) = self.cache.lock().get(token)
+            && now.duration_since(*at) < CACHE_TTL
+        {
+            return Ok(info.clone());
         }
         let info = self.meta.find_token(token).map_err(|err| {
             tracing::error!(error = %err, "token lookup failed");

@@ -40,7 +40,7 @@ pub async fn traces(state: State<AppState>, headers: HeaderMap, body: Body) -> R
     export(state, headers, body, Signal::Traces).await
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: impl header::AsHeaderName) -> Option<&'a str> {
+fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 

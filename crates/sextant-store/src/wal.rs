@@ -502,14 +502,14 @@ pub fn read_records(dir: &Path, visit: &mut dyn FnMut(WalRecord) -> Result<()>) 
             records += 1;
             visit(record)
         })?;
-        if let Some(reason) = scan.bad_tail {
-            if i + 1 != segments.len() {
-                return Err(Error::Corrupt {
-                    path: path.clone(),
-                    offset: scan.valid_len,
-                    reason,
-                });
-            }
+        if let Some(reason) = scan.bad_tail
+            && i + 1 != segments.len()
+        {
+            return Err(Error::Corrupt {
+                path: path.clone(),
+                offset: scan.valid_len,
+                reason,
+            });
         }
     }
     Ok(records)

@@ -28,5 +28,8 @@ fn every_source_file_opens_with_a_doc_line() {
             !text.starts_with("//!")
         })
         .collect();
-    assert!(missing.is_empty(), "files without a leading `//!` line: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "files without a leading `//!` line: {missing:?}"
+    );
 }

@@ -4,4 +4,5 @@
 mod conventions;
 mod crash;
 mod errors;
+mod otlp_sdk;
 mod support;

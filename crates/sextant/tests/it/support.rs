@@ -79,10 +79,10 @@ impl Sextant {
         let deadline = Instant::now() + Duration::from_secs(60);
         let agent = agent();
         loop {
-            if let Ok(response) = agent.get(self.url("/readyz")).call() {
-                if response.status() == 200 {
-                    return;
-                }
+            if let Ok(response) = agent.get(self.url("/readyz")).call()
+                && response.status() == 200
+            {
+                return;
             }
             assert!(Instant::now() < deadline, "sextant did not become ready");
             std::thread::sleep(Duration::from_millis(20));
