@@ -295,6 +295,69 @@ mod tests {
         assert!(matches!(err, Error::BodyTooLarge { .. }), "{err}");
     }
 
+    fn decode_json(signal: Signal, json: &str) -> DecodedBatch {
+        decode(
+            signal,
+            Encoding::json(),
+            Bytes::from(json.to_owned()),
+            LIMIT,
+        )
+        .unwrap_or_else(|e| panic!("{json}: {e}"))
+    }
+
+    #[test]
+    fn json_integers_as_strings_or_numbers_and_enums_as_numbers() {
+        use opentelemetry_proto::tonic::common::v1::any_value::Value;
+        let logs = r#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[
+            {"timeUnixNano":"1700000000000000001","severityNumber":17,
+             "body":{"intValue":"-42"},"attributes":[{"key":"n","value":{"intValue":7}}]},
+            {"timeUnixNano":1700000000000000002,"traceId":"5B8EFFF798038103D269B633813FC60C",
+             "spanId":"eee19b7ec3c1b174","body":{"doubleValue":1.5}}]}]}]}"#;
+        let batch = decode_json(Signal::Logs, logs);
+        let request = ExportLogsServiceRequest::decode(batch.payload).unwrap();
+        let records = &request.resource_logs[0].scope_logs[0].log_records;
+        assert_eq!(records[0].time_unix_nano, 1_700_000_000_000_000_001);
+        assert_eq!(records[0].severity_number, 17);
+        assert_eq!(
+            records[0].body.as_ref().unwrap().value,
+            Some(Value::IntValue(-42))
+        );
+        let attribute = records[0].attributes[0].value.as_ref().unwrap();
+        assert_eq!(attribute.value, Some(Value::IntValue(7)));
+        assert_eq!(records[1].time_unix_nano, 1_700_000_000_000_000_002);
+        assert_eq!(records[1].trace_id[0], 0x5b);
+        assert_eq!(records[1].span_id.len(), 8);
+
+        let traces = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c",
+            "spanId":"eee19b7ec3c1b174","name":"GET /","kind":2,"startTimeUnixNano":"1","endTimeUnixNano":2,
+            "status":{"code":2,"message":"boom"}}]}]}]}"#;
+        let batch = decode_json(Signal::Traces, traces);
+        let request = ExportTraceServiceRequest::decode(batch.payload).unwrap();
+        let span = &request.resource_spans[0].scope_spans[0].spans[0];
+        assert_eq!(
+            (
+                span.kind,
+                span.start_time_unix_nano,
+                span.end_time_unix_nano
+            ),
+            (2, 1, 2)
+        );
+        assert_eq!(span.status.as_ref().unwrap().code, 2);
+
+        let metrics = r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"h","histogram":{
+            "aggregationTemporality":2,"dataPoints":[{"count":3,"sum":6,"bucketCounts":["1",2],
+            "explicitBounds":[1.0],"timeUnixNano":"5"}]}},{"name":"s","summary":{"dataPoints":[
+            {"count":"2","sum":3.5,"quantileValues":[{"quantile":0.5,"value":1}]}]}}]}]}]}"#;
+        let batch = decode_json(Signal::Metrics, metrics);
+        assert_eq!(batch.checked.accepted, 2);
+        let request = ExportMetricsServiceRequest::decode(batch.payload).unwrap();
+        let rows =
+            sextant_model::otlp::metric_rows(&sextant_model::TenantId::new("t").unwrap(), &request);
+        assert_eq!(rows[0].bucket_counts, vec![1, 2]);
+        assert_eq!(rows[0].count, Some(3));
+        assert_eq!(rows[1].quantiles, vec![(0.5, 1.0)]);
+    }
+
     fn example(name: &str) -> Option<Bytes> {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../../shared/datasets/otlp-examples")

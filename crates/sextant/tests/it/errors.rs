@@ -325,6 +325,20 @@ fn official_otlp_examples_are_accepted_and_read_back() {
         let reply = post(&server, path, &[("Authorization", &auth), JSON], &body);
         assert_eq!((reply.status, reply.body.as_str()), (200, "{}"), "{file}");
     }
+    // The same trace again, gzip-compressed: stored a second time.
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(
+        &mut gzip,
+        &std::fs::read(examples.join("trace.json")).unwrap(),
+    )
+    .unwrap();
+    let reply = post(
+        &server,
+        "/v1/traces",
+        &[("Authorization", &auth), JSON, ("Content-Encoding", "gzip")],
+        &gzip.finish().unwrap(),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
     let dir = server.data_dir.clone();
     server.stop();
     let reader = TelemetryReader::new(dir);
@@ -334,7 +348,8 @@ fn official_otlp_examples_are_accepted_and_read_back() {
     assert_eq!(logs[0].service, "my.service");
     assert_eq!(logs[0].trace_id.len(), 16);
     let spans = reader.span_rows(&tenant).unwrap();
-    assert_eq!(spans.len(), 1);
+    assert_eq!(spans.len(), 2);
+    assert_eq!(spans[0], spans[1]);
     assert_eq!(
         hex_of(&spans[0].trace_id),
         "5b8efff798038103d269b633813fc60c"
@@ -349,4 +364,47 @@ fn official_otlp_examples_are_accepted_and_read_back() {
 
 fn hex_of(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn settings_come_from_environment_and_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("from-env");
+    let config = dir.path().join("sextant.toml");
+    std::fs::write(&config, "listen = \"127.0.0.1:1\"\n").unwrap();
+    // Environment beats the file: the server listens on a free port, not on port 1.
+    let mut child = Command::new(binary())
+        .arg("serve")
+        .env("SEXTANT_DATA_DIR", &data_dir)
+        .env("SEXTANT_LISTEN", "127.0.0.1:0")
+        .env("SEXTANT_CONFIG", &config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        line.starts_with("sextant listening on 127.0.0.1:"),
+        "{line}"
+    );
+    assert!(!line.trim_end().ends_with(":1"), "{line}");
+    assert!(data_dir.join("meta.db").exists());
+
+    // A config file with an unknown key is refused, naming the key.
+    std::fs::write(&config, "listen_port = 7300\n").unwrap();
+    let output = Command::new(binary())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("unknown field `listen_port`"), "{stderr}");
 }
