@@ -178,3 +178,113 @@ fn record(tenant: &TenantId, signal: Signal, bytes: usize, result: &Result<Inges
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use prost::Message;
+
+    use super::*;
+    use crate::AckFuture;
+
+    /// A bus that takes `capacity` batches and never makes any durable: Sextant falling behind.
+    struct StalledBus {
+        capacity: usize,
+        queued: AtomicUsize,
+    }
+
+    impl IngestBus for StalledBus {
+        fn publish(&self, _: TenantId, _: Signal, _: Bytes) -> Result<AckFuture> {
+            if self.queued.fetch_add(1, Ordering::SeqCst) >= self.capacity {
+                return Err(sextant_store::Error::Overloaded.into());
+            }
+            Ok(Box::pin(std::future::pending()))
+        }
+        fn queue_depth(&self) -> usize {
+            self.queued.load(Ordering::SeqCst)
+        }
+        fn is_healthy(&self) -> bool {
+            true
+        }
+        fn close(&self) {}
+    }
+
+    fn body() -> Bytes {
+        use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+        use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+        let request = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![LogRecord::default(); 10],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        Bytes::from(request.encode_to_vec())
+    }
+
+    fn pipeline(max_in_flight_bytes: usize, bus_capacity: usize) -> Arc<IngestPipeline> {
+        let config = IngestConfig {
+            max_body_bytes: 1024,
+            max_in_flight_bytes,
+            ..IngestConfig::default()
+        };
+        let bus = StalledBus {
+            capacity: bus_capacity,
+            queued: AtomicUsize::new(0),
+        };
+        Arc::new(IngestPipeline::new(config, Arc::new(bus)))
+    }
+
+    async fn ingest_in_background(pipeline: &Arc<IngestPipeline>) {
+        let pipeline = pipeline.clone();
+        tokio::spawn(async move {
+            let tenant = TenantId::new("t").unwrap();
+            let _ = pipeline
+                .ingest(&tenant, Signal::Logs, Encoding::protobuf(), body())
+                .await;
+        });
+        tokio::task::yield_now().await;
+    }
+
+    async fn ingest_now(pipeline: &IngestPipeline) -> Result<IngestOutcome> {
+        let tenant = TenantId::new("t").unwrap();
+        pipeline
+            .ingest(&tenant, Signal::Logs, Encoding::protobuf(), body())
+            .await
+    }
+
+    #[tokio::test]
+    async fn full_memory_budget_answers_overloaded() {
+        let pipeline = pipeline(body().len() + 10, 100);
+        ingest_in_background(&pipeline).await;
+        assert_eq!(pipeline.in_flight_bytes(), body().len());
+        let err = ingest_now(&pipeline).await.unwrap_err();
+        assert!(matches!(err, Error::Overloaded { .. }), "{err}");
+        assert!(err.retry_after().is_some());
+    }
+
+    #[tokio::test]
+    async fn full_bus_answers_overloaded() {
+        let pipeline = pipeline(1 << 20, 1);
+        ingest_in_background(&pipeline).await;
+        let err = ingest_now(&pipeline).await.unwrap_err();
+        assert!(matches!(err, Error::Overloaded { .. }), "{err}");
+        // The refused batch released its share of the budget.
+        assert_eq!(pipeline.in_flight_bytes(), body().len());
+    }
+
+    #[tokio::test]
+    async fn oversized_body_is_refused_before_decoding() {
+        let pipeline = pipeline(1 << 20, 1);
+        let tenant = TenantId::new("t").unwrap();
+        let big = Bytes::from(vec![0u8; 2048]);
+        let err = pipeline
+            .ingest(&tenant, Signal::Logs, Encoding::protobuf(), big)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::BodyTooLarge { limit: 1024 }), "{err}");
+    }
+}
