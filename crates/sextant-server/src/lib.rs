@@ -95,3 +95,58 @@ pub fn router(state: AppState, max_grpc_message_bytes: usize) -> Router {
         .merge(otlp_grpc::router(state, max_grpc_message_bytes))
         .fallback(health::not_found)
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use sextant_model::{Role, TenantId};
+    use sextant_store::meta::SqliteMetadata;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn status(app: &Router, request: Request<Body>) -> (StatusCode, String) {
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let retry = response.headers().get("retry-after").cloned();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let mut text = String::from_utf8_lossy(&body).into_owned();
+        if let Some(retry) = retry {
+            text.push_str(&format!(" retry-after={}", retry.to_str().unwrap()));
+        }
+        (status, text)
+    }
+
+    #[tokio::test]
+    async fn not_ready_until_the_log_is_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Arc::new(SqliteMetadata::open(&dir.path().join("meta.db")).unwrap());
+        let token = meta
+            .create_token(&TenantId::new("acme").unwrap(), Role::Ingest)
+            .unwrap();
+        let app = router(AppState::new(meta, 8, None), 1 << 20);
+
+        let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+        assert_eq!(status(&app, get("/healthz")).await.0, StatusCode::OK);
+        let (code, body) = status(&app, get("/readyz")).await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+
+        let ingest = Request::post("/v1/logs")
+            .header("authorization", format!("Bearer {}", token.secret))
+            .header("content-type", "application/json")
+            .body(Body::from("{}"))
+            .unwrap();
+        let (code, body) = status(&app, ingest).await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            body.contains("starting") && body.ends_with("retry-after=1"),
+            "{body}"
+        );
+
+        let (code, body) = status(&app, get("/no/such/route")).await;
+        assert_eq!(code, StatusCode::NOT_FOUND, "{body}");
+    }
+}

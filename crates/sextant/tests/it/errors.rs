@@ -301,6 +301,25 @@ fn a_flood_meets_the_tenant_limit() {
         assert_eq!(send(&quiet).status, 200);
     }
     let accepted = statuses.iter().filter(|s| **s == 200).count();
+    // Sextant's own metrics count records per tenant and refusals per error code.
+    let metrics = agent()
+        .get(&server.url("/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let accepted_line = format!(
+        "sextant_ingest_records_total{{tenant=\"noisy\",signal=\"logs\",outcome=\"accepted\"}} {}",
+        accepted * 60
+    );
+    assert!(metrics.contains(&accepted_line), "{metrics}");
+    assert!(
+        metrics.contains("sextant_ingest_rejected_requests_total{tenant=\"noisy\",signal=\"logs\",code=\"rate_limited\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("sextant_wal_fsync_seconds"), "{metrics}");
+    assert!(metrics.contains("sextant_ingest_queue_depth"), "{metrics}");
     assert_eq!(stored_bodies(server, "noisy").len(), accepted * 60);
 }
 
