@@ -3,21 +3,30 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use sextant_model::{Signal, TenantId};
-use sextant_store::wal::Wal;
+use sextant_store::TelemetryStore;
 
 use crate::Result;
 
 /// Resolves to the batch's position on the bus once it is durable.
 pub type AckFuture = Pin<Box<dyn Future<Output = Result<u64>> + Send>>;
 
-/// Takes checked batches and makes them durable. Embedded: the write-ahead log. Cluster mode:
-/// a JetStream stream partitioned by tenant. Nothing outside this seam knows which is in use.
+/// Takes checked batches and makes them durable. Embedded: the telemetry store's write-ahead
+/// log. Cluster mode: a JetStream stream partitioned by tenant. Nothing outside this seam knows
+/// which is in use.
 pub trait IngestBus: Send + Sync + 'static {
-    /// Queues a batch (an OTLP protobuf export request). Fails at once when the bus is full;
-    /// otherwise the returned future resolves when the batch is durable.
-    fn publish(&self, tenant: TenantId, signal: Signal, payload: Bytes) -> Result<AckFuture>;
+    /// Queues a batch (an OTLP protobuf export request, and the same records as table rows).
+    /// Fails at once when the bus is full; otherwise the returned future resolves when the
+    /// batch is durable.
+    fn publish(
+        &self,
+        tenant: TenantId,
+        signal: Signal,
+        payload: Bytes,
+        rows: RecordBatch,
+    ) -> Result<AckFuture>;
     /// Batches waiting to become durable.
     fn queue_depth(&self) -> usize;
     /// False when the bus can no longer make batches durable.
@@ -26,21 +35,27 @@ pub trait IngestBus: Send + Sync + 'static {
     fn close(&self);
 }
 
-impl IngestBus for Wal {
-    fn publish(&self, tenant: TenantId, signal: Signal, payload: Bytes) -> Result<AckFuture> {
-        let pending = self.append(tenant, signal, payload)?;
+impl IngestBus for TelemetryStore {
+    fn publish(
+        &self,
+        tenant: TenantId,
+        signal: Signal,
+        payload: Bytes,
+        rows: RecordBatch,
+    ) -> Result<AckFuture> {
+        let pending = self.append(tenant, signal, payload, Some(rows))?;
         Ok(Box::pin(async move { Ok(pending.await?) }))
     }
 
     fn queue_depth(&self) -> usize {
-        Wal::queue_depth(self)
+        TelemetryStore::queue_depth(self)
     }
 
     fn is_healthy(&self) -> bool {
-        Wal::is_healthy(self)
+        TelemetryStore::is_healthy(self)
     }
 
     fn close(&self) {
-        Wal::close(self)
+        TelemetryStore::close(self)
     }
 }

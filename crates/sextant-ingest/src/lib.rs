@@ -7,17 +7,19 @@
 //! - [`IngestPipeline`]: takes a tenant's batch, applies the limits of [`IngestConfig`], and
 //!   answers only once the batch is durable on the [`IngestBus`].
 //! - [`IngestBus`]: the seam between receivers and storage. The embedded implementation is the
-//!   write-ahead log ([`sextant_store::wal::Wal`]); cluster mode puts NATS JetStream here.
+//!   telemetry store ([`sextant_store::TelemetryStore`]); cluster mode puts NATS JetStream here.
 //!
 //! ```no_run
 //! use std::sync::Arc;
 //! use sextant_ingest::{IngestConfig, IngestPipeline, otlp::Encoding};
 //! use sextant_model::{Signal, TenantId};
-//! use sextant_store::wal::{Wal, WalConfig};
+//! use sextant_store::meta::SqliteMetadata;
+//! use sextant_store::{StoreConfig, TelemetryStore};
 //!
 //! # async fn example(body: bytes::Bytes) -> Result<(), sextant_ingest::Error> {
-//! let (wal, _) = Wal::open(WalConfig::new("data/wal")).unwrap();
-//! let pipeline = IngestPipeline::new(IngestConfig::default(), Arc::new(wal));
+//! let meta = Arc::new(SqliteMetadata::open("data/meta.db".as_ref()).unwrap());
+//! let (store, _) = TelemetryStore::open(StoreConfig::new("data"), meta).unwrap();
+//! let pipeline = IngestPipeline::new(IngestConfig::default(), Arc::new(store));
 //! let tenant = TenantId::new("acme").unwrap();
 //! let outcome = pipeline
 //!     .ingest(&tenant, Signal::Logs, Encoding::protobuf(), body)

@@ -13,8 +13,13 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
-use sextant_model::Signal;
-use sextant_model::otlp::{Checked, count_data_points, retain_valid_logs, retain_valid_spans};
+use arrow::record_batch::RecordBatch;
+use sextant_model::otlp::{
+    Checked, count_data_points, log_rows, metric_rows, retain_valid_logs, retain_valid_spans,
+    span_rows,
+};
+use sextant_model::{Signal, TenantId};
+use sextant_store::schema;
 
 use crate::{Error, Result};
 
@@ -119,6 +124,15 @@ impl OtlpRequest {
         }
     }
 
+    /// The request's records as rows of their table.
+    pub fn rows(&self, tenant: &TenantId) -> RecordBatch {
+        match self {
+            OtlpRequest::Logs(r) => schema::log_batch(&log_rows(tenant, r)),
+            OtlpRequest::Metrics(r) => schema::metric_batch(&metric_rows(tenant, r)),
+            OtlpRequest::Traces(r) => schema::span_batch(&span_rows(tenant, r)),
+        }
+    }
+
     pub fn encode(&self) -> Bytes {
         Bytes::from(match self {
             OtlpRequest::Logs(r) => r.encode_to_vec(),
@@ -134,12 +148,19 @@ pub struct DecodedBatch {
     pub signal: Signal,
     /// OTLP protobuf of the accepted records.
     pub payload: Bytes,
+    /// The accepted records as rows of their table.
+    pub rows: RecordBatch,
     pub checked: Checked,
 }
 
 impl DecodedBatch {
-    /// Checks a decoded request; `original` is its protobuf body when it came as one.
-    pub fn from_request(mut request: OtlpRequest, original: Option<Bytes>) -> DecodedBatch {
+    /// Checks a decoded request and turns it into rows; `original` is its protobuf body when it
+    /// came as one.
+    pub fn from_request(
+        tenant: &TenantId,
+        mut request: OtlpRequest,
+        original: Option<Bytes>,
+    ) -> DecodedBatch {
         let checked = request.check();
         let payload = match original {
             Some(body) if checked.rejected == 0 => body,
@@ -148,13 +169,15 @@ impl DecodedBatch {
         DecodedBatch {
             signal: request.signal(),
             payload,
+            rows: request.rows(tenant),
             checked,
         }
     }
 }
 
-/// Decodes one OTLP/HTTP body. `max_bytes` bounds the body after decompression.
+/// Decodes one OTLP/HTTP body of `tenant`. `max_bytes` bounds the body after decompression.
 pub fn decode(
+    tenant: &TenantId,
     signal: Signal,
     encoding: Encoding,
     body: Bytes,
@@ -184,7 +207,7 @@ pub fn decode(
                 }
             };
             let request = decoded.map_err(|e| malformed(e.to_string()))?;
-            return Ok(DecodedBatch::from_request(request, Some(body)));
+            return Ok(DecodedBatch::from_request(tenant, request, Some(body)));
         }
         Format::Json => match signal {
             Signal::Logs => serde_json::from_slice(&body).map(OtlpRequest::Logs),
@@ -193,7 +216,7 @@ pub fn decode(
         }
         .map_err(|e| malformed(e.to_string()))?,
     };
-    Ok(DecodedBatch::from_request(request, None))
+    Ok(DecodedBatch::from_request(tenant, request, None))
 }
 
 fn gunzip(body: &[u8], max_bytes: usize, signal: Signal, format: Format) -> Result<Bytes> {
@@ -219,6 +242,10 @@ mod tests {
     use super::*;
 
     const LIMIT: usize = 1 << 20;
+
+    fn tenant() -> TenantId {
+        TenantId::new("t").unwrap()
+    }
 
     fn check_encoding(
         content_type: Option<&str>,
@@ -256,6 +283,7 @@ mod tests {
     #[test]
     fn garbage_protobuf_is_malformed() {
         let err = decode(
+            &tenant(),
             Signal::Logs,
             Encoding::protobuf(),
             Bytes::from_static(b"\xff\xff\xff"),
@@ -273,6 +301,7 @@ mod tests {
     #[test]
     fn json_errors_name_the_place() {
         let err = decode(
+            &tenant(),
             Signal::Traces,
             Encoding::json(),
             Bytes::from_static(b"{\"resourceSpans\": 5}"),
@@ -291,12 +320,13 @@ mod tests {
             format: Format::Json,
             gzip: true,
         };
-        let err = decode(Signal::Logs, encoding, body, LIMIT).unwrap_err();
+        let err = decode(&tenant(), Signal::Logs, encoding, body, LIMIT).unwrap_err();
         assert!(matches!(err, Error::BodyTooLarge { .. }), "{err}");
     }
 
     fn decode_json(signal: Signal, json: &str) -> DecodedBatch {
         decode(
+            &tenant(),
             signal,
             Encoding::json(),
             Bytes::from(json.to_owned()),
@@ -380,7 +410,7 @@ mod tests {
             ("events.json", Signal::Logs, 1),
         ] {
             let Some(body) = example(name) else { continue };
-            let batch = decode(signal, Encoding::json(), body, LIMIT)
+            let batch = decode(&tenant(), signal, Encoding::json(), body, LIMIT)
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(batch.checked.accepted, records, "{name}");
             assert_eq!(batch.checked.rejected, 0, "{name}");

@@ -93,9 +93,12 @@ impl IngestPipeline {
             let _permit = self.reserve(body_len)?;
             let max = self.config.max_body_bytes;
             let batch = if body_len <= INLINE_DECODE_BYTES {
-                otlp::decode(signal, encoding, body, max)?
+                otlp::decode(tenant, signal, encoding, body, max)?
             } else {
-                tokio::task::spawn_blocking(move || otlp::decode(signal, encoding, body, max))
+                let tenant = tenant.clone();
+                tokio::task::spawn_blocking(move || {
+                    otlp::decode(&tenant, signal, encoding, body, max)
+                })
                     .await
                     .map_err(|e| Error::Unavailable {
                         reason: format!("decoder task failed: {e}"),
@@ -119,8 +122,19 @@ impl IngestPipeline {
         let signal = request.signal();
         let result = async {
             let _permit = self.reserve(encoded_len)?;
-            self.commit(tenant, DecodedBatch::from_request(request, None))
+            let batch = if encoded_len <= INLINE_DECODE_BYTES {
+                DecodedBatch::from_request(tenant, request, None)
+            } else {
+                let tenant = tenant.clone();
+                tokio::task::spawn_blocking(move || {
+                    DecodedBatch::from_request(&tenant, request, None)
+                })
                 .await
+                .map_err(|e| Error::Unavailable {
+                    reason: format!("decoder task failed: {e}"),
+                })?
+            };
+            self.commit(tenant, batch).await
         }
         .await;
         record(tenant, signal, encoded_len, &result);
@@ -140,7 +154,7 @@ impl IngestPipeline {
             .check(tenant, outcome.accepted as u64, batch.payload.len() as u64)?;
         let ack = self
             .bus
-            .publish(tenant.clone(), batch.signal, batch.payload)?;
+            .publish(tenant.clone(), batch.signal, batch.payload, batch.rows)?;
         ack.await?;
         Ok(outcome)
     }
@@ -183,6 +197,7 @@ fn record(tenant: &TenantId, signal: Signal, bytes: usize, result: &Result<Inges
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    use arrow::record_batch::RecordBatch;
     use prost::Message;
 
     use super::*;
@@ -195,7 +210,7 @@ mod tests {
     }
 
     impl IngestBus for StalledBus {
-        fn publish(&self, _: TenantId, _: Signal, _: Bytes) -> Result<AckFuture> {
+        fn publish(&self, _: TenantId, _: Signal, _: Bytes, _: RecordBatch) -> Result<AckFuture> {
             if self.queued.fetch_add(1, Ordering::SeqCst) >= self.capacity {
                 return Err(sextant_store::Error::Overloaded.into());
             }

@@ -12,6 +12,9 @@ pub enum Error {
     /// A signal name that is not one of `logs`, `metrics`, `traces`.
     #[error("unknown signal `{name}` (expected one of logs, metrics, traces)")]
     UnknownSignal { name: String },
+    /// A table name that is not one of `logs`, `spans`, `metrics`.
+    #[error("unknown table `{name}` (expected one of logs, spans, metrics)")]
+    UnknownTable { name: String },
 }
 
 impl Error {
@@ -21,6 +24,7 @@ impl Error {
             Error::InvalidTenant { .. } => "invalid_tenant",
             Error::UnknownRole { .. } => "unknown_role",
             Error::UnknownSignal { .. } => "unknown_signal",
+            Error::UnknownTable { .. } => "unknown_table",
         }
     }
 }

@@ -3,7 +3,8 @@
 //! The main types:
 //! - [`TenantId`]: a validated tenant name; every row and request belongs to one.
 //! - [`Role`]: what a token may do (`admin`, `editor`, `viewer`, `ingest`).
-//! - [`Signal`]: logs, metrics or traces, the three OTLP signals.
+//! - [`Signal`]: logs, metrics or traces, the three OTLP signals; [`Table`]: where their rows
+//!   land (`logs`, `metrics`, `spans`).
 //! - [`LogRow`], [`SpanRow`], [`MetricRow`]: one stored row each, flattened from OTLP by
 //!   [`otlp`] (one row per log record, per span, per metric data point).
 //!
@@ -20,9 +21,11 @@ mod error;
 pub mod otlp;
 mod rows;
 mod signal;
+mod table;
 mod tenant;
 
 pub use error::{Error, Result};
 pub use rows::{AttrValue, Attributes, LogRow, MetricKind, MetricRow, SpanRow};
 pub use signal::Signal;
+pub use table::Table;
 pub use tenant::{Role, TenantId};

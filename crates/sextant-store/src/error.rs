@@ -33,13 +33,15 @@ pub enum Error {
     TokenNotFound { id: String },
     #[error("invalid stored record: {0}")]
     Decode(String),
+    #[error("segment storage error: {0}")]
+    ObjectStore(String),
 }
 
 impl Error {
     /// The small public code of this error, stable across versions.
     pub fn code(&self) -> &'static str {
         match self {
-            Error::Io { .. } | Error::WriteFailed(_) => "storage_io",
+            Error::Io { .. } | Error::WriteFailed(_) | Error::ObjectStore(_) => "storage_io",
             Error::Corrupt { .. } | Error::Decode(_) => "storage_corrupt",
             Error::Overloaded => "overloaded",
             Error::Closed => "unavailable",

@@ -25,7 +25,13 @@
 mod error;
 pub mod meta;
 mod reader;
+pub mod schema;
+pub mod segments;
+mod snapshot;
+mod store;
 pub mod wal;
 
 pub use error::{Error, Result};
 pub use reader::{TelemetryReader, metadata_path, wal_dir};
+pub use snapshot::{SegmentFile, TIME_COLUMN, TableSnapshot};
+pub use store::{StoreConfig, TelemetryStore, segments_dir};

@@ -8,10 +8,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
-use sextant_model::{Role, TenantId};
+use sextant_model::{Role, Table, TenantId};
 use sha2::{Digest, Sha256};
 
-use crate::{Error, Result};
+use crate::{Error, Result, SegmentFile};
 
 /// Prefix of every token, so leaked tokens are easy to recognise in logs and scanners.
 pub const TOKEN_PREFIX: &str = "sxt_";
@@ -47,6 +47,23 @@ pub trait MetadataStore: Send + Sync {
     fn find_token(&self, secret: &str) -> Result<Option<TokenInfo>>;
     /// Every tenant that has ever had a token.
     fn tenants(&self) -> Result<Vec<TenantId>>;
+
+    /// Every segment file the catalog knows, oldest first.
+    fn segments(&self) -> Result<Vec<CatalogEntry>>;
+    /// Sequence number through which the write-ahead log is safely in segments (0: none).
+    fn checkpoint(&self) -> Result<u64>;
+    /// Records new segment files and moves the checkpoint forward, in one transaction.
+    fn commit_flush(&self, added: &[CatalogEntry], checkpoint: u64) -> Result<()>;
+    /// Replaces segment files (compaction, retention, erasure) in one transaction.
+    fn replace_segments(&self, removed: &[String], added: &[CatalogEntry]) -> Result<()>;
+}
+
+/// One catalog row: which tenant's table a segment file belongs to, and its statistics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CatalogEntry {
+    pub tenant: TenantId,
+    pub table: Table,
+    pub file: SegmentFile,
 }
 
 /// Metadata in one SQLite file (WAL journal mode, so the CLI and a running server can share
@@ -74,7 +91,45 @@ CREATE TABLE IF NOT EXISTS tokens (
     created_at INTEGER NOT NULL,
     revoked_at INTEGER
 );
+CREATE TABLE IF NOT EXISTS segments (
+    path       TEXT PRIMARY KEY,
+    tenant     TEXT NOT NULL,
+    tbl        TEXT NOT NULL,
+    min_time   INTEGER NOT NULL,
+    max_time   INTEGER NOT NULL,
+    rows       INTEGER NOT NULL,
+    bytes      INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    name TEXT PRIMARY KEY,
+    seq  INTEGER NOT NULL
+);
 ";
+
+/// The checkpoint row of the embedded write-ahead log.
+const WAL_CHECKPOINT: &str = "wal";
+
+fn insert_segments(tx: &rusqlite::Transaction<'_>, added: &[CatalogEntry]) -> Result<()> {
+    let mut insert = tx.prepare(
+        "INSERT INTO segments (path, tenant, tbl, min_time, max_time, rows, bytes, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    let created_at = now();
+    for entry in added {
+        insert.execute(params![
+            entry.file.path,
+            entry.tenant.as_str(),
+            entry.table.as_str(),
+            entry.file.min_time,
+            entry.file.max_time,
+            entry.file.rows as i64,
+            entry.file.bytes as i64,
+            created_at
+        ])?;
+    }
+    Ok(())
+}
 
 impl SqliteMetadata {
     pub fn open(path: &Path) -> Result<SqliteMetadata> {
@@ -209,6 +264,82 @@ impl MetadataStore for SqliteMetadata {
         }
         Ok(tenants)
     }
+
+    fn segments(&self) -> Result<Vec<CatalogEntry>> {
+        let connection = self.connection.lock();
+        let mut statement = connection.prepare(
+            "SELECT path, tenant, tbl, min_time, max_time, rows, bytes FROM segments
+             ORDER BY created_at, path",
+        )?;
+        let rows = statement.query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, i64>(3)?,
+                row.get::<_, i64>(4)?,
+                row.get::<_, i64>(5)?,
+                row.get::<_, i64>(6)?,
+            ))
+        })?;
+        let mut entries = Vec::new();
+        for row in rows {
+            let (path, tenant, table, min_time, max_time, rows, bytes) = row?;
+            entries.push(CatalogEntry {
+                tenant: TenantId::new(&tenant).map_err(|e| Error::Decode(e.to_string()))?,
+                table: table
+                    .parse()
+                    .map_err(|e: sextant_model::Error| Error::Decode(e.to_string()))?,
+                file: SegmentFile {
+                    path,
+                    min_time,
+                    max_time,
+                    rows: rows as u64,
+                    bytes: bytes as u64,
+                },
+            });
+        }
+        Ok(entries)
+    }
+
+    fn checkpoint(&self) -> Result<u64> {
+        let connection = self.connection.lock();
+        let seq: Option<i64> = connection
+            .query_row(
+                "SELECT seq FROM checkpoints WHERE name = ?1",
+                [WAL_CHECKPOINT],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(seq.unwrap_or(0) as u64)
+    }
+
+    fn commit_flush(&self, added: &[CatalogEntry], checkpoint: u64) -> Result<()> {
+        let mut connection = self.connection.lock();
+        let tx = connection.transaction()?;
+        insert_segments(&tx, added)?;
+        tx.execute(
+            "INSERT INTO checkpoints (name, seq) VALUES (?1, ?2)
+             ON CONFLICT(name) DO UPDATE SET seq = max(seq, excluded.seq)",
+            params![WAL_CHECKPOINT, checkpoint as i64],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn replace_segments(&self, removed: &[String], added: &[CatalogEntry]) -> Result<()> {
+        let mut connection = self.connection.lock();
+        let tx = connection.transaction()?;
+        {
+            let mut delete = tx.prepare("DELETE FROM segments WHERE path = ?1")?;
+            for path in removed {
+                delete.execute([path])?;
+            }
+        }
+        insert_segments(&tx, added)?;
+        tx.commit()?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -236,6 +367,37 @@ mod tests {
         ));
         assert_eq!(meta.tenants().unwrap(), vec![acme]);
         assert_eq!(meta.list_tokens().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn catalog_commits_files_with_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = SqliteMetadata::open(&dir.path().join("meta.db")).unwrap();
+        assert_eq!(meta.checkpoint().unwrap(), 0);
+        let entry = |path: &str| CatalogEntry {
+            tenant: TenantId::new("acme").unwrap(),
+            table: Table::Logs,
+            file: SegmentFile {
+                path: path.to_owned(),
+                min_time: 1,
+                max_time: 2,
+                rows: 3,
+                bytes: 4,
+            },
+        };
+        meta.commit_flush(&[entry("a.parquet")], 10).unwrap();
+        meta.commit_flush(&[], 7).unwrap();
+        assert_eq!(
+            meta.checkpoint().unwrap(),
+            10,
+            "the checkpoint never moves back"
+        );
+        meta.replace_segments(&["a.parquet".into()], &[entry("b.parquet")])
+            .unwrap();
+        assert_eq!(meta.segments().unwrap(), vec![entry("b.parquet")]);
+        // A failed transaction changes nothing: the path is already there.
+        assert!(meta.commit_flush(&[entry("b.parquet")], 20).is_err());
+        assert_eq!(meta.checkpoint().unwrap(), 10);
     }
 
     #[test]

@@ -27,6 +27,7 @@ use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use sextant_model::{Signal, TenantId};
@@ -96,10 +97,15 @@ enum Command {
         tenant: TenantId,
         signal: Signal,
         payload: Bytes,
+        rows: Option<RecordBatch>,
         done: oneshot::Sender<Result<u64>>,
     },
     Close,
 }
+
+/// Called on the writer thread for every record once its group is durable, in sequence order,
+/// before the record is acknowledged; `rows` is what the appender passed along with it.
+pub type CommitHook = Box<dyn FnMut(&WalRecord, Option<RecordBatch>) + Send>;
 
 /// The write-ahead log. Cheap to share behind an `Arc`; appends come from any thread.
 pub struct Wal {
@@ -142,6 +148,16 @@ impl PendingAppend {
 impl Wal {
     /// Opens (or creates) the log, checks every record, cuts a torn tail, and starts the writer.
     pub fn open(config: WalConfig) -> Result<(Wal, ReplayReport)> {
+        Wal::open_with_hook(config, &mut |_| Ok(()), None)
+    }
+
+    /// Like [`Wal::open`], handing every whole record to `replay` first (in order), and calling
+    /// `hook` for every record committed from then on.
+    pub fn open_with_hook(
+        config: WalConfig,
+        replay: &mut dyn FnMut(WalRecord) -> Result<()>,
+        hook: Option<CommitHook>,
+    ) -> Result<(Wal, ReplayReport)> {
         fs::create_dir_all(&config.dir).map_err(|e| Error::io(&config.dir, e))?;
         let segments = list_segments(&config.dir)?;
         let mut report = ReplayReport {
@@ -153,7 +169,7 @@ impl Wal {
             let scan = scan_segment(path, &mut |record| {
                 report.records += 1;
                 report.last_seq = record.seq;
-                Ok(())
+                replay(record)
             })?;
             report.bytes += scan.valid_len;
             if let Some(reason) = scan.bad_tail {
@@ -181,6 +197,11 @@ impl Wal {
                 );
             }
         }
+        // Sequence numbers never go back, even when every record was trimmed away: an empty
+        // newest segment still names the next one.
+        if let Some(first_seq) = segments.last().and_then(|p| segment_first_seq(p)) {
+            report.last_seq = report.last_seq.max(first_seq.saturating_sub(1));
+        }
         let (active, active_len) = match segments.last() {
             Some(path) => {
                 let file = OpenOptions::new()
@@ -203,6 +224,7 @@ impl Wal {
             buffer: Vec::new(),
             queued: queued.clone(),
             failed: failed.clone(),
+            hook,
         };
         let handle = std::thread::Builder::new()
             .name("wal-writer".into())
@@ -225,6 +247,17 @@ impl Wal {
         signal: Signal,
         payload: Bytes,
     ) -> Result<PendingAppend> {
+        self.append_with_rows(tenant, signal, payload, None)
+    }
+
+    /// Like [`Wal::append`], passing `rows` to the commit hook once the record is durable.
+    pub fn append_with_rows(
+        &self,
+        tenant: TenantId,
+        signal: Signal,
+        payload: Bytes,
+        rows: Option<RecordBatch>,
+    ) -> Result<PendingAppend> {
         if self.failed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
@@ -234,6 +267,7 @@ impl Wal {
             tenant,
             signal,
             payload,
+            rows,
             done,
         }) {
             Ok(()) => Ok(PendingAppend(receiver)),
@@ -283,9 +317,14 @@ struct Writer {
     buffer: Vec<u8>,
     queued: Arc<AtomicUsize>,
     failed: Arc<AtomicBool>,
+    hook: Option<CommitHook>,
 }
 
-type Waiter = (oneshot::Sender<Result<u64>>, u64);
+struct Waiter {
+    done: oneshot::Sender<Result<u64>>,
+    record: WalRecord,
+    rows: Option<RecordBatch>,
+}
 
 impl Writer {
     fn run(mut self, receiver: Receiver<Command>) {
@@ -303,13 +342,23 @@ impl Writer {
                         tenant,
                         signal,
                         payload,
+                        rows,
                         done,
                     } => {
                         group_bytes += payload.len();
                         let seq = self.next_seq;
                         self.next_seq += 1;
                         encode_record(&mut self.buffer, seq, &tenant, signal, &payload);
-                        waiters.push((done, seq));
+                        waiters.push(Waiter {
+                            done,
+                            record: WalRecord {
+                                seq,
+                                tenant,
+                                signal,
+                                payload,
+                            },
+                            rows,
+                        });
                     }
                 }
                 if !closing && group_bytes < self.config.max_group_bytes {
@@ -317,13 +366,19 @@ impl Writer {
                 }
             }
             self.queued.fetch_sub(waiters.len(), Ordering::Relaxed);
-            let outcome = self.commit_group(waiters.first().map(|(_, seq)| *seq));
+            let outcome = self.commit_group(waiters.first().map(|w| w.record.seq));
             if let Err(err) = &outcome {
                 tracing::error!(error = %err, "write-ahead log: write failed; refusing appends");
                 self.failed.store(true, Ordering::Release);
             }
-            for (done, seq) in waiters.drain(..) {
-                let _ = done.send(match &outcome {
+            for waiter in waiters.drain(..) {
+                let seq = waiter.record.seq;
+                if outcome.is_ok()
+                    && let Some(hook) = &mut self.hook
+                {
+                    hook(&waiter.record, waiter.rows);
+                }
+                let _ = waiter.done.send(match &outcome {
                     Ok(()) => Ok(seq),
                     Err(err) => Err(Error::WriteFailed(err.to_string())),
                 });
@@ -465,17 +520,40 @@ fn list_segments(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut segments: Vec<(u64, PathBuf)> = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let path = entry.map_err(|e| Error::io(dir, e))?.path();
-        let first_seq = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(SEGMENT_SUFFIX))
-            .and_then(|n| n.parse::<u64>().ok());
-        if let Some(first_seq) = first_seq {
+        if let Some(first_seq) = segment_first_seq(&path) {
             segments.push((first_seq, path));
         }
     }
     segments.sort();
     Ok(segments.into_iter().map(|(_, p)| p).collect())
+}
+
+fn segment_first_seq(path: &Path) -> Option<u64> {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(SEGMENT_SUFFIX))
+        .and_then(|n| n.parse::<u64>().ok())
+}
+
+/// Deletes the segments whose records all have sequence numbers up to `seq` (they are safely
+/// elsewhere). The newest segment is never deleted. Returns how many were deleted.
+pub fn trim_through(dir: &Path, seq: u64) -> Result<usize> {
+    let segments = list_segments(dir)?;
+    let mut deleted = 0;
+    for pair in segments.windows(2) {
+        let next_first = segment_first_seq(&pair[1]).unwrap_or(0);
+        if next_first == 0 || next_first - 1 > seq {
+            break;
+        }
+        fs::remove_file(&pair[0]).map_err(|e| Error::io(&pair[0], e))?;
+        deleted += 1;
+    }
+    if deleted > 0 {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io(dir, e))?;
+    }
+    Ok(deleted)
 }
 
 fn create_segment(dir: &Path, first_seq: u64) -> Result<File> {
@@ -625,6 +703,47 @@ mod tests {
         fs::write(&segments[0], &data).unwrap();
         let err = Wal::open(config).unwrap_err();
         assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    }
+
+    #[test]
+    fn trimmed_log_keeps_counting_and_hooks_see_commits_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = WalConfig::new(dir.path());
+        config.segment_bytes = 1; // every group starts a new segment
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let hook_seen = seen.clone();
+        let hook: CommitHook = Box::new(move |record, rows| {
+            hook_seen.lock().push((record.seq, rows.is_some()));
+        });
+        let (wal, _) = Wal::open_with_hook(config.clone(), &mut |_| Ok(()), Some(hook)).unwrap();
+        append_all(&wal, &[b"1", b"2", b"3"]);
+        wal.close();
+        assert_eq!(*seen.lock(), vec![(1, false), (2, false), (3, false)]);
+        assert_eq!(list_segments(dir.path()).unwrap().len(), 3);
+        // Records 1 and 2 are safe elsewhere: their segments go, the newest stays.
+        assert_eq!(trim_through(dir.path(), 2).unwrap(), 2);
+        assert_eq!(trim_through(dir.path(), 100).unwrap(), 0);
+        let mut replayed = Vec::new();
+        let (wal, report) = Wal::open_with_hook(
+            config,
+            &mut |r| {
+                replayed.push(r.seq);
+                Ok(())
+            },
+            None,
+        )
+        .unwrap();
+        assert_eq!((replayed, report.last_seq), (vec![3], 3));
+        assert_eq!(append_all(&wal, &[b"4"]), vec![4]);
+    }
+
+    #[test]
+    fn sequence_numbers_survive_an_empty_newest_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(format!("{:020}{SEGMENT_SUFFIX}", 41)), b"").unwrap();
+        let (wal, report) = Wal::open(WalConfig::new(dir.path())).unwrap();
+        assert_eq!(report.last_seq, 40);
+        assert_eq!(append_all(&wal, &[b"x"]), vec![41]);
     }
 
     #[test]

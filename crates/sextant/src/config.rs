@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use sextant_ingest::IngestConfig;
+use sextant_store::StoreConfig;
 use sextant_store::wal::WalConfig;
 
 /// Default address: loopback only, port 7300.
@@ -23,6 +24,7 @@ pub struct SextantConfig {
     pub shutdown_grace_seconds: u64,
     pub ingest: IngestConfig,
     pub wal: WalSettings,
+    pub storage: StorageSettings,
 }
 
 impl Default for SextantConfig {
@@ -33,6 +35,7 @@ impl Default for SextantConfig {
             shutdown_grace_seconds: 10,
             ingest: IngestConfig::default(),
             wal: WalSettings::default(),
+            storage: StorageSettings::default(),
         }
     }
 }
@@ -64,6 +67,29 @@ impl Default for WalSettings {
     }
 }
 
+/// The `[storage]` section: when buffered rows become Parquet segments.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSettings {
+    /// Flush buffered rows to segment files once they take this many bytes. Default 64 MiB.
+    pub flush_bytes: usize,
+    /// Flush at least this often, in seconds. Default 60.
+    pub flush_interval_seconds: u64,
+    /// Ingest answers 429 while buffered rows take more than this many bytes. Default 1 GiB.
+    pub max_buffered_bytes: usize,
+}
+
+impl Default for StorageSettings {
+    fn default() -> StorageSettings {
+        let store = StoreConfig::new("");
+        StorageSettings {
+            flush_bytes: store.flush_bytes,
+            flush_interval_seconds: store.flush_interval.as_secs(),
+            max_buffered_bytes: store.max_buffered_bytes,
+        }
+    }
+}
+
 impl WalSettings {
     pub fn to_wal_config(&self, dir: PathBuf) -> WalConfig {
         WalConfig {
@@ -84,6 +110,16 @@ impl SextantConfig {
         toml::from_str(&text).with_context(|| format!("invalid config file `{}`", path.display()))
     }
 
+    /// The embedded store's settings.
+    pub fn store_config(&self) -> StoreConfig {
+        let mut store = StoreConfig::new(&self.data_dir);
+        store.wal = self.wal.to_wal_config(store.wal.dir.clone());
+        store.flush_bytes = self.storage.flush_bytes;
+        store.flush_interval = std::time::Duration::from_secs(self.storage.flush_interval_seconds);
+        store.max_buffered_bytes = self.storage.max_buffered_bytes;
+        store
+    }
+
     pub fn validate(&self) -> anyhow::Result<()> {
         self.listen_addr()?;
         if self.data_dir.as_os_str().is_empty() {
@@ -94,6 +130,12 @@ impl SextantConfig {
         }
         if self.wal.segment_bytes < 1024 * 1024 {
             bail!("`wal.segment_bytes` must be at least 1 MiB");
+        }
+        if self.storage.flush_interval_seconds == 0 {
+            bail!("`storage.flush_interval_seconds` must be greater than 0");
+        }
+        if self.storage.max_buffered_bytes < self.storage.flush_bytes {
+            bail!("`storage.max_buffered_bytes` must be at least `storage.flush_bytes`");
         }
         self.ingest.validate().map_err(anyhow::Error::msg)
     }

@@ -10,8 +10,8 @@ use metrics_exporter_prometheus::PrometheusBuilder;
 use sextant_ingest::{IngestBus, IngestPipeline};
 use sextant_model::{Role, TenantId};
 use sextant_server::AppState;
+use sextant_store::TelemetryStore;
 use sextant_store::meta::MetadataStore;
-use sextant_store::wal::Wal;
 
 use crate::DataDirArg;
 use crate::config::SextantConfig;
@@ -77,6 +77,7 @@ async fn serve(config: SextantConfig) -> anyhow::Result<()> {
         data_dir: config.data_dir.clone(),
     })?;
     bootstrap_token(meta.as_ref(), &config)?;
+    let meta: Arc<dyn MetadataStore> = meta;
 
     let addr = config.listen_addr()?;
     let listener = tokio::net::TcpListener::bind(addr)
@@ -84,7 +85,7 @@ async fn serve(config: SextantConfig) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     let state = AppState::new(
-        meta,
+        meta.clone(),
         config.ingest.max_concurrent_requests,
         Some(metrics.clone()),
     );
@@ -109,13 +110,12 @@ async fn serve(config: SextantConfig) -> anyhow::Result<()> {
         }
     });
 
-    let wal_config = config
-        .wal
-        .to_wal_config(sextant_store::wal_dir(&config.data_dir));
+    let store_config = config.store_config();
     let started = Instant::now();
-    let (wal, report) = tokio::task::spawn_blocking(move || Wal::open(wal_config))
-        .await?
-        .context("cannot open the write-ahead log")?;
+    let (store, report) =
+        tokio::task::spawn_blocking(move || TelemetryStore::open(store_config, meta))
+            .await?
+            .context("cannot open the telemetry store")?;
     tracing::info!(
         segments = report.segments,
         records = report.records,
@@ -124,7 +124,7 @@ async fn serve(config: SextantConfig) -> anyhow::Result<()> {
         elapsed_ms = started.elapsed().as_millis() as u64,
         "write-ahead log replayed; ready"
     );
-    let bus: Arc<dyn IngestBus> = Arc::new(wal);
+    let bus: Arc<dyn IngestBus> = Arc::new(store);
     state.set_ready(Arc::new(IngestPipeline::new(
         config.ingest.clone(),
         bus.clone(),
@@ -139,7 +139,7 @@ async fn serve(config: SextantConfig) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("in-flight requests did not finish in {grace:?}; closing anyway"),
     }
     tokio::task::spawn_blocking(move || bus.close()).await?;
-    tracing::info!("write-ahead log synced; bye");
+    tracing::info!("write-ahead log synced, buffers flushed; bye");
     Ok(())
 }
 

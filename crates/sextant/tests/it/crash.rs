@@ -1,5 +1,6 @@
-//! Crash test: clients send as fast as they can while the server is killed with SIGKILL at
-//! random moments; after restarts every acknowledged record is present exactly once.
+//! Crash test: clients send as fast as they can while the server, flushing to segments several
+//! times a second, is killed with SIGKILL at random moments; after restarts every acknowledged
+//! record is present exactly once.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +16,8 @@ use crate::support::{Sextant, agent, create_token, logs_request};
 const CLIENTS: usize = 4;
 const RECORDS_PER_BATCH: usize = 50;
 const ROUNDS: usize = 5;
+/// Flush often, so kills land during flushes too (segment writes, catalog commits, log trims).
+const CONFIG: &str = "[storage]\nflush_bytes = 262144\nmax_buffered_bytes = 67108864\nflush_interval_seconds = 1\n";
 
 /// A small deterministic generator (xorshift64*), seeded from the clock and printed, so a
 /// failing run can be replayed by setting `SEXTANT_CRASH_SEED`.
@@ -101,7 +104,7 @@ fn acknowledged_records_survive_sigkill_exactly_once() {
 
     let dir = tempfile::tempdir().unwrap();
     let token = create_token(dir.path(), "crash", "ingest");
-    let mut server = Sextant::start(dir.path());
+    let mut server = Sextant::start_with_config(dir.path(), Some(CONFIG));
     let base_url = Arc::new(RwLock::new(server.url("")));
     let stop = Arc::new(AtomicBool::new(false));
     let ledger = Arc::new(Mutex::new(Ledger::default()));
@@ -130,7 +133,7 @@ fn acknowledged_records_survive_sigkill_exactly_once() {
         acked_before = ledger.lock().unwrap().acked.len();
         println!("round {round}: SIGKILL after {run_for:?}, {acked_before} batches acknowledged");
         server.kill();
-        server = Sextant::start(dir.path());
+        server = Sextant::start_with_config(dir.path(), Some(CONFIG));
         *base_url.write().unwrap() = server.url("");
     }
     stop.store(true, Ordering::Relaxed);
@@ -169,6 +172,7 @@ fn acknowledged_records_survive_sigkill_exactly_once() {
     for (batch, count) in &per_batch {
         assert_eq!(*count, RECORDS_PER_BATCH, "batch {batch} stored partly");
     }
+    let segment_files = count_files(&sextant_store::segments_dir(dir.path()));
     println!(
         "{} batches acknowledged, {} stored, {} sent; {} records checked",
         ledger.acked.len(),
@@ -176,4 +180,17 @@ fn acknowledged_records_survive_sigkill_exactly_once() {
         ledger.sent.len(),
         rows.len()
     );
+    println!("{segment_files} segment files");
+    assert!(segment_files > ROUNDS, "flushes should have run during the test");
+}
+
+fn count_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().path())
+                .map(|p| if p.is_dir() { count_files(&p) } else { 1 })
+                .sum()
+        })
+        .unwrap_or(0)
 }

@@ -194,9 +194,10 @@ fn check_spans<'a>(spans: &'a [SpanRow], service: &str, run_id: &str) -> &'a Spa
             assert_ne!(span.span_id, parent.span_id);
             child_ids.insert(span.span_id.clone());
             let index: i64 = span.name.rsplit(' ').next().unwrap().parse().unwrap();
+            // Attribute values are stored as text.
             assert_eq!(
                 attr(&span.attributes, "child.index"),
-                Some(&AttrValue::Int(index))
+                Some(&AttrValue::Str(index.to_string()))
             );
             assert!(span.start_time_unix_nano >= parent.start_time_unix_nano);
             assert!(span.end_time_unix_nano <= parent.end_time_unix_nano);

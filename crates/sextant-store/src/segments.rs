@@ -1,0 +1,306 @@
+//! Parquet segment files: buffered rows of one tenant's table become files partitioned by hour
+//! (`TENANT/TABLE/YYYY-MM-DD/HH/NAME.parquet`), sorted by service then time, zstd-compressed,
+//! with column statistics and the page index.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Array, TimestampNanosecondArray, UInt32Array};
+use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+use arrow::record_batch::RecordBatch;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use sextant_model::{Table, TenantId};
+
+use crate::{Error, Result, SegmentFile, TIME_COLUMN};
+
+const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
+/// Rows per Parquet row group; smaller groups let statistics skip more.
+const ROW_GROUP_ROWS: usize = 64 * 1024;
+
+/// Where segment files live: an object store, plus its folder when it is the local disk (so
+/// new files can be fsynced before the write-ahead log lets go of their rows).
+#[derive(Clone, Debug)]
+pub struct SegmentStore {
+    pub store: Arc<dyn ObjectStore>,
+    local_root: Option<PathBuf>,
+}
+
+impl SegmentStore {
+    /// Segments in a folder of the local disk.
+    pub fn local(root: &Path) -> Result<SegmentStore> {
+        std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
+        let store = object_store::local::LocalFileSystem::new_with_prefix(root)
+            .map_err(|e| Error::ObjectStore(e.to_string()))?;
+        Ok(SegmentStore {
+            store: Arc::new(store),
+            local_root: Some(root.to_owned()),
+        })
+    }
+
+    /// Writes one tenant's table rows as segment files, one per hour of `time`. `name` makes
+    /// the file names unique (the caller passes the flush's checkpoint and a counter).
+    pub async fn write(
+        &self,
+        tenant: &TenantId,
+        table: Table,
+        batches: &[RecordBatch],
+        name: &str,
+    ) -> Result<Vec<SegmentFile>> {
+        let Some(first) = batches.first() else {
+            return Ok(Vec::new());
+        };
+        let all = concat_batches(&first.schema(), batches).map_err(arrow_error)?;
+        let mut files = Vec::new();
+        for (hour, rows) in split_by_hour(&all)? {
+            let sorted = sort_by_service_then_time(&rows)?;
+            let (min_time, max_time) = time_range(&sorted)?;
+            let path = format!(
+                "{tenant}/{table}/{}/{:02}/{name}.parquet",
+                civil_date(hour.div_euclid(24)),
+                hour.rem_euclid(24)
+            );
+            let bytes = encode_parquet(&sorted)?;
+            let size = bytes.len() as u64;
+            self.store
+                .put(&ObjectPath::from(path.as_str()), bytes.into())
+                .await
+                .map_err(|e| Error::ObjectStore(e.to_string()))?;
+            self.sync(&path)?;
+            files.push(SegmentFile {
+                path,
+                min_time,
+                max_time,
+                rows: sorted.num_rows() as u64,
+                bytes: size,
+            });
+        }
+        Ok(files)
+    }
+
+    fn sync(&self, path: &str) -> Result<()> {
+        let Some(root) = &self.local_root else {
+            return Ok(());
+        };
+        let file = root.join(path);
+        std::fs::File::open(&file)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(&file, e))?;
+        if let Some(dir) = file.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| Error::io(dir, e))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes segment files.
+    pub async fn delete(&self, paths: &[String]) -> Result<()> {
+        for path in paths {
+            match self.store.delete(&ObjectPath::from(path.as_str())).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(Error::ObjectStore(e.to_string())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Every file in the store (to find files the catalog does not know: leftovers of a flush or
+    /// compaction that crashed before its catalog commit).
+    pub async fn list(&self) -> Result<Vec<String>> {
+        use futures::TryStreamExt;
+        let listed: Vec<_> = self
+            .store
+            .list(None)
+            .try_collect()
+            .await
+            .map_err(|e| Error::ObjectStore(e.to_string()))?;
+        Ok(listed.into_iter().map(|m| m.location.to_string()).collect())
+    }
+}
+
+fn arrow_error(err: arrow::error::ArrowError) -> Error {
+    Error::Decode(err.to_string())
+}
+
+fn times(batch: &RecordBatch) -> Result<&TimestampNanosecondArray> {
+    batch
+        .column_by_name(TIME_COLUMN)
+        .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
+        .ok_or_else(|| Error::Decode(format!("batch has no `{TIME_COLUMN}` timestamp column")))
+}
+
+/// Rows grouped by hour since the epoch.
+fn split_by_hour(batch: &RecordBatch) -> Result<BTreeMap<i64, RecordBatch>> {
+    let times = times(batch)?;
+    let mut groups: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
+    for (i, time) in times.values().iter().enumerate() {
+        groups
+            .entry(time.div_euclid(NANOS_PER_HOUR))
+            .or_default()
+            .push(i as u32);
+    }
+    if groups.len() == 1 {
+        let hour = *groups.keys().next().expect("one group");
+        return Ok(BTreeMap::from([(hour, batch.clone())]));
+    }
+    groups
+        .into_iter()
+        .map(|(hour, indices)| {
+            let rows =
+                take_record_batch(batch, &UInt32Array::from(indices)).map_err(arrow_error)?;
+            Ok((hour, rows))
+        })
+        .collect()
+}
+
+fn sort_by_service_then_time(batch: &RecordBatch) -> Result<RecordBatch> {
+    let mut columns = Vec::new();
+    if let Some(service) = batch.column_by_name("service") {
+        columns.push(SortColumn {
+            values: service.clone(),
+            options: None,
+        });
+    }
+    columns.push(SortColumn {
+        values: Arc::new(times(batch)?.clone()),
+        options: None,
+    });
+    let indices = lexsort_to_indices(&columns, None).map_err(arrow_error)?;
+    take_record_batch(batch, &indices).map_err(arrow_error)
+}
+
+fn time_range(batch: &RecordBatch) -> Result<(i64, i64)> {
+    let times = times(batch)?;
+    let min = arrow::compute::min(times).unwrap_or(0);
+    let max = arrow::compute::max(times).unwrap_or(0);
+    Ok((min, max))
+}
+
+fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("valid level"),
+        ))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .build()
+}
+
+fn encode_parquet(batch: &RecordBatch) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut out, batch.schema(), Some(writer_properties()))
+        .map_err(|e| Error::Decode(e.to_string()))?;
+    writer
+        .write(batch)
+        .and_then(|()| writer.close().map(|_| ()))
+        .map_err(|e| Error::Decode(e.to_string()))?;
+    Ok(out)
+}
+
+/// `YYYY-MM-DD` of a day number since 1970-01-01 (proleptic Gregorian; days-to-civil).
+fn civil_date(days: i64) -> String {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::StringArray;
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        for (days, date) in [
+            (0, "1970-01-01"),
+            (-1, "1969-12-31"),
+            (19_722, "2023-12-31"),
+            (20_415, "2025-11-23"),
+            (11_016, "2000-02-29"),
+        ] {
+            assert_eq!(civil_date(days), date, "{days}");
+        }
+    }
+
+    fn batch(rows: &[(&str, i64)]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(
+                TIME_COLUMN,
+                DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+                false,
+            ),
+            Field::new("service", DataType::Utf8, false),
+        ]));
+        let times = TimestampNanosecondArray::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())
+            .with_timezone("UTC");
+        let services = StringArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>());
+        RecordBatch::try_new(schema, vec![Arc::new(times), Arc::new(services)]).unwrap()
+    }
+
+    #[tokio::test]
+    async fn segments_split_by_hour_and_sort_by_service_then_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SegmentStore::local(dir.path()).unwrap();
+        let hour = NANOS_PER_HOUR;
+        let base = 20_415 * 24 * hour; // 2025-11-23T00:00Z
+        let rows = batch(&[
+            ("web", base + 5),
+            ("api", base + 9),
+            ("api", base + 1),
+            ("web", base + hour + 2),
+        ]);
+        let tenant = TenantId::new("acme").unwrap();
+        let files = store
+            .write(&tenant, Table::Logs, &[rows], "f1")
+            .await
+            .unwrap();
+        let paths: Vec<_> = files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "acme/logs/2025-11-23/00/f1.parquet",
+                "acme/logs/2025-11-23/01/f1.parquet"
+            ]
+        );
+        assert_eq!(
+            (files[0].rows, files[0].min_time, files[0].max_time),
+            (3, base + 1, base + 9)
+        );
+        assert!(files[0].bytes > 0);
+
+        let file = std::fs::File::open(dir.path().join(&files[0].path)).unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
+        let read: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+        let services = read[0]
+            .column(1)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        let times = times(&read[0]).unwrap();
+        let order: Vec<_> = (0..3)
+            .map(|i| (services.value(i), times.value(i) - base))
+            .collect();
+        assert_eq!(order, [("api", 1), ("api", 9), ("web", 5)]);
+
+        assert_eq!(store.list().await.unwrap().len(), 2);
+        store.delete(&[files[0].path.clone()]).await.unwrap();
+        assert_eq!(store.list().await.unwrap().len(), 1);
+    }
+}

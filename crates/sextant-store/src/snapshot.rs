@@ -1,0 +1,31 @@
+//! What a query sees of one tenant's table at one moment: its Parquet files (from the catalog)
+//! and the rows acknowledged but not yet flushed.
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use sextant_model::Table;
+
+/// Name of the timestamp column every table has (Arrow `Timestamp(Nanosecond, UTC)`); the
+/// catalog's time ranges refer to it.
+pub const TIME_COLUMN: &str = "time";
+
+/// One Parquet file of a table, as the catalog records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentFile {
+    /// Location inside the segment object store, `TENANT/TABLE/YYYY-MM-DD/HH/ID.parquet`.
+    pub path: String,
+    /// Smallest and largest `time` in the file, ns since the Unix epoch.
+    pub min_time: i64,
+    pub max_time: i64,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// One tenant's table at one moment: every row is in exactly one of `files` and `buffered`.
+#[derive(Clone, Debug)]
+pub struct TableSnapshot {
+    pub table: Table,
+    pub schema: SchemaRef,
+    pub files: Vec<SegmentFile>,
+    pub buffered: Vec<RecordBatch>,
+}
