@@ -8,12 +8,12 @@
 
 use std::io::Read;
 
+use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
-use arrow::record_batch::RecordBatch;
 use sextant_model::otlp::{
     Checked, count_data_points, log_rows, metric_rows, retain_valid_logs, retain_valid_spans,
     span_rows,

@@ -99,10 +99,10 @@ impl IngestPipeline {
                 tokio::task::spawn_blocking(move || {
                     otlp::decode(&tenant, signal, encoding, body, max)
                 })
-                    .await
-                    .map_err(|e| Error::Unavailable {
-                        reason: format!("decoder task failed: {e}"),
-                    })??
+                .await
+                .map_err(|e| Error::Unavailable {
+                    reason: format!("decoder task failed: {e}"),
+                })??
             };
             self.commit(tenant, batch).await
         }

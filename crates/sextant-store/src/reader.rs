@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use arrow::array::{
-    Array, AsArray, BooleanArray, Float64Array, Int32Array, ListArray, MapArray,
-    StringArray, TimestampNanosecondArray, UInt32Array, UInt64Array,
+    Array, AsArray, BooleanArray, Float64Array, Int32Array, ListArray, MapArray, StringArray,
+    TimestampNanosecondArray, UInt32Array, UInt64Array,
 };
 use arrow::record_batch::RecordBatch;
 use sextant_model::{
@@ -188,7 +188,9 @@ impl Columns<'_> {
     }
 
     fn time(&self, name: &str, i: usize) -> u64 {
-        self.column::<TimestampNanosecondArray>(name).value(i).max(0) as u64
+        self.column::<TimestampNanosecondArray>(name)
+            .value(i)
+            .max(0) as u64
     }
 
     fn i32(&self, name: &str, i: usize) -> i32 {

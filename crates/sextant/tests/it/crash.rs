@@ -17,7 +17,8 @@ const CLIENTS: usize = 4;
 const RECORDS_PER_BATCH: usize = 50;
 const ROUNDS: usize = 5;
 /// Flush often, so kills land during flushes too (segment writes, catalog commits, log trims).
-const CONFIG: &str = "[storage]\nflush_bytes = 262144\nmax_buffered_bytes = 67108864\nflush_interval_seconds = 1\n";
+const CONFIG: &str =
+    "[storage]\nflush_bytes = 262144\nmax_buffered_bytes = 67108864\nflush_interval_seconds = 1\n";
 
 /// A small deterministic generator (xorshift64*), seeded from the clock and printed, so a
 /// failing run can be replayed by setting `SEXTANT_CRASH_SEED`.
@@ -181,7 +182,10 @@ fn acknowledged_records_survive_sigkill_exactly_once() {
         rows.len()
     );
     println!("{segment_files} segment files");
-    assert!(segment_files > ROUNDS, "flushes should have run during the test");
+    assert!(
+        segment_files > ROUNDS,
+        "flushes should have run during the test"
+    );
 }
 
 fn count_files(dir: &std::path::Path) -> usize {
