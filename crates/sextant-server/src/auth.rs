@@ -111,6 +111,18 @@ pub fn authorize_ingest(
     check_tenant_header(principal, tenant_header)
 }
 
+/// Checks that a principal may read telemetry.
+pub fn authorize_query(principal: &Principal) -> Result<(), ApiError> {
+    if principal.role.can_query() {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "role `{}` may not query telemetry",
+            principal.role
+        )))
+    }
+}
+
 /// Header a client may send to state which tenant it means; it must match the token.
 pub const TENANT_HEADER: &str = "x-sextant-tenant";
 

@@ -18,6 +18,11 @@ pub enum ApiError {
     Internal,
     #[error(transparent)]
     Ingest(#[from] sextant_ingest::Error),
+    #[error(transparent)]
+    Query(#[from] sextant_query::Error),
+    /// A request to the API that is not well formed (not JSON, a missing field).
+    #[error("{0}")]
+    BadRequest(String),
 }
 
 impl ApiError {
@@ -30,6 +35,8 @@ impl ApiError {
             ApiError::Starting => "unavailable",
             ApiError::Internal => "internal",
             ApiError::Ingest(err) => err.code(),
+            ApiError::Query(err) => err.code(),
+            ApiError::BadRequest(_) => "bad_request",
         }
     }
 
@@ -38,7 +45,9 @@ impl ApiError {
         match self.code() {
             "unauthenticated" => 401,
             "forbidden" => 403,
-            "malformed_request" => 400,
+            "malformed_request" | "bad_request" | "invalid_sql" | "not_allowed"
+            | "query_failed" | "scan_too_large" => 400,
+            "timeout" => 504,
             "body_too_large" => 413,
             "unsupported_content_type" | "unsupported_encoding" => 415,
             "rate_limited" | "overloaded" => 429,
@@ -50,6 +59,7 @@ impl ApiError {
     /// The gRPC status code of a code.
     pub fn grpc_code(&self) -> tonic::Code {
         match self.http_status() {
+            504 => tonic::Code::DeadlineExceeded,
             400 | 415 => tonic::Code::InvalidArgument,
             401 => tonic::Code::Unauthenticated,
             403 => tonic::Code::PermissionDenied,
@@ -74,7 +84,34 @@ impl ApiError {
                 tracing::error!(error = %err, "ingest failed");
                 "internal storage error".to_owned()
             }
+            ApiError::Query(err @ sextant_query::Error::Internal { .. }) => {
+                tracing::error!(error = %err, "query failed");
+                "internal query error".to_owned()
+            }
             other => other.to_string(),
         }
+    }
+}
+
+impl axum::response::IntoResponse for ApiError {
+    /// The JSON error of the HTTP API: `{"error": CODE, "message": TEXT}`.
+    fn into_response(self) -> axum::response::Response {
+        let status = axum::http::StatusCode::from_u16(self.http_status())
+            .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::json!({"error": self.code(), "message": self.public_message()});
+        let mut response = (status, axum::Json(body)).into_response();
+        if let Some(delay) = self.retry_after() {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(delay.as_secs().max(1)),
+            );
+        }
+        if status == axum::http::StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
 }

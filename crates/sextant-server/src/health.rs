@@ -12,7 +12,7 @@ pub async fn healthz() -> &'static str {
 
 /// Ready once the write-ahead log is replayed and while it can still take writes.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    match state.pipeline.get() {
+    match state.services.get().map(|s| &s.pipeline) {
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
             "starting: replaying the write-ahead log\n",
@@ -31,7 +31,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let Some(handle) = &state.metrics else {
         return (StatusCode::NOT_FOUND, "metrics are not enabled\n").into_response();
     };
-    if let Some(pipeline) = state.pipeline.get() {
+    if let Some(pipeline) = state.services.get().map(|s| &s.pipeline) {
         metrics::gauge!("sextant_ingest_queue_depth").set(pipeline.bus().queue_depth() as f64);
         metrics::gauge!("sextant_ingest_in_flight_bytes").set(pipeline.in_flight_bytes() as f64);
     }

@@ -19,6 +19,7 @@
 //! # }
 //! ```
 
+mod api_sql;
 pub mod auth;
 mod error;
 mod health;
@@ -32,24 +33,34 @@ use axum::Router;
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use sextant_ingest::IngestPipeline;
+use sextant_query::QueryEngine;
+use sextant_store::TableSource;
 use sextant_store::meta::MetadataStore;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use auth::{Authenticator, Principal};
 pub use error::ApiError;
 
+/// What the server needs once storage is open: ingest, table snapshots, and the query engine.
+pub struct Services {
+    pub pipeline: Arc<IngestPipeline>,
+    pub tables: Arc<dyn TableSource>,
+    pub query: Arc<QueryEngine>,
+}
+
 /// State shared by every handler. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     auth: Arc<Authenticator>,
-    pipeline: Arc<OnceLock<Arc<IngestPipeline>>>,
+    services: Arc<OnceLock<Services>>,
     request_slots: Arc<Semaphore>,
     metrics: Option<PrometheusHandle>,
 }
 
 impl AppState {
-    /// A server that is not ready yet: it answers health checks and refuses ingest until
-    /// [`AppState::set_ready`] hands it the pipeline (after the write-ahead log is replayed).
+    /// A server that is not ready yet: it answers health checks and refuses everything else
+    /// until [`AppState::set_ready`] hands it the services (after the write-ahead log is
+    /// replayed).
     pub fn new(
         meta: Arc<dyn MetadataStore>,
         max_concurrent_requests: usize,
@@ -57,20 +68,25 @@ impl AppState {
     ) -> AppState {
         AppState {
             auth: Arc::new(Authenticator::new(meta)),
-            pipeline: Arc::new(OnceLock::new()),
+            services: Arc::new(OnceLock::new()),
             request_slots: Arc::new(Semaphore::new(max_concurrent_requests)),
             metrics,
         }
     }
 
-    /// Starts taking telemetry.
-    pub fn set_ready(&self, pipeline: Arc<IngestPipeline>) {
-        let _ = self.pipeline.set(pipeline);
+    /// Starts taking requests.
+    pub fn set_ready(&self, services: Services) {
+        let _ = self.services.set(services);
     }
 
-    /// The pipeline, once ready.
+    /// The services, once ready.
+    pub fn services(&self) -> Result<&Services, ApiError> {
+        self.services.get().ok_or(ApiError::Starting)
+    }
+
+    /// The ingest pipeline, once ready.
     pub fn pipeline(&self) -> Result<&Arc<IngestPipeline>, ApiError> {
-        self.pipeline.get().ok_or(ApiError::Starting)
+        Ok(&self.services()?.pipeline)
     }
 
     /// A slot for one request; none free means too many requests at once.
@@ -91,6 +107,7 @@ pub fn router(state: AppState, max_grpc_message_bytes: usize) -> Router {
         .route("/v1/logs", post(otlp_http::logs))
         .route("/v1/metrics", post(otlp_http::metrics))
         .route("/v1/traces", post(otlp_http::traces))
+        .route("/api/v1/sql", post(api_sql::sql))
         .with_state(state.clone())
         .merge(otlp_grpc::router(state, max_grpc_message_bytes))
         .fallback(health::not_found)

@@ -33,5 +33,5 @@ pub mod wal;
 
 pub use error::{Error, Result};
 pub use reader::{TelemetryReader, metadata_path, wal_dir};
-pub use snapshot::{SegmentFile, TIME_COLUMN, TableSnapshot};
+pub use snapshot::{SegmentFile, TIME_COLUMN, TableSnapshot, TableSource};
 pub use store::{StoreConfig, TelemetryStore, segments_dir};

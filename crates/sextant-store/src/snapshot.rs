@@ -3,7 +3,7 @@
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use sextant_model::Table;
+use sextant_model::{Table, TenantId};
 
 /// Name of the timestamp column every table has (Arrow `Timestamp(Nanosecond, UTC)`); the
 /// catalog's time ranges refer to it.
@@ -28,4 +28,12 @@ pub struct TableSnapshot {
     pub schema: SchemaRef,
     pub files: Vec<SegmentFile>,
     pub buffered: Vec<RecordBatch>,
+}
+
+/// Where queries get their snapshots: the seam between the query engine and storage. Embedded:
+/// the telemetry store's catalog and buffers.
+pub trait TableSource: Send + Sync {
+    fn snapshot(&self, tenant: &TenantId, table: Table) -> TableSnapshot;
+    /// The object store that holds the segment files the snapshots name.
+    fn segment_store(&self) -> std::sync::Arc<dyn object_store::ObjectStore>;
 }

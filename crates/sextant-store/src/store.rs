@@ -25,7 +25,7 @@ use crate::meta::{CatalogEntry, MetadataStore};
 use crate::schema::{self, batch_from_payload};
 use crate::segments::SegmentStore;
 use crate::wal::{CommitHook, PendingAppend, ReplayReport, Wal, WalConfig, WalRecord};
-use crate::{Error, Result, SegmentFile, TableSnapshot};
+use crate::{Error, Result, SegmentFile, TableSnapshot, TableSource};
 
 /// Settings of the embedded store.
 #[derive(Clone, Debug)]
@@ -242,25 +242,6 @@ impl TelemetryStore {
         self.wal.append_with_rows(tenant, signal, payload, rows)
     }
 
-    /// What a query of `tenant`'s `table` sees right now.
-    pub fn snapshot(&self, tenant: &TenantId, table: Table) -> TableSnapshot {
-        let visible = self.shared.visible.read();
-        let state = visible.tables.get(&(tenant.clone(), table));
-        TableSnapshot {
-            table,
-            schema: schema::schema(table),
-            files: state.map(|s| s.files.clone()).unwrap_or_default(),
-            buffered: state
-                .map(|s| s.flushing.iter().chain(&s.buffered).cloned().collect())
-                .unwrap_or_default(),
-        }
-    }
-
-    /// The object store holding segment files (for the query engine).
-    pub fn segment_store(&self) -> Arc<dyn object_store::ObjectStore> {
-        self.shared.segments.store.clone()
-    }
-
     /// Writes every buffered row to segments now and waits for it.
     pub fn flush(&self) -> Result<()> {
         let target = {
@@ -305,6 +286,27 @@ impl TelemetryStore {
         self.shared.control.lock().stop = true;
         self.shared.wake.notify_all();
         let _ = flusher.join();
+    }
+}
+
+impl TableSource for TelemetryStore {
+    /// What a query of `tenant`'s `table` sees right now.
+    fn snapshot(&self, tenant: &TenantId, table: Table) -> TableSnapshot {
+        let visible = self.shared.visible.read();
+        let state = visible.tables.get(&(tenant.clone(), table));
+        TableSnapshot {
+            table,
+            schema: schema::schema(table),
+            files: state.map(|s| s.files.clone()).unwrap_or_default(),
+            buffered: state
+                .map(|s| s.flushing.iter().chain(&s.buffered).cloned().collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The object store holding segment files (for the query engine).
+    fn segment_store(&self) -> Arc<dyn object_store::ObjectStore> {
+        self.shared.segments.store.clone()
     }
 }
 

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use sextant_ingest::IngestConfig;
+use sextant_query::QueryLimits;
 use sextant_store::StoreConfig;
 use sextant_store::wal::WalConfig;
 
@@ -25,6 +26,7 @@ pub struct SextantConfig {
     pub ingest: IngestConfig,
     pub wal: WalSettings,
     pub storage: StorageSettings,
+    pub query: QuerySettings,
 }
 
 impl Default for SextantConfig {
@@ -36,6 +38,7 @@ impl Default for SextantConfig {
             ingest: IngestConfig::default(),
             wal: WalSettings::default(),
             storage: StorageSettings::default(),
+            query: QuerySettings::default(),
         }
     }
 }
@@ -90,6 +93,40 @@ impl Default for StorageSettings {
     }
 }
 
+/// The `[query]` section: limits every SQL query runs under.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuerySettings {
+    /// A query running longer is stopped (HTTP 504). Seconds; default 30.
+    pub timeout_seconds: u64,
+    /// Rows returned at most; the answer says when it was cut. Default 100,000.
+    pub max_rows: usize,
+    /// A query whose segment files (after time pruning) add up to more bytes is refused before
+    /// it starts. Default 10 GiB.
+    pub max_scan_bytes: u64,
+}
+
+impl Default for QuerySettings {
+    fn default() -> QuerySettings {
+        let limits = QueryLimits::default();
+        QuerySettings {
+            timeout_seconds: limits.timeout.as_secs(),
+            max_rows: limits.max_rows,
+            max_scan_bytes: limits.max_scan_bytes,
+        }
+    }
+}
+
+impl QuerySettings {
+    pub fn to_limits(&self) -> QueryLimits {
+        QueryLimits {
+            timeout: std::time::Duration::from_secs(self.timeout_seconds),
+            max_rows: self.max_rows,
+            max_scan_bytes: self.max_scan_bytes,
+        }
+    }
+}
+
 impl WalSettings {
     pub fn to_wal_config(&self, dir: PathBuf) -> WalConfig {
         WalConfig {
@@ -137,6 +174,10 @@ impl SextantConfig {
         if self.storage.max_buffered_bytes < self.storage.flush_bytes {
             bail!("`storage.max_buffered_bytes` must be at least `storage.flush_bytes`");
         }
+        self.query
+            .to_limits()
+            .validate()
+            .map_err(|e| anyhow::anyhow!("`query`: {e}"))?;
         self.ingest.validate().map_err(anyhow::Error::msg)
     }
 

@@ -1,6 +1,8 @@
-//! The `sextant` binary: `serve` runs the engine; `tokens` manages who may talk to it.
+//! The `sextant` binary: `serve` runs the engine, `query` asks it SQL, `tokens` manages who may
+//! talk to it.
 
 mod config;
+mod query;
 mod serve;
 mod tokens;
 
@@ -21,6 +23,8 @@ struct Cli {
 enum Command {
     /// Run the server: HTTP API, OTLP/HTTP and OTLP/gRPC on one port.
     Serve(serve::ServeArgs),
+    /// Run SQL on a server and print the result.
+    Query(query::QueryArgs),
     /// Create, list and revoke API tokens.
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
@@ -38,6 +42,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Query(args) => query::run(args),
         Command::Tokens(command) => tokens::run(command),
     };
     match result {

@@ -9,9 +9,10 @@ use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use sextant_ingest::{IngestBus, IngestPipeline};
 use sextant_model::{Role, TenantId};
-use sextant_server::AppState;
-use sextant_store::TelemetryStore;
+use sextant_query::QueryEngine;
+use sextant_server::{AppState, Services};
 use sextant_store::meta::MetadataStore;
+use sextant_store::{TableSource, TelemetryStore};
 
 use crate::DataDirArg;
 use crate::config::SextantConfig;
@@ -124,11 +125,16 @@ async fn serve(config: SextantConfig) -> anyhow::Result<()> {
         elapsed_ms = started.elapsed().as_millis() as u64,
         "write-ahead log replayed; ready"
     );
-    let bus: Arc<dyn IngestBus> = Arc::new(store);
-    state.set_ready(Arc::new(IngestPipeline::new(
-        config.ingest.clone(),
-        bus.clone(),
-    )));
+    let store = Arc::new(store);
+    let bus: Arc<dyn IngestBus> = store.clone();
+    state.set_ready(Services {
+        pipeline: Arc::new(IngestPipeline::new(config.ingest.clone(), bus.clone())),
+        query: Arc::new(QueryEngine::new(
+            store.segment_store(),
+            config.query.to_limits(),
+        )),
+        tables: store,
+    });
 
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight requests");

@@ -5,4 +5,5 @@ mod conventions;
 mod crash;
 mod errors;
 mod otlp_sdk;
+mod query;
 mod support;
