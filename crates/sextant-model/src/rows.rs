@@ -120,6 +120,19 @@ pub enum MetricKind {
 }
 
 impl MetricKind {
+    pub const ALL: [MetricKind; 5] = [
+        MetricKind::Gauge,
+        MetricKind::Sum,
+        MetricKind::Histogram,
+        MetricKind::ExponentialHistogram,
+        MetricKind::Summary,
+    ];
+
+    /// The kind named by [`MetricKind::as_str`].
+    pub fn from_name(name: &str) -> Option<MetricKind> {
+        MetricKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             MetricKind::Gauge => "gauge",

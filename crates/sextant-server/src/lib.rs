@@ -19,12 +19,17 @@
 //! # }
 //! ```
 
+mod api_logs;
+mod api_metrics;
 mod api_sql;
+mod api_tenant;
+mod api_traces;
 pub mod auth;
 mod error;
 mod health;
 mod otlp_grpc;
 mod otlp_http;
+mod read_params;
 mod rpc_status;
 
 use std::sync::{Arc, OnceLock};
@@ -108,6 +113,13 @@ pub fn router(state: AppState, max_grpc_message_bytes: usize) -> Router {
         .route("/v1/metrics", post(otlp_http::metrics))
         .route("/v1/traces", post(otlp_http::traces))
         .route("/api/v1/sql", post(api_sql::sql))
+        .route(
+            "/api/v1/tenant/data",
+            axum::routing::delete(api_tenant::erase_data),
+        )
+        .route("/api/v1/logs/search", get(api_logs::search))
+        .route("/api/v1/metrics/query_range", get(api_metrics::query_range))
+        .route("/api/v1/traces/{trace_id}", get(api_traces::trace))
         .with_state(state.clone())
         .merge(otlp_grpc::router(state, max_grpc_message_bytes))
         .fallback(health::not_found)

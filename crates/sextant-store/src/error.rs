@@ -35,6 +35,9 @@ pub enum Error {
     Decode(String),
     #[error("segment storage error: {0}")]
     ObjectStore(String),
+    /// The storage in use cannot do this (for example, erasure on a read-only source).
+    #[error("not supported by this storage: {0}")]
+    Unsupported(&'static str),
 }
 
 impl Error {
@@ -47,6 +50,7 @@ impl Error {
             Error::Closed => "unavailable",
             Error::Metadata(_) => "metadata",
             Error::TokenNotFound { .. } => "not_found",
+            Error::Unsupported(_) => "unsupported",
         }
     }
 

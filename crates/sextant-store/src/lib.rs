@@ -23,6 +23,7 @@
 //! ```
 
 mod error;
+mod maintenance;
 pub mod meta;
 mod reader;
 pub mod schema;
@@ -33,5 +34,5 @@ pub mod wal;
 
 pub use error::{Error, Result};
 pub use reader::{TelemetryReader, metadata_path, wal_dir};
-pub use snapshot::{SegmentFile, TIME_COLUMN, TableSnapshot, TableSource};
+pub use snapshot::{ErasureReport, SegmentFile, TIME_COLUMN, TableSnapshot, TableSource};
 pub use store::{StoreConfig, TelemetryStore, segments_dir};

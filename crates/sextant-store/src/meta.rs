@@ -1,8 +1,10 @@
-//! The metadata seam: tenants and tokens. SQLite in the embedded mode.
+//! The metadata seam: tenants, tokens, the segment catalog and erasure markers. SQLite in the
+//! embedded mode.
 //!
 //! A token is shown once, when it is created; only its SHA-256 hash is stored. Tokens are
 //! random 192-bit secrets, so a plain hash is enough (no password stretching needed).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -56,6 +58,14 @@ pub trait MetadataStore: Send + Sync {
     fn commit_flush(&self, added: &[CatalogEntry], checkpoint: u64) -> Result<()>;
     /// Replaces segment files (compaction, retention, erasure) in one transaction.
     fn replace_segments(&self, removed: &[String], added: &[CatalogEntry]) -> Result<()>;
+    /// Erases a tenant's telemetry from the catalog: removes every segment file of the tenant
+    /// and records, in the same transaction, that write-ahead log records of the tenant up to
+    /// `up_to_seq` must not be replayed. Returns the removed entries (the caller deletes the
+    /// files).
+    fn erase_tenant(&self, tenant: &TenantId, up_to_seq: u64) -> Result<Vec<CatalogEntry>>;
+    /// Erasure markers: per tenant, the sequence number through which its log records are
+    /// erased.
+    fn erasures(&self) -> Result<HashMap<TenantId, u64>>;
 }
 
 /// One catalog row: which tenant's table a segment file belongs to, and its statistics.
@@ -104,6 +114,11 @@ CREATE TABLE IF NOT EXISTS segments (
 CREATE TABLE IF NOT EXISTS checkpoints (
     name TEXT PRIMARY KEY,
     seq  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS erasures (
+    tenant     TEXT PRIMARY KEY,
+    up_to_seq  INTEGER NOT NULL,
+    erased_at  INTEGER NOT NULL
 );
 ";
 
@@ -267,39 +282,7 @@ impl MetadataStore for SqliteMetadata {
 
     fn segments(&self) -> Result<Vec<CatalogEntry>> {
         let connection = self.connection.lock();
-        let mut statement = connection.prepare(
-            "SELECT path, tenant, tbl, min_time, max_time, rows, bytes FROM segments
-             ORDER BY created_at, path",
-        )?;
-        let rows = statement.query_map([], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, i64>(3)?,
-                row.get::<_, i64>(4)?,
-                row.get::<_, i64>(5)?,
-                row.get::<_, i64>(6)?,
-            ))
-        })?;
-        let mut entries = Vec::new();
-        for row in rows {
-            let (path, tenant, table, min_time, max_time, rows, bytes) = row?;
-            entries.push(CatalogEntry {
-                tenant: TenantId::new(&tenant).map_err(|e| Error::Decode(e.to_string()))?,
-                table: table
-                    .parse()
-                    .map_err(|e: sextant_model::Error| Error::Decode(e.to_string()))?,
-                file: SegmentFile {
-                    path,
-                    min_time,
-                    max_time,
-                    rows: rows as u64,
-                    bytes: bytes as u64,
-                },
-            });
-        }
-        Ok(entries)
+        select_segments(&connection, None)
     }
 
     fn checkpoint(&self) -> Result<u64> {
@@ -340,6 +323,77 @@ impl MetadataStore for SqliteMetadata {
         tx.commit()?;
         Ok(())
     }
+
+    fn erase_tenant(&self, tenant: &TenantId, up_to_seq: u64) -> Result<Vec<CatalogEntry>> {
+        let mut connection = self.connection.lock();
+        let tx = connection.transaction()?;
+        let removed = select_segments(&tx, Some(tenant))?;
+        tx.execute("DELETE FROM segments WHERE tenant = ?1", [tenant.as_str()])?;
+        tx.execute(
+            "INSERT INTO erasures (tenant, up_to_seq, erased_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(tenant) DO UPDATE
+             SET up_to_seq = max(up_to_seq, excluded.up_to_seq), erased_at = excluded.erased_at",
+            params![tenant.as_str(), up_to_seq as i64, now()],
+        )?;
+        tx.commit()?;
+        Ok(removed)
+    }
+
+    fn erasures(&self) -> Result<HashMap<TenantId, u64>> {
+        let connection = self.connection.lock();
+        let mut statement = connection.prepare("SELECT tenant, up_to_seq FROM erasures")?;
+        let rows = statement.query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+        })?;
+        let mut erasures = HashMap::new();
+        for row in rows {
+            let (tenant, seq) = row?;
+            let tenant = TenantId::new(&tenant).map_err(|e| Error::Decode(e.to_string()))?;
+            erasures.insert(tenant, seq as u64);
+        }
+        Ok(erasures)
+    }
+}
+
+/// Catalog rows, all or one tenant's, oldest first.
+fn select_segments(
+    connection: &Connection,
+    tenant: Option<&TenantId>,
+) -> Result<Vec<CatalogEntry>> {
+    let mut statement = connection.prepare(
+        "SELECT path, tenant, tbl, min_time, max_time, rows, bytes FROM segments
+         WHERE ?1 IS NULL OR tenant = ?1
+         ORDER BY created_at, path",
+    )?;
+    let rows = statement.query_map([tenant.map(TenantId::as_str)], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, String>(2)?,
+            row.get::<_, i64>(3)?,
+            row.get::<_, i64>(4)?,
+            row.get::<_, i64>(5)?,
+            row.get::<_, i64>(6)?,
+        ))
+    })?;
+    let mut entries = Vec::new();
+    for row in rows {
+        let (path, tenant, table, min_time, max_time, rows, bytes) = row?;
+        entries.push(CatalogEntry {
+            tenant: TenantId::new(&tenant).map_err(|e| Error::Decode(e.to_string()))?,
+            table: table
+                .parse()
+                .map_err(|e: sextant_model::Error| Error::Decode(e.to_string()))?,
+            file: SegmentFile {
+                path,
+                min_time,
+                max_time,
+                rows: rows as u64,
+                bytes: bytes as u64,
+            },
+        });
+    }
+    Ok(entries)
 }
 
 #[cfg(test)]
@@ -398,6 +452,37 @@ mod tests {
         // A failed transaction changes nothing: the path is already there.
         assert!(meta.commit_flush(&[entry("b.parquet")], 20).is_err());
         assert_eq!(meta.checkpoint().unwrap(), 10);
+    }
+
+    #[test]
+    fn erasure_removes_a_tenants_files_and_records_its_marker_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = SqliteMetadata::open(&dir.path().join("meta.db")).unwrap();
+        let entry = |tenant: &str, path: &str| CatalogEntry {
+            tenant: TenantId::new(tenant).unwrap(),
+            table: Table::Logs,
+            file: SegmentFile {
+                path: path.to_owned(),
+                min_time: 1,
+                max_time: 2,
+                rows: 3,
+                bytes: 4,
+            },
+        };
+        meta.commit_flush(&[entry("acme", "a"), entry("globex", "g")], 5)
+            .unwrap();
+        let acme = TenantId::new("acme").unwrap();
+        assert_eq!(
+            meta.erase_tenant(&acme, 9).unwrap(),
+            vec![entry("acme", "a")]
+        );
+        assert_eq!(meta.segments().unwrap(), vec![entry("globex", "g")]);
+        meta.erase_tenant(&acme, 4).unwrap();
+        assert_eq!(
+            meta.erasures().unwrap(),
+            HashMap::from([(acme, 9)]),
+            "the marker never moves back"
+        );
     }
 
     #[test]

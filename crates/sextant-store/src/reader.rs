@@ -45,6 +45,8 @@ impl TelemetryReader {
     pub fn batches(&self, tenant: &TenantId, table: Table) -> Result<Vec<RecordBatch>> {
         let meta = SqliteMetadata::open(&metadata_path(&self.data_dir))?;
         let checkpoint = meta.checkpoint()?;
+        // Records of an erased tenant up to its marker are not the tenant's data any more.
+        let erased_through = meta.erasures()?.get(tenant).copied().unwrap_or(0);
         let mut batches = Vec::new();
         let segments = crate::segments_dir(&self.data_dir);
         for entry in meta.segments()? {
@@ -63,6 +65,7 @@ impl TelemetryReader {
         }
         read_records(&wal_dir(&self.data_dir), &mut |record| {
             if record.seq > checkpoint
+                && record.seq > erased_through
                 && record.tenant == *tenant
                 && Table::of(record.signal) == table
             {
@@ -143,7 +146,8 @@ impl TelemetryReader {
                     name: c.str("name", i),
                     description: c.str("description", i),
                     unit: c.str("unit", i),
-                    kind: metric_kind(&c.str("kind", i)),
+                    kind: MetricKind::from_name(&c.str("kind", i))
+                        .ok_or_else(|| Error::Decode(format!("unknown metric kind in row {i}")))?,
                     time_unix_nano: c.time("time", i),
                     start_time_unix_nano: c.time("start_time", i),
                     value: c.opt_f64("value", i),
@@ -244,19 +248,6 @@ impl Columns<'_> {
             })
             .collect()
     }
-}
-
-fn metric_kind(name: &str) -> MetricKind {
-    [
-        MetricKind::Gauge,
-        MetricKind::Sum,
-        MetricKind::Histogram,
-        MetricKind::ExponentialHistogram,
-        MetricKind::Summary,
-    ]
-    .into_iter()
-    .find(|k| k.as_str() == name)
-    .unwrap_or(MetricKind::Gauge)
 }
 
 fn json_attributes(value: Option<&serde_json::Value>) -> Attributes {

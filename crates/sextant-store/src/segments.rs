@@ -98,6 +98,24 @@ impl SegmentStore {
         Ok(())
     }
 
+    /// Reads a whole segment file back as rows (for compaction).
+    pub async fn read(&self, path: &str) -> Result<Vec<RecordBatch>> {
+        let bytes = self
+            .store
+            .get(&ObjectPath::from(path))
+            .await
+            .map_err(|e| Error::ObjectStore(e.to_string()))?
+            .bytes()
+            .await
+            .map_err(|e| Error::ObjectStore(e.to_string()))?;
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .and_then(|builder| builder.build())
+            .map_err(|e| Error::Decode(format!("segment file `{path}`: {e}")))?;
+        reader
+            .map(|batch| batch.map_err(|e| Error::Decode(format!("segment file `{path}`: {e}"))))
+            .collect()
+    }
+
     /// Deletes segment files.
     pub async fn delete(&self, paths: &[String]) -> Result<()> {
         for path in paths {

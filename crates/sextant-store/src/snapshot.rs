@@ -36,4 +36,21 @@ pub trait TableSource: Send + Sync {
     fn snapshot(&self, tenant: &TenantId, table: Table) -> TableSnapshot;
     /// The object store that holds the segment files the snapshots name.
     fn segment_store(&self) -> std::sync::Arc<dyn object_store::ObjectStore>;
+    /// Erases every row of `tenant` acknowledged so far: catalog, files, buffers, and the
+    /// write-ahead log (its records are never replayed). Blocks; call it off async workers.
+    fn erase_tenant(&self, tenant: &TenantId) -> crate::Result<ErasureReport> {
+        let _ = tenant;
+        Err(crate::Error::Unsupported("erasure"))
+    }
+}
+
+/// What an erasure removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ErasureReport {
+    /// Segment files dropped from the catalog (deleted from disk after the grace period).
+    pub files: u64,
+    /// Rows in those files plus rows that were still buffered.
+    pub rows: u64,
+    /// Write-ahead log records of the tenant up to this sequence number are never replayed.
+    pub up_to_seq: u64,
 }

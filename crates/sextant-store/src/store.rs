@@ -9,23 +9,32 @@
 //! checkpoint covers. A crash at any point leaves either the rows in the log (replayed on start)
 //! or the files in the catalog, never neither and never both: files the catalog does not list
 //! are leftovers and are deleted on start.
+//!
+//! The flusher also keeps the segments tidy. Compaction merges an hour partition's small files
+//! into one; retention drops hour partitions older than the tenant's retention; erasure drops
+//! all of a tenant's rows. Each changes the catalog in one transaction (the commit point) and
+//! then the in-memory file lists, under the same lock as a flush, so a query sees every row
+//! exactly once. Files dropped from the catalog are deleted only after `delete_grace`, so a
+//! query still reading them is not cut short; a crash before that leaves them as leftovers for
+//! the next start.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, RwLock};
 use sextant_model::{Signal, Table, TenantId};
 
+use crate::maintenance::{expired_files, plan_compactions};
 use crate::meta::{CatalogEntry, MetadataStore};
 use crate::schema::{self, batch_from_payload};
 use crate::segments::SegmentStore;
 use crate::wal::{CommitHook, PendingAppend, ReplayReport, Wal, WalConfig, WalRecord};
-use crate::{Error, Result, SegmentFile, TableSnapshot, TableSource};
+use crate::{ErasureReport, Error, Result, SegmentFile, TableSnapshot, TableSource};
 
 /// Settings of the embedded store.
 #[derive(Clone, Debug)]
@@ -39,6 +48,23 @@ pub struct StoreConfig {
     /// Refuse appends ([`Error::Overloaded`]) while buffered rows take more than this, until a
     /// flush catches up. Default 1 GiB.
     pub max_buffered_bytes: usize,
+    /// Compact an hour partition once it has at least this many small files. Default 8.
+    pub compaction_min_files: usize,
+    /// A segment file under this size is small; compaction merges small files into one of
+    /// about this size. Default 128 MiB.
+    pub compaction_target_bytes: u64,
+    /// Look for partitions to compact this often (checked after each flush). Default 60 s.
+    pub compaction_interval: Duration,
+    /// Keep rows this long (by their `time`) unless the tenant has its own. Default 30 days.
+    pub retention: Duration,
+    /// Per-tenant retention, replacing `retention`.
+    pub tenant_retention: HashMap<TenantId, Duration>,
+    /// Look for expired partitions this often (checked after each flush; the first check is one
+    /// interval after start). Default 1 h.
+    pub retention_interval: Duration,
+    /// Files dropped from the catalog (compaction, retention, erasure) are deleted this long
+    /// afterwards, so queries still reading them finish. Default 5 min.
+    pub delete_grace: Duration,
 }
 
 impl StoreConfig {
@@ -50,7 +76,22 @@ impl StoreConfig {
             flush_bytes: 64 * 1024 * 1024,
             flush_interval: Duration::from_secs(60),
             max_buffered_bytes: 1024 * 1024 * 1024,
+            compaction_min_files: 8,
+            compaction_target_bytes: 128 * 1024 * 1024,
+            compaction_interval: Duration::from_secs(60),
+            retention: Duration::from_secs(30 * 24 * 3600),
+            tenant_retention: HashMap::new(),
+            retention_interval: Duration::from_secs(3600),
+            delete_grace: Duration::from_secs(300),
         }
+    }
+
+    /// How long `tenant`'s rows are kept.
+    pub fn retention_of(&self, tenant: &TenantId) -> Duration {
+        self.tenant_retention
+            .get(tenant)
+            .copied()
+            .unwrap_or(self.retention)
     }
 }
 
@@ -106,6 +147,12 @@ struct Shared {
     visible: RwLock<Visible>,
     control: Mutex<FlushControl>,
     wake: Condvar,
+    /// Held by whatever changes the catalog (flush, compaction, retention, erasure), from
+    /// reading the file lists until the in-memory state matches the committed catalog. Taken
+    /// before `visible`, never while holding it.
+    catalog_writer: Mutex<()>,
+    /// Files no longer in the catalog, with the moment they may be deleted.
+    doomed: Mutex<Vec<(String, Instant)>>,
 }
 
 /// The embedded store. Share it behind an `Arc`.
@@ -148,6 +195,7 @@ impl TelemetryStore {
             ..Visible::default()
         };
         let catalog = meta.segments()?;
+        let erasures = meta.erasures()?;
         let known: HashSet<&str> = catalog.iter().map(|e| e.file.path.as_str()).collect();
         let runtime = io_runtime()?;
         let leftovers: Vec<String> = runtime
@@ -178,6 +226,8 @@ impl TelemetryStore {
             visible: RwLock::new(visible),
             control: Mutex::new(FlushControl::default()),
             wake: Condvar::new(),
+            catalog_writer: Mutex::new(()),
+            doomed: Mutex::new(Vec::new()),
         });
         let hook_shared = shared.clone();
         let hook: CommitHook = Box::new(move |record, rows| {
@@ -199,7 +249,12 @@ impl TelemetryStore {
         let (wal, report) = Wal::open_with_hook(
             config.wal.clone(),
             &mut |record| {
+                // An erased tenant's records up to its marker stay erased.
+                let erased = erasures
+                    .get(&record.tenant)
+                    .is_some_and(|&up_to| record.seq <= up_to);
                 if record.seq > checkpoint
+                    && !erased
                     && let Some(rows) = rows_of(&record)
                 {
                     let mut visible = replay_shared.visible.write();
@@ -274,6 +329,18 @@ impl TelemetryStore {
         self.wal.is_healthy()
     }
 
+    /// Compacts every partition that has enough small files, now. Returns how many partitions
+    /// were compacted. The flusher does this on its own every `compaction_interval`.
+    pub fn compact_now(&self) -> Result<usize> {
+        self.shared.compact(&io_runtime()?)
+    }
+
+    /// Drops the partitions expired at `now` (the flusher does this every
+    /// `retention_interval` with the clock's time). Returns how many files were dropped.
+    pub fn enforce_retention_at(&self, now: SystemTime) -> Result<usize> {
+        self.shared.enforce_retention(now)
+    }
+
     /// Commits what is queued, flushes every buffer to segments, and stops. Safe to call twice.
     pub fn close(&self) {
         self.wal.close();
@@ -308,6 +375,10 @@ impl TableSource for TelemetryStore {
     fn segment_store(&self) -> Arc<dyn object_store::ObjectStore> {
         self.shared.segments.store.clone()
     }
+
+    fn erase_tenant(&self, tenant: &TenantId) -> Result<ErasureReport> {
+        self.shared.erase_tenant(tenant)
+    }
 }
 
 impl Drop for TelemetryStore {
@@ -330,6 +401,8 @@ impl Shared {
     }
 
     fn run_flusher(&self, runtime: tokio::runtime::Runtime) {
+        let mut last_compaction = Instant::now();
+        let mut last_retention = Instant::now();
         loop {
             let target = {
                 let mut control = self.control.lock();
@@ -342,6 +415,19 @@ impl Shared {
                 control.requested.max(control.completed + 1)
             };
             let outcome = self.flush_once(&runtime);
+            if last_compaction.elapsed() >= self.config.compaction_interval {
+                last_compaction = Instant::now();
+                if let Err(err) = self.compact(&runtime) {
+                    tracing::error!(error = %err, "compaction failed; the small files stay");
+                }
+            }
+            if last_retention.elapsed() >= self.config.retention_interval {
+                last_retention = Instant::now();
+                if let Err(err) = self.enforce_retention(SystemTime::now()) {
+                    tracing::error!(error = %err, "retention failed; expired files stay for now");
+                }
+            }
+            self.delete_doomed(&runtime);
             let mut control = self.control.lock();
             control.completed = control.completed.max(target);
             control.requested = control.requested.max(target);
@@ -354,6 +440,7 @@ impl Shared {
     }
 
     fn flush_once(&self, runtime: &tokio::runtime::Runtime) -> Result<()> {
+        let _catalog = self.catalog_writer.lock();
         // Take the buffers and the checkpoint they reach, atomically with respect to commits.
         let (work, checkpoint) = {
             let mut visible = self.visible.write();
@@ -412,6 +499,199 @@ impl Shared {
             .increment(added.len() as u64);
         Ok(())
     }
+
+    /// Merges the small files of every partition that has enough of them.
+    fn compact(&self, runtime: &tokio::runtime::Runtime) -> Result<usize> {
+        let plans: Vec<_> = {
+            let visible = self.visible.read();
+            visible
+                .tables
+                .iter()
+                .flat_map(|((tenant, table), state)| {
+                    plan_compactions(
+                        &state.files,
+                        self.config.compaction_min_files,
+                        self.config.compaction_target_bytes,
+                    )
+                    .into_iter()
+                    .map(move |group| (tenant.clone(), *table, group))
+                })
+                .collect()
+        };
+        let mut compacted = 0;
+        for (tenant, table, group) in plans {
+            if self.compact_group(runtime, &tenant, table, &group)? {
+                compacted += 1;
+            }
+        }
+        Ok(compacted)
+    }
+
+    /// Merges `group` (files of one partition) into one file and swaps it in. False when the
+    /// files changed meanwhile (an erasure or retention got there first).
+    fn compact_group(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        tenant: &TenantId,
+        table: Table,
+        group: &[SegmentFile],
+    ) -> Result<bool> {
+        let _catalog = self.catalog_writer.lock();
+        let still_listed = {
+            let visible = self.visible.read();
+            visible
+                .tables
+                .get(&(tenant.clone(), table))
+                .is_some_and(|state| group.iter().all(|f| state.files.contains(f)))
+        };
+        if !still_listed {
+            return Ok(false);
+        }
+        let mut batches = Vec::new();
+        for file in group {
+            batches.extend(runtime.block_on(self.segments.read(&file.path))?);
+        }
+        let name = format!("compacted-{:020}", unix_nanos(SystemTime::now()));
+        // All rows are in one hour, so this writes one file, sorted by service then time.
+        let written = runtime.block_on(self.segments.write(tenant, table, &batches, &name))?;
+        let rows_in: u64 = group.iter().map(|f| f.rows).sum();
+        let rows_out: u64 = written.iter().map(|f| f.rows).sum();
+        let removed: Vec<String> = group.iter().map(|f| f.path.clone()).collect();
+        let added: Vec<CatalogEntry> = written
+            .iter()
+            .map(|file| CatalogEntry {
+                tenant: tenant.clone(),
+                table,
+                file: file.clone(),
+            })
+            .collect();
+        let committed = if rows_in == rows_out {
+            self.meta.replace_segments(&removed, &added)
+        } else {
+            Err(Error::Decode(format!(
+                "compaction read {rows_out} rows from files the catalog says hold {rows_in}"
+            )))
+        };
+        if let Err(err) = committed {
+            let new: Vec<String> = written.into_iter().map(|f| f.path).collect();
+            let _ = runtime.block_on(self.segments.delete(&new));
+            return Err(err);
+        }
+        {
+            let mut visible = self.visible.write();
+            if let Some(state) = visible.tables.get_mut(&(tenant.clone(), table)) {
+                state.files.retain(|f| !removed.contains(&f.path));
+                state.files.extend(written);
+            }
+        }
+        self.doom(removed);
+        metrics::counter!("sextant_store_compactions_total").increment(1);
+        tracing::debug!(%tenant, %table, files = group.len(), rows = rows_in, "compacted");
+        Ok(true)
+    }
+
+    /// Drops every hour partition whose newest row is older than its tenant's retention.
+    fn enforce_retention(&self, now: SystemTime) -> Result<usize> {
+        let _catalog = self.catalog_writer.lock();
+        let now = unix_nanos(now);
+        let removed: Vec<(TenantId, Table, Vec<String>)> = {
+            let visible = self.visible.read();
+            visible
+                .tables
+                .iter()
+                .filter_map(|((tenant, table), state)| {
+                    let retention = self.config.retention_of(tenant).as_nanos();
+                    let cutoff = now.saturating_sub(i64::try_from(retention).unwrap_or(i64::MAX));
+                    let expired = expired_files(&state.files, cutoff);
+                    (!expired.is_empty()).then(|| (tenant.clone(), *table, expired))
+                })
+                .collect()
+        };
+        let paths: Vec<String> = removed.iter().flat_map(|(_, _, p)| p.clone()).collect();
+        if paths.is_empty() {
+            return Ok(0);
+        }
+        self.meta.replace_segments(&paths, &[])?;
+        {
+            let mut visible = self.visible.write();
+            for (tenant, table, expired) in &removed {
+                if let Some(state) = visible.tables.get_mut(&(tenant.clone(), *table)) {
+                    state.files.retain(|f| !expired.contains(&f.path));
+                }
+            }
+        }
+        let dropped = paths.len();
+        self.doom(paths);
+        metrics::counter!("sextant_store_retention_files_dropped_total").increment(dropped as u64);
+        tracing::info!(
+            files = dropped,
+            "dropped segment files past their retention"
+        );
+        Ok(dropped)
+    }
+
+    /// Erases a tenant's rows: catalog entries and the erasure marker in one transaction, then
+    /// the in-memory files and buffers. The visible state stays locked from reading the
+    /// sequence number to the end, so every row up to the marker is gone from both and no
+    /// later row is touched.
+    fn erase_tenant(&self, tenant: &TenantId) -> Result<ErasureReport> {
+        let _catalog = self.catalog_writer.lock();
+        let mut visible = self.visible.write();
+        let up_to_seq = visible.applied_seq;
+        let removed = self.meta.erase_tenant(tenant, up_to_seq)?;
+        let mut report = ErasureReport {
+            files: removed.len() as u64,
+            rows: removed.iter().map(|e| e.file.rows).sum(),
+            up_to_seq,
+        };
+        let mut freed = 0;
+        for table in Table::ALL {
+            if let Some(state) = visible.tables.remove(&(tenant.clone(), table)) {
+                for batch in state.flushing.iter().chain(&state.buffered) {
+                    report.rows += batch.num_rows() as u64;
+                    freed += batch.get_array_memory_size();
+                }
+            }
+        }
+        visible.buffered_bytes = visible.buffered_bytes.saturating_sub(freed);
+        drop(visible);
+        self.doom(removed.into_iter().map(|e| e.file.path).collect());
+        tracing::info!(%tenant, files = report.files, rows = report.rows, up_to_seq, "erased tenant telemetry");
+        Ok(report)
+    }
+
+    /// Schedules files dropped from the catalog for deletion after the grace period.
+    fn doom(&self, paths: Vec<String>) {
+        let at = Instant::now() + self.config.delete_grace;
+        self.doomed
+            .lock()
+            .extend(paths.into_iter().map(|p| (p, at)));
+    }
+
+    /// Deletes the dropped files whose grace period is over. A failure is logged; the next
+    /// start deletes whatever the catalog does not list anyway.
+    fn delete_doomed(&self, runtime: &tokio::runtime::Runtime) {
+        let now = Instant::now();
+        let due: Vec<String> = {
+            let mut doomed = self.doomed.lock();
+            let (due, keep) = std::mem::take(&mut *doomed)
+                .into_iter()
+                .partition(|(_, at)| *at <= now);
+            *doomed = keep;
+            due.into_iter().map(|(path, _)| path).collect()
+        };
+        if !due.is_empty()
+            && let Err(err) = runtime.block_on(self.segments.delete(&due))
+        {
+            tracing::warn!(error = %err, files = due.len(), "could not delete dropped segment files; the next start will");
+        }
+    }
+}
+
+/// Nanoseconds since the Unix epoch (0 before it).
+fn unix_nanos(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]
@@ -528,6 +808,169 @@ mod tests {
         let store = open(dir.path());
         assert!(!leftover.exists());
         assert_eq!(visible_rows(&store), (1, 0));
+    }
+
+    fn open_with(dir: &std::path::Path, adjust: impl FnOnce(&mut StoreConfig)) -> TelemetryStore {
+        let meta = Arc::new(SqliteMetadata::open(&crate::metadata_path(dir)).unwrap());
+        let mut config = StoreConfig::new(dir);
+        config.wal.segment_bytes = 1;
+        adjust(&mut config);
+        TelemetryStore::open(config, meta).unwrap().0
+    }
+
+    fn append_for(store: &TelemetryStore, tenant: &str, bodies: &[&str]) {
+        store
+            .append(
+                TenantId::new(tenant).unwrap(),
+                Signal::Logs,
+                payload(bodies),
+                None,
+            )
+            .unwrap()
+            .wait()
+            .unwrap();
+    }
+
+    /// Bodies a tenant's log rows hold (files and buffers), sorted.
+    fn bodies(store: &TelemetryStore, tenant: &str) -> Vec<String> {
+        let snapshot = store.snapshot(&TenantId::new(tenant).unwrap(), Table::Logs);
+        let segments = SegmentStore::local(&segments_dir(&store.shared.config.data_dir)).unwrap();
+        let runtime = io_runtime().unwrap();
+        let mut batches = snapshot.buffered.clone();
+        for file in &snapshot.files {
+            batches.extend(runtime.block_on(segments.read(&file.path)).unwrap());
+        }
+        let mut bodies: Vec<String> = batches
+            .iter()
+            .flat_map(|b| {
+                let column = b.column_by_name("body").unwrap();
+                let strings = column
+                    .as_any()
+                    .downcast_ref::<arrow::array::StringArray>()
+                    .unwrap();
+                strings
+                    .iter()
+                    .map(|s| s.unwrap().to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        bodies.sort();
+        bodies
+    }
+
+    fn files_on_disk(dir: &std::path::Path) -> usize {
+        let runtime = io_runtime().unwrap();
+        let segments = SegmentStore::local(&segments_dir(dir)).unwrap();
+        runtime.block_on(segments.list()).unwrap().len()
+    }
+
+    #[test]
+    fn compaction_merges_an_hours_small_files_and_keeps_every_row_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_with(dir.path(), |c| {
+            c.compaction_min_files = 3;
+            c.compaction_interval = Duration::from_secs(3600);
+        });
+        for body in ["a", "b", "c"] {
+            append(&store, &[body]);
+            store.flush().unwrap();
+        }
+        append(&store, &["buffered"]);
+        assert_eq!(store.snapshot(&tenant(), Table::Logs).files.len(), 3);
+        assert_eq!(store.compact_now().unwrap(), 1);
+        let files = store.snapshot(&tenant(), Table::Logs).files;
+        assert_eq!(files.len(), 1);
+        assert!(files[0].path.contains("compacted-"), "{}", files[0].path);
+        assert_eq!(visible_rows(&store), (3, 1));
+        assert_eq!(bodies(&store, "acme"), ["a", "b", "buffered", "c"]);
+        // The old files stay for running queries until the grace period is over.
+        assert_eq!(files_on_disk(dir.path()), 4);
+        assert_eq!(store.compact_now().unwrap(), 0, "nothing left to compact");
+
+        // A crash now: the catalog commit decided; the old files are leftovers on start.
+        std::mem::forget(store);
+        let store = open(dir.path());
+        assert_eq!(visible_rows(&store), (3, 1));
+        assert_eq!(bodies(&store, "acme"), ["a", "b", "buffered", "c"]);
+        store.close();
+        assert_eq!(
+            files_on_disk(dir.path()),
+            2,
+            "the compacted file and the last flush"
+        );
+    }
+
+    #[test]
+    fn dropped_files_are_deleted_after_the_grace_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_with(dir.path(), |c| {
+            c.compaction_min_files = 2;
+            c.delete_grace = Duration::ZERO;
+        });
+        append(&store, &["a"]);
+        store.flush().unwrap();
+        append(&store, &["b"]);
+        store.flush().unwrap();
+        assert_eq!(store.compact_now().unwrap(), 1);
+        store.flush().unwrap(); // the flusher deletes what is due after each round
+        assert_eq!(files_on_disk(dir.path()), 1);
+        assert_eq!(bodies(&store, "acme"), ["a", "b"]);
+    }
+
+    #[test]
+    fn retention_drops_expired_partitions_per_tenant() {
+        let dir = tempfile::tempdir().unwrap();
+        let short = TenantId::new("short").unwrap();
+        let store = open_with(dir.path(), |c| {
+            c.tenant_retention
+                .insert(short.clone(), Duration::from_secs(24 * 3600));
+        });
+        append_for(&store, "short", &["gone"]);
+        append_for(&store, "acme", &["kept"]);
+        store.flush().unwrap();
+        append_for(&store, "short", &["buffered"]);
+        // Rows are at 2023-11-14T22:13Z; two days later only the one-day tenant expires.
+        let rows_time = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let now = rows_time + Duration::from_secs(2 * 24 * 3600);
+        assert_eq!(store.enforce_retention_at(rows_time).unwrap(), 0);
+        assert_eq!(store.enforce_retention_at(now).unwrap(), 1);
+        assert_eq!(
+            bodies(&store, "short"),
+            ["buffered"],
+            "buffers wait for their flush"
+        );
+        assert_eq!(bodies(&store, "acme"), ["kept"]);
+        store.close();
+        let store = open(dir.path());
+        assert_eq!(bodies(&store, "short"), ["buffered"]);
+        assert_eq!(bodies(&store, "acme"), ["kept"]);
+    }
+
+    #[test]
+    fn erased_rows_do_not_come_back_on_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        append(&store, &["in-a-file"]);
+        append_for(&store, "globex", &["other-tenant"]);
+        store.flush().unwrap();
+        append(&store, &["in-the-log-1", "in-the-log-2"]);
+        let report = store.erase_tenant(&tenant()).unwrap();
+        assert_eq!((report.files, report.rows), (1, 3));
+        assert_eq!(visible_rows(&store), (0, 0));
+        append(&store, &["after-erasure"]);
+        // A crash: the erased records are still in the log, past the checkpoint.
+        std::mem::forget(store);
+        let store = open(dir.path());
+        assert_eq!(bodies(&store, "acme"), ["after-erasure"]);
+        assert_eq!(bodies(&store, "globex"), ["other-tenant"]);
+        store.close();
+        let store = open(dir.path());
+        assert_eq!(bodies(&store, "acme"), ["after-erasure"]);
+        store.close();
+        let read = crate::TelemetryReader::new(dir.path())
+            .log_rows(&tenant())
+            .unwrap();
+        assert_eq!(read.len(), 1, "the reader skips erased records too");
     }
 
     #[test]

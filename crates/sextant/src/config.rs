@@ -1,11 +1,13 @@
 //! The configuration file (`--config FILE`, TOML) and how flags and environment override it.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use sextant_ingest::IngestConfig;
+use sextant_model::TenantId;
 use sextant_query::QueryLimits;
 use sextant_store::StoreConfig;
 use sextant_store::wal::WalConfig;
@@ -70,7 +72,8 @@ impl Default for WalSettings {
     }
 }
 
-/// The `[storage]` section: when buffered rows become Parquet segments.
+/// The `[storage]` section: when buffered rows become Parquet segments, how segments are
+/// compacted, and how long they are kept.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageSettings {
@@ -80,6 +83,27 @@ pub struct StorageSettings {
     pub flush_interval_seconds: u64,
     /// Ingest answers 429 while buffered rows take more than this many bytes. Default 1 GiB.
     pub max_buffered_bytes: usize,
+    /// Compact an hour partition once it has at least this many small segment files (at least
+    /// 2). Default 8.
+    pub compaction_min_files: usize,
+    /// A segment file under this many bytes is small; compaction merges small files into one
+    /// of about this size. Default 128 MiB.
+    pub compaction_target_bytes: u64,
+    /// Look for partitions to compact this often, in seconds (checked after each flush).
+    /// Default 60.
+    pub compaction_interval_seconds: u64,
+    /// Keep telemetry this many days (by row time); older hour partitions are dropped.
+    /// Default 30.
+    pub retention_days: u32,
+    /// Per-tenant retention in days, replacing `retention_days` (`tenant-name = days`).
+    /// Default none.
+    pub retention_days_per_tenant: BTreeMap<String, u32>,
+    /// Look for expired partitions this often, in seconds (checked after each flush; the first
+    /// check is one interval after start). Default 3600.
+    pub retention_interval_seconds: u64,
+    /// Segment files dropped by compaction, retention or erasure are deleted this many seconds
+    /// later, so queries still reading them can finish. Default 300.
+    pub delete_grace_seconds: u64,
 }
 
 impl Default for StorageSettings {
@@ -89,7 +113,57 @@ impl Default for StorageSettings {
             flush_bytes: store.flush_bytes,
             flush_interval_seconds: store.flush_interval.as_secs(),
             max_buffered_bytes: store.max_buffered_bytes,
+            compaction_min_files: store.compaction_min_files,
+            compaction_target_bytes: store.compaction_target_bytes,
+            compaction_interval_seconds: store.compaction_interval.as_secs(),
+            retention_days: (store.retention.as_secs() / DAY_SECONDS) as u32,
+            retention_days_per_tenant: BTreeMap::new(),
+            retention_interval_seconds: store.retention_interval.as_secs(),
+            delete_grace_seconds: store.delete_grace.as_secs(),
         }
+    }
+}
+
+const DAY_SECONDS: u64 = 24 * 3600;
+
+fn days(days: u32) -> std::time::Duration {
+    std::time::Duration::from_secs(u64::from(days) * DAY_SECONDS)
+}
+
+impl StorageSettings {
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.flush_interval_seconds == 0 {
+            bail!("`storage.flush_interval_seconds` must be greater than 0");
+        }
+        if self.max_buffered_bytes < self.flush_bytes {
+            bail!("`storage.max_buffered_bytes` must be at least `storage.flush_bytes`");
+        }
+        if self.compaction_min_files < 2 {
+            bail!("`storage.compaction_min_files` must be at least 2");
+        }
+        if self.compaction_target_bytes == 0 {
+            bail!("`storage.compaction_target_bytes` must be greater than 0");
+        }
+        if self.compaction_interval_seconds == 0 || self.retention_interval_seconds == 0 {
+            bail!(
+                "`storage.compaction_interval_seconds` and `storage.retention_interval_seconds` \
+                 must be greater than 0"
+            );
+        }
+        if self.retention_days == 0 {
+            bail!("`storage.retention_days` must be at least 1");
+        }
+        for (tenant, days) in &self.retention_days_per_tenant {
+            TenantId::new(tenant).map_err(|e| {
+                anyhow::anyhow!(
+                    "`storage.retention_days_per_tenant`: invalid tenant `{tenant}`: {e}"
+                )
+            })?;
+            if *days == 0 {
+                bail!("`storage.retention_days_per_tenant.{tenant}` must be at least 1");
+            }
+        }
+        Ok(())
     }
 }
 
@@ -154,6 +228,21 @@ impl SextantConfig {
         store.flush_bytes = self.storage.flush_bytes;
         store.flush_interval = std::time::Duration::from_secs(self.storage.flush_interval_seconds);
         store.max_buffered_bytes = self.storage.max_buffered_bytes;
+        store.compaction_min_files = self.storage.compaction_min_files;
+        store.compaction_target_bytes = self.storage.compaction_target_bytes;
+        store.compaction_interval =
+            std::time::Duration::from_secs(self.storage.compaction_interval_seconds);
+        store.retention = days(self.storage.retention_days);
+        // Names are checked by `validate`; an invalid one here is skipped.
+        store.tenant_retention = self
+            .storage
+            .retention_days_per_tenant
+            .iter()
+            .filter_map(|(name, d)| Some((TenantId::new(name).ok()?, days(*d))))
+            .collect();
+        store.retention_interval =
+            std::time::Duration::from_secs(self.storage.retention_interval_seconds);
+        store.delete_grace = std::time::Duration::from_secs(self.storage.delete_grace_seconds);
         store
     }
 
@@ -168,11 +257,10 @@ impl SextantConfig {
         if self.wal.segment_bytes < 1024 * 1024 {
             bail!("`wal.segment_bytes` must be at least 1 MiB");
         }
-        if self.storage.flush_interval_seconds == 0 {
-            bail!("`storage.flush_interval_seconds` must be greater than 0");
-        }
-        if self.storage.max_buffered_bytes < self.storage.flush_bytes {
-            bail!("`storage.max_buffered_bytes` must be at least `storage.flush_bytes`");
+        self.storage.validate()?;
+        if self.storage.delete_grace_seconds < self.query.timeout_seconds {
+            // A query may still read a dropped file until it times out.
+            bail!("`storage.delete_grace_seconds` must be at least `query.timeout_seconds`");
         }
         self.query
             .to_limits()
@@ -209,6 +297,10 @@ mod tests {
                 bytes_per_second: 50 * 1024 * 1024,
             },
         );
+        expected
+            .storage
+            .retention_days_per_tenant
+            .insert("short-lived".into(), 7);
         assert_eq!(config, expected);
     }
 
@@ -244,5 +336,34 @@ mod tests {
                 .to_string()
                 .contains("max_in_flight_bytes")
         );
+        config.ingest = IngestConfig::default();
+        config
+            .storage
+            .retention_days_per_tenant
+            .insert("Not A Tenant!".into(), 7);
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("retention_days_per_tenant")
+        );
+    }
+
+    #[test]
+    fn storage_settings_reach_the_store() {
+        let mut config = SextantConfig::default();
+        config.storage.retention_days = 2;
+        config
+            .storage
+            .retention_days_per_tenant
+            .insert("acme".into(), 1);
+        let store = config.store_config();
+        let acme = TenantId::new("acme").unwrap();
+        let other = TenantId::new("globex").unwrap();
+        assert_eq!(store.retention_of(&acme).as_secs(), DAY_SECONDS);
+        assert_eq!(store.retention_of(&other).as_secs(), 2 * DAY_SECONDS);
+        assert_eq!(store.compaction_min_files, 8);
+        assert_eq!(store.delete_grace.as_secs(), 300);
     }
 }

@@ -16,9 +16,10 @@ use crate::support::{Sextant, agent, create_token, logs_request};
 const CLIENTS: usize = 4;
 const RECORDS_PER_BATCH: usize = 50;
 const ROUNDS: usize = 5;
-/// Flush often, so kills land during flushes too (segment writes, catalog commits, log trims).
-const CONFIG: &str =
-    "[storage]\nflush_bytes = 262144\nmax_buffered_bytes = 67108864\nflush_interval_seconds = 1\n";
+/// Flush and compact often, so kills land during flushes and compactions too (segment writes,
+/// catalog commits, log trims, file swaps).
+const CONFIG: &str = "[storage]\nflush_bytes = 262144\nmax_buffered_bytes = 67108864\n\
+    flush_interval_seconds = 1\ncompaction_min_files = 2\ncompaction_interval_seconds = 1\n";
 
 /// A small deterministic generator (xorshift64*), seeded from the clock and printed, so a
 /// failing run can be replayed by setting `SEXTANT_CRASH_SEED`.

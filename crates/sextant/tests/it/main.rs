@@ -6,4 +6,6 @@ mod crash;
 mod errors;
 mod otlp_sdk;
 mod query;
+mod read_api;
+mod retention;
 mod support;

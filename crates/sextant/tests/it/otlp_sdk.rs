@@ -357,6 +357,20 @@ fn python_sdk_over_http_and_grpc_stores_every_signal() {
         "the script must fail when the server rejects its exports; stderr:\n{}",
         rejected.stderr
     );
+    // Over gRPC the refusals carry the matching status codes.
+    let viewer = support::create_token(dir.path(), "tenant-a", "viewer");
+    for (token, code) in [
+        ("not-a-token", "UNAUTHENTICATED"),
+        (viewer.as_str(), "PERMISSION_DENIED"),
+    ] {
+        let rejected = run_script(&python, &server, token, "grpc", "rejected");
+        assert!(!rejected.status.success(), "gRPC with {code}");
+        assert!(
+            rejected.stderr.contains(code),
+            "expected {code} in stderr:\n{}",
+            rejected.stderr
+        );
+    }
     server.stop();
 
     let reader = TelemetryReader::new(dir.path());

@@ -1,0 +1,286 @@
+//! What the read endpoints (`/api/v1/logs/search`, `/api/v1/metrics/query_range`,
+//! `/api/v1/traces/{id}`) share: query-string parsing, times, SQL literals, and running one
+//! query over the caller's tenant.
+//!
+//! Times in parameters are either RFC 3339 (`2026-11-23T15:00:00Z`,
+//! `2026-11-23T16:00:00.5+01:00`) or an integer count since the Unix epoch whose unit is
+//! decided by its magnitude: below 10^11 seconds, below 10^14 milliseconds, otherwise
+//! nanoseconds. Every value that reaches SQL is a literal built here: strings with their single
+//! quotes doubled, integers formatted by Rust. No identifier is ever taken from a request.
+
+use std::collections::HashMap;
+
+use axum::extract::Query;
+use axum::extract::rejection::QueryRejection;
+use sextant_model::Table;
+use sextant_query::QueryOutput;
+
+use crate::{ApiError, AppState, Principal};
+
+/// A request's query-string parameters, checked against the names an endpoint knows.
+pub(crate) struct Params(HashMap<String, String>);
+
+impl Params {
+    /// The parameters of `query`; any name outside `known` is refused.
+    pub(crate) fn new(
+        query: Result<Query<HashMap<String, String>>, QueryRejection>,
+        known: &[&str],
+    ) -> Result<Params, ApiError> {
+        let Query(map) = query.map_err(|e| {
+            ApiError::BadRequest(format!("the query string is not well formed: {e}"))
+        })?;
+        if let Some(name) = map.keys().find(|name| !known.contains(&name.as_str())) {
+            return Err(ApiError::BadRequest(format!(
+                "unknown parameter `{name}`; known: {}",
+                known.join(", ")
+            )));
+        }
+        Ok(Params(map))
+    }
+
+    /// The parameter's value; an empty value counts as absent.
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    /// A time parameter (see the module doc) as nanoseconds since the epoch.
+    pub(crate) fn time(&self, name: &str) -> Result<Option<i64>, ApiError> {
+        self.get(name)
+            .map(|value| {
+                parse_time(value).ok_or_else(|| {
+                    bad(
+                        name,
+                        "must be RFC 3339 or integer Unix seconds, milliseconds or nanoseconds",
+                    )
+                })
+            })
+            .transpose()
+    }
+
+    /// `from` and `to` with their defaults (the last hour), checked to be in order.
+    pub(crate) fn time_range(&self) -> Result<(i64, i64), ApiError> {
+        let to = self.time("to")?.unwrap_or_else(now_ns);
+        let from = self
+            .time("from")?
+            .unwrap_or_else(|| to.saturating_sub(3_600 * NANOS_PER_SECOND));
+        if from >= to {
+            return Err(bad("from", "must be before `to`"));
+        }
+        Ok((from, to))
+    }
+}
+
+pub(crate) const NANOS_PER_SECOND: i64 = 1_000_000_000;
+
+/// A 400 naming the parameter.
+pub(crate) fn bad(name: &str, problem: &str) -> ApiError {
+    ApiError::BadRequest(format!("parameter `{name}` {problem}"))
+}
+
+pub(crate) fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// A SQL string literal: single quotes doubled. DataFusion's default (generic) dialect gives a
+/// backslash no meaning inside quotes, so nothing else needs escaping.
+pub(crate) fn sql_string(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// A SQL timestamp literal for nanoseconds since the epoch; folded to a constant before scans
+/// are planned, so it prunes segment files by time.
+pub(crate) fn sql_time(unix_nanos: i64) -> String {
+    format!("to_timestamp_nanos({unix_nanos})")
+}
+
+/// Runs `sql` over the principal's tenant's `table`, the only table the query can see.
+pub(crate) async fn run_query(
+    state: &AppState,
+    principal: &Principal,
+    table: Table,
+    sql: &str,
+) -> Result<QueryOutput, ApiError> {
+    let services = state.services()?;
+    let snapshot = services.tables.snapshot(&principal.tenant, table);
+    Ok(services.query.sql(vec![snapshot], sql).await?)
+}
+
+/// The rows of `output` as JSON objects.
+pub(crate) fn json_rows(output: &QueryOutput) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    match output.to_json_rows() {
+        serde_json::Value::Array(rows) => rows
+            .into_iter()
+            .filter_map(|row| match row {
+                serde_json::Value::Object(map) => Some(map),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A time parameter as nanoseconds since the epoch, `None` if it is neither form.
+pub(crate) fn parse_time(value: &str) -> Option<i64> {
+    if value.bytes().all(|b| b.is_ascii_digit()) {
+        let n: i64 = value.parse().ok()?;
+        return if n < 100_000_000_000 {
+            n.checked_mul(NANOS_PER_SECOND)
+        } else if n < 100_000_000_000_000 {
+            n.checked_mul(1_000_000)
+        } else {
+            Some(n)
+        };
+    }
+    parse_rfc3339(value)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`, `t` and a space accepted for `T`.
+fn parse_rfc3339(value: &str) -> Option<i64> {
+    let b = value.as_bytes();
+    let digits = |range: std::ops::Range<usize>| -> Option<i64> {
+        let part = b.get(range)?;
+        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(part).ok()?.parse().ok()
+    };
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
+    let (hour, minute, second) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
+    if !(1..=12).contains(&month)
+        || day < 1
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let mut i = 19;
+    let mut fraction = 0i64;
+    if b[i] == b'.' {
+        let start = i + 1;
+        i = start;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        // Nanosecond precision; further digits are dropped.
+        for (k, digit) in b[start..i].iter().take(9).enumerate() {
+            fraction += i64::from(digit - b'0') * 10i64.pow(8 - k as u32);
+        }
+    }
+    let offset_seconds = match b.get(i..)? {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let (h, m) = (digits(i + 1..i + 3)?, digits(i + 4..i + 6)?);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let offset = h * 3_600 + m * 60;
+            if *sign == b'+' { offset } else { -offset }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month, day);
+    let seconds = days * 86_400 + hour * 3_600 + minute * 60 + second - offset_seconds;
+    seconds
+        .checked_mul(NANOS_PER_SECOND)?
+        .checked_add(fraction)
+        .filter(|n| *n >= 0)
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Whether `id` is `len` hex digits.
+pub(crate) fn is_hex(id: &str, len: usize) -> bool {
+    id.len() == len && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(input: &str, expected: Option<i64>) {
+        assert_eq!(parse_time(input), expected, "{input}");
+    }
+
+    #[test]
+    fn times_in_every_accepted_form() {
+        let ns = 1_700_000_000 * NANOS_PER_SECOND;
+        check("1700000000", Some(ns));
+        check("1700000000000", Some(ns));
+        check("1700000000000000000", Some(ns));
+        check("2023-11-14T22:13:20Z", Some(ns));
+        check("2023-11-14t22:13:20z", Some(ns));
+        check("2023-11-14T23:13:20+01:00", Some(ns));
+        check("2023-11-14T21:43:20-00:30", Some(ns));
+        check("2023-11-14T22:13:20.5Z", Some(ns + 500_000_000));
+        check("2023-11-14T22:13:20.123456789999Z", Some(ns + 123_456_789));
+        check("1970-01-01T00:00:00Z", Some(0));
+        check(
+            "2024-02-29T00:00:00Z",
+            Some(1_709_164_800 * NANOS_PER_SECOND),
+        );
+    }
+
+    #[test]
+    fn malformed_times_are_refused() {
+        for input in [
+            "",
+            "-5",
+            "1.5",
+            "now",
+            "2023-11-14",
+            "2023-11-14T22:13:20",
+            "2023-13-14T22:13:20Z",
+            "2023-02-29T00:00:00Z",
+            "2023-11-14T22:13:20.Z",
+            "2023-11-14T22:13:20+0100",
+            "2023-11-14T22:13:20Zjunk",
+            "1969-12-31T23:59:59Z",
+            "99999999999999999999",
+        ] {
+            check(input, None);
+        }
+    }
+
+    #[test]
+    fn string_literals_double_single_quotes() {
+        assert_eq!(sql_string("it's"), "'it''s'");
+        assert_eq!(sql_string("a\\'; DROP"), "'a\\''; DROP'");
+    }
+}
