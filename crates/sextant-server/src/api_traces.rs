@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use sextant_model::Table;
@@ -27,11 +27,7 @@ pub async fn trace(
 ) -> Response {
     match run(&state, &headers, &trace_id).await {
         Ok(Some(answer)) => axum::Json(answer).into_response(),
-        Ok(None) => (
-            StatusCode::NOT_FOUND,
-            axum::Json(json!({"error": "not_found", "message": "no spans with this trace id"})),
-        )
-            .into_response(),
+        Ok(None) => ApiError::NotFound("no spans with this trace id".into()).into_response(),
         Err(err) => err.into_response(),
     }
 }

@@ -23,6 +23,9 @@ pub enum ApiError {
     /// A request to the API that is not well formed (not JSON, a missing field).
     #[error("{0}")]
     BadRequest(String),
+    /// The thing asked for does not exist (in the caller's tenant).
+    #[error("{0}")]
+    NotFound(String),
 }
 
 impl ApiError {
@@ -37,6 +40,7 @@ impl ApiError {
             ApiError::Ingest(err) => err.code(),
             ApiError::Query(err) => err.code(),
             ApiError::BadRequest(_) => "bad_request",
+            ApiError::NotFound(_) => "not_found",
         }
     }
 
@@ -45,6 +49,7 @@ impl ApiError {
         match self.code() {
             "unauthenticated" => 401,
             "forbidden" => 403,
+            "not_found" => 404,
             "malformed_request" | "bad_request" | "invalid_sql" | "not_allowed"
             | "query_failed" | "scan_too_large" => 400,
             "timeout" => 504,
@@ -63,6 +68,7 @@ impl ApiError {
             400 | 415 => tonic::Code::InvalidArgument,
             401 => tonic::Code::Unauthenticated,
             403 => tonic::Code::PermissionDenied,
+            404 => tonic::Code::NotFound,
             413 | 429 => tonic::Code::ResourceExhausted,
             503 => tonic::Code::Unavailable,
             _ => tonic::Code::Internal,

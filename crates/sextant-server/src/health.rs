@@ -43,9 +43,5 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 pub async fn not_found() -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        axum::Json(serde_json::json!({"error": "not_found", "message": "no such route"})),
-    )
-        .into_response()
+    crate::ApiError::NotFound("no such route".into()).into_response()
 }
