@@ -1,6 +1,6 @@
-//! Crash test: clients send as fast as they can while the server, flushing to segments several
-//! times a second, is killed with SIGKILL at random moments; after restarts every acknowledged
-//! record is present exactly once.
+//! Crash test: clients send as fast as they can while the server, flushing to segments and
+//! compacting them every second, is killed with SIGKILL at random moments; after restarts every
+//! acknowledged record is present exactly once.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
