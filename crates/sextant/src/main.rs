@@ -1,7 +1,9 @@
 //! The `sextant` binary: `serve` runs the engine, `query` asks it SQL, `tokens` manages who may
-//! talk to it.
+//! talk to it, `patterns` and `eval` mine log templates offline and score them.
 
 mod config;
+mod eval;
+mod patterns;
 mod query;
 mod serve;
 mod tokens;
@@ -28,6 +30,12 @@ enum Command {
     /// Create, list and revoke API tokens.
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
+    /// Mine log templates offline.
+    #[command(subcommand)]
+    Patterns(patterns::PatternsCommand),
+    /// Score analytics against public benchmarks.
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
 }
 
 /// The data directory option shared by commands that work on a data directory offline.
@@ -44,6 +52,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Query(args) => query::run(args),
         Command::Tokens(command) => tokens::run(command),
+        Command::Patterns(command) => patterns::run(command),
+        Command::Eval(command) => eval::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

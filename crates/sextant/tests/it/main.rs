@@ -5,6 +5,7 @@ mod conventions;
 mod crash;
 mod errors;
 mod otlp_sdk;
+mod patterns;
 mod query;
 mod read_api;
 mod retention;

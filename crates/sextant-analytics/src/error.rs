@@ -1,0 +1,31 @@
+//! Errors of the analytics crate: invalid configurations and mismatched inputs.
+
+/// Something the caller passed in cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    /// A configuration field outside its allowed range.
+    #[error("invalid config field `{field}`: {reason}")]
+    InvalidConfig {
+        field: &'static str,
+        reason: &'static str,
+    },
+    /// Predictions and ground truth of different lengths.
+    #[error("length mismatch: {predicted} predictions for {truth} ground-truth labels")]
+    LengthMismatch { predicted: usize, truth: usize },
+    /// A persisted miner state that contradicts itself.
+    #[error("invalid miner state: {reason}")]
+    InvalidState { reason: &'static str },
+}
+
+impl Error {
+    /// The small public code of this error, stable across versions.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidConfig { .. } => "invalid_config",
+            Error::LengthMismatch { .. } => "length_mismatch",
+            Error::InvalidState { .. } => "invalid_state",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

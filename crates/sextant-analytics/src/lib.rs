@@ -1,0 +1,30 @@
+//! Sextant's analytics: pure, synchronous computations over telemetry. No I/O, no tokio.
+//!
+//! The main types:
+//! - [`patterns::TemplateMiner`]: streaming log template mining; each line gets a stable
+//!   [`patterns::TemplateId`], templates read like `Accepted password for <*> from <*> port <*>`.
+//! - [`eval`]: scoring a parser against ground truth (grouping and parsing accuracy).
+//!
+//! ```
+//! use sextant_analytics::patterns::{MinerConfig, TemplateMiner};
+//!
+//! let mut miner = TemplateMiner::new(MinerConfig::default()).unwrap();
+//! let mut ids = Vec::new();
+//! for (at, user) in ["root", "admin", "oracle", "test", "guest"].iter().enumerate() {
+//!     let line = format!("Accepted password for {user} from 10.0.0.{at} port 5221{at} ssh2");
+//!     ids.push(miner.mine(&line, at as i64).id);
+//! }
+//! // The first lines differ only in a plain word, so they start templates of their own; the
+//! // third variant makes the word a variable and the templates merge. Merged ids resolve to
+//! // the survivor, the oldest.
+//! assert!(ids.iter().all(|&id| miner.resolve(id) == Some(ids[0])));
+//! let template = miner.template(ids[0]).unwrap();
+//! assert_eq!(template.text(), "Accepted password for <*> from <*> port <*> ssh2");
+//! assert_eq!(template.count(), 5);
+//! ```
+
+mod error;
+pub mod eval;
+pub mod patterns;
+
+pub use error::{Error, Result};
