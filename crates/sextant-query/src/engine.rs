@@ -10,6 +10,7 @@ use datafusion::catalog::{
     MemorySchemaProvider, SchemaProvider,
 };
 use datafusion::error::DataFusionError;
+use datafusion::execution::FunctionRegistry;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::SessionState;
 use datafusion::execution::object_store::{
@@ -26,6 +27,7 @@ use tokio::task::AbortHandle;
 
 use crate::cooperative::YieldingJoins;
 use crate::error::{Error, Result};
+use crate::index_cache::{DEFAULT_CACHE_BYTES, TokenIndexCache};
 use crate::output::QueryOutput;
 use crate::read_only;
 use crate::table::{ScanBudget, SnapshotTable};
@@ -83,6 +85,8 @@ pub struct QueryEngine {
     /// for each query with only that query's tables in its catalog.
     template: Arc<SessionState>,
     limits: QueryLimits,
+    /// Token indexes of log segments, shared by all queries.
+    indexes: Arc<TokenIndexCache>,
     /// `None` if the runtime could not be started: queries then run on the caller's runtime.
     runtime: Option<Runtime>,
 }
@@ -111,6 +115,7 @@ impl QueryEngine {
         QueryEngine {
             template: Arc::new(session_template(segments, threads)),
             limits,
+            indexes: Arc::new(TokenIndexCache::new(DEFAULT_CACHE_BYTES)),
             runtime,
         }
     }
@@ -122,14 +127,48 @@ impl QueryEngine {
     /// Runs `sql` over the given tables (one [`TableSnapshot`] per table name: `logs`, `spans`,
     /// `metrics`) and returns the result, cut at `max_rows`.
     pub async fn sql(&self, tables: Vec<TableSnapshot>, sql: &str) -> Result<QueryOutput> {
+        let max_rows = self.limits.max_rows;
+        self.spawn(tables, sql, move |state, sql| run(state, sql, max_rows))
+            .await
+    }
+
+    /// Runs `sql` and hands each result batch to `visit` as it comes, without the row limit:
+    /// for answers reduced while they stream (a metric range of millions of points), so no
+    /// result is held whole. An error from `visit` stops the query and is returned as
+    /// [`Error::ResultTooLarge`].
+    pub async fn fold<A, F>(
+        &self,
+        tables: Vec<TableSnapshot>,
+        sql: &str,
+        init: A,
+        visit: F,
+    ) -> Result<A>
+    where
+        A: Send + 'static,
+        F: FnMut(&mut A, &RecordBatch) -> std::result::Result<(), String> + Send + 'static,
+    {
+        self.spawn(tables, sql, move |state, sql| {
+            fold_batches(state, sql, init, visit)
+        })
+        .await
+    }
+
+    /// Runs `work` on the query runtime under the timeout, in a session over `tables`.
+    async fn spawn<T, W, Fut>(&self, tables: Vec<TableSnapshot>, sql: &str, work: W) -> Result<T>
+    where
+        T: Send + 'static,
+        W: FnOnce(SessionState, String) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+    {
         let limit = self.limits.timeout;
         let template = self.template.clone();
         let limits = self.limits.clone();
+        let indexes = self.indexes.clone();
         let sql = sql.to_owned();
         // Everything, even cloning the session, happens on the query runtime.
         let query = async move {
-            let state = session(&template, &limits, tables)?;
-            run(state, sql, limits.max_rows).await
+            let state = session(&template, &limits, &indexes, tables)?;
+            work(state, sql).await
         };
         let task = match &self.runtime {
             Some(runtime) => runtime.spawn(query),
@@ -167,6 +206,7 @@ impl Drop for QueryEngine {
 fn session(
     template: &SessionState,
     limits: &QueryLimits,
+    indexes: &Arc<TokenIndexCache>,
     tables: Vec<TableSnapshot>,
 ) -> Result<SessionState> {
     let mut state = template.clone();
@@ -181,7 +221,13 @@ fn session(
     let schema = MemorySchemaProvider::new();
     for snapshot in tables {
         let name = snapshot.table.as_str();
-        let table = SnapshotTable::new(snapshot, segments_url.clone(), budget.clone(), partitions)?;
+        let table = SnapshotTable::new(
+            snapshot,
+            segments_url.clone(),
+            budget.clone(),
+            indexes.clone(),
+            partitions,
+        )?;
         if schema
             .register_table(name.to_owned(), Arc::new(table))?
             .is_some()
@@ -199,11 +245,11 @@ fn session(
     Ok(state)
 }
 
-/// Plans and runs one query, collecting at most `max_rows` rows.
-async fn run(state: SessionState, sql: String, max_rows: usize) -> Result<QueryOutput> {
+/// Parses `sql`, checks that it only reads, and plans it.
+async fn plan(state: &SessionState, sql: &str) -> Result<LogicalPlan> {
     let dialect = state.config().options().sql_parser.dialect;
     let statement = state
-        .sql_to_statement(&sql, &dialect)
+        .sql_to_statement(sql, &dialect)
         .map_err(|err| match err {
             DataFusionError::NotImplemented(message)
                 if message.contains("single SQL statement") =>
@@ -214,10 +260,29 @@ async fn run(state: SessionState, sql: String, max_rows: usize) -> Result<QueryO
             }
             err => Error::from(err),
         })?;
-    read_only::check_statement(&statement, &sql)?;
+    read_only::check_statement(&statement, sql)?;
     let plan = state.statement_to_plan(statement).await?;
     read_only::check_plan(&plan)?;
+    Ok(plan)
+}
 
+/// Plans and runs `sql`, handing every batch to `visit`.
+async fn fold_batches<A, F>(state: SessionState, sql: String, mut acc: A, mut visit: F) -> Result<A>
+where
+    F: FnMut(&mut A, &RecordBatch) -> std::result::Result<(), String>,
+{
+    let plan = plan(&state, &sql).await?;
+    let physical = state.create_physical_plan(&plan).await?;
+    let mut stream = execute_stream(physical, state.task_ctx())?;
+    while let Some(batch) = stream.next().await {
+        visit(&mut acc, &batch?).map_err(|message| Error::ResultTooLarge { message })?;
+    }
+    Ok(acc)
+}
+
+/// Plans and runs one query, collecting at most `max_rows` rows.
+async fn run(state: SessionState, sql: String, max_rows: usize) -> Result<QueryOutput> {
+    let plan = plan(&state, &sql).await?;
     // One row past the limit tells a cut result from one that fits; with the limit in the
     // plan, DataFusion stops early too (a sort becomes a top-k).
     let plan = match plan {
@@ -293,7 +358,11 @@ fn session_template(
     if let Some(functions) = builder.table_functions() {
         functions.retain(|name, _| ALLOWED_TABLE_FUNCTIONS.contains(&name.as_str()));
     }
-    builder.build()
+    let mut state = builder.build();
+    state
+        .register_udf(crate::word_match::udf())
+        .expect("registering a function does not fail");
+    state
 }
 
 #[cfg(test)]

@@ -25,6 +25,9 @@ pub enum Error {
     /// The query planned but failed while running (a bad cast, division by zero, out of memory).
     #[error("query failed: {message}")]
     Execution { message: String },
+    /// The answer would be larger than its endpoint allows.
+    #[error("{message}")]
+    ResultTooLarge { message: String },
     #[error("invalid query limits: {message}")]
     InvalidLimits { message: String },
     /// Anything the client cannot fix (an unreadable segment, a bug); logged, not shown.
@@ -41,6 +44,7 @@ impl Error {
             Error::Timeout { .. } => "timeout",
             Error::ScanTooLarge { .. } => "scan_too_large",
             Error::Execution { .. } => "query_failed",
+            Error::ResultTooLarge { .. } => "result_too_large",
             Error::InvalidLimits { .. } => "invalid_limits",
             Error::Internal { .. } => "internal",
         }

@@ -9,7 +9,9 @@
 //!
 //! A table is the union of its Parquet segments and its unflushed rows. Segment files whose
 //! catalog time range cannot match the query's bounds on `time` are never opened, and a query
-//! whose remaining files are too large is refused before it reads anything. Statements that
+//! whose remaining files are too large is refused before it reads anything. The function
+//! `word_match(text, 'words')` finds whole words, ignoring ASCII case; on `logs.body` the
+//! segments' token index skips the blocks of rows that cannot hold them. Statements that
 //! would change anything (DDL, DML, `COPY`, `SET`) are refused, and no table function or
 //! object store lets a query read a file or URL.
 //!
@@ -38,10 +40,12 @@
 mod cooperative;
 mod engine;
 mod error;
+mod index_cache;
 mod output;
 mod read_only;
 mod table;
 mod time_range;
+mod word_match;
 
 pub use engine::{QueryEngine, QueryLimits};
 pub use error::{Error, Result};

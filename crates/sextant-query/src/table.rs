@@ -1,5 +1,6 @@
 //! [`SnapshotTable`]: a tenant's table as DataFusion sees it, the union of its pruned Parquet
-//! segments and its unflushed rows.
+//! segments and its unflushed rows. Files are pruned by the catalog's time ranges, then, for
+//! `word_match(body, '...')` filters, by the segments' token indexes (down to blocks of rows).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +15,7 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::object_store::ObjectStoreUrl;
+use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::{TableProvider, TableType};
@@ -22,10 +24,20 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
+use futures::StreamExt;
+use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
+use sextant_store::token_index::{TokenIndex, token_hashes};
 use sextant_store::{SegmentFile, TableSnapshot};
 
 use crate::error::Error;
+use crate::index_cache::TokenIndexCache;
 use crate::time_range::TimeRange;
+use crate::word_match::required_words;
+
+/// The column whose words the segments' token index knows.
+const INDEXED_COLUMN: &str = "body";
+/// Token indexes read at once while planning a scan.
+const INDEX_READS: usize = 8;
 
 /// The bytes of segment files one query may read, shared by all its table scans. Scans are
 /// planned before anything executes, so a refusal here comes before any data is read.
@@ -69,6 +81,13 @@ pub(crate) struct SnapshotTable {
     buffered: Vec<Vec<RecordBatch>>,
     segments_url: ObjectStoreUrl,
     budget: Arc<ScanBudget>,
+    indexes: Arc<TokenIndexCache>,
+}
+
+/// A file to scan, with the rows of it that may match when its token index narrowed them.
+struct FileScan<'a> {
+    file: &'a SegmentFile,
+    rows: Option<RowSelection>,
 }
 
 impl SnapshotTable {
@@ -77,6 +96,7 @@ impl SnapshotTable {
         snapshot: TableSnapshot,
         segments_url: ObjectStoreUrl,
         budget: Arc<ScanBudget>,
+        indexes: Arc<TokenIndexCache>,
         partitions: usize,
     ) -> Result<SnapshotTable, Error> {
         let TableSnapshot {
@@ -110,6 +130,7 @@ impl SnapshotTable {
             buffered: spread,
             segments_url,
             budget,
+            indexes,
         })
     }
 
@@ -141,10 +162,49 @@ impl SnapshotTable {
         files
     }
 
+    /// Drops the files, and selects the blocks of rows, that the token index rules out for the
+    /// words the filters require. Files without an index are kept whole.
+    async fn narrow_by_words<'a>(
+        &self,
+        state: &dyn Session,
+        files: Vec<&'a SegmentFile>,
+        filters: &[Expr],
+    ) -> DataFusionResult<Vec<FileScan<'a>>> {
+        let words = required_words(filters, INDEXED_COLUMN);
+        let whole = |file| FileScan { file, rows: None };
+        if words.is_empty() || files.is_empty() || self.schema.index_of(INDEXED_COLUMN).is_err() {
+            return Ok(files.into_iter().map(whole).collect());
+        }
+        let mut hashes: Vec<u64> = words.iter().flat_map(|word| token_hashes(word)).collect();
+        hashes.sort_unstable();
+        hashes.dedup();
+        let store = state.runtime_env().object_store(&self.segments_url)?;
+        let mut reads = Vec::with_capacity(files.len());
+        for &file in &files {
+            let (store, cache, file) = (store.clone(), self.indexes.clone(), file.clone());
+            reads.push(async move { cache.get(&store, &file).await });
+        }
+        let indexes: Vec<_> = futures::stream::iter(reads)
+            .buffered(INDEX_READS)
+            .collect()
+            .await;
+        Ok(files
+            .into_iter()
+            .zip(indexes)
+            .filter_map(|(file, index)| match index {
+                None => Some(whole(file)),
+                Some(index) => {
+                    let rows = matching_rows(&index, &hashes)?;
+                    Some(FileScan { file, rows })
+                }
+            })
+            .collect())
+    }
+
     async fn parquet_scan(
         &self,
         state: &dyn Session,
-        files: &[&SegmentFile],
+        files: Vec<FileScan<'_>>,
         projection: Option<&Vec<usize>>,
         limit: Option<usize>,
     ) -> DataFusionResult<Arc<dyn ExecutionPlan>> {
@@ -154,8 +214,14 @@ impl SnapshotTable {
         // The catalog's `bytes` is the object's size, so no file is asked for it (a wrong size
         // makes the footer unreadable and fails the query).
         let partitioned_files: Vec<PartitionedFile> = files
-            .iter()
-            .map(|file| PartitionedFile::new(file.path.clone(), file.bytes))
+            .into_iter()
+            .map(|scan| {
+                let file = PartitionedFile::new(scan.file.path.clone(), scan.file.bytes);
+                match scan.rows {
+                    Some(rows) => file.with_extension(ParquetRowSelection::new(rows)),
+                    None => file,
+                }
+            })
             .collect();
         let file_groups =
             FileGroup::new(partitioned_files).split_files(state.config().target_partitions());
@@ -170,6 +236,30 @@ impl SnapshotTable {
             .create_physical_plan(state, config)
             .await
     }
+}
+
+/// The rows of a file that may hold all of `hashes`: `None` outside `Some` when no block can,
+/// `Some(None)` when every block may (no selection needed).
+fn matching_rows(index: &TokenIndex, hashes: &[u64]) -> Option<Option<RowSelection>> {
+    let blocks = index.blocks_with_all(hashes);
+    if !blocks.contains(&true) {
+        return None;
+    }
+    if !blocks.contains(&false) {
+        return Some(None);
+    }
+    let rows = index.rows() as usize;
+    let mut selectors: Vec<RowSelector> = Vec::new();
+    for (block, keep) in blocks.into_iter().enumerate() {
+        let start = block * index.block_rows();
+        let count = index.block_rows().min(rows - start);
+        match selectors.last_mut() {
+            Some(last) if last.skip != keep => last.row_count += count,
+            _ if keep => selectors.push(RowSelector::select(count)),
+            _ => selectors.push(RowSelector::skip(count)),
+        }
+    }
+    Some(Some(RowSelection::from(selectors)))
 }
 
 #[async_trait]
@@ -198,14 +288,15 @@ impl TableProvider for SnapshotTable {
         limit: Option<usize>,
     ) -> DataFusionResult<Arc<dyn ExecutionPlan>> {
         let files = self.files_to_scan(filters, limit);
-        let bytes = files.iter().map(|file| file.bytes).sum();
+        let files = self.narrow_by_words(state, files, filters).await?;
+        let bytes = files.iter().map(|scan| scan.file.bytes).sum();
         self.budget
             .charge(bytes)
             .map_err(|err| DataFusionError::External(Box::new(err)))?;
 
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::with_capacity(2);
         if !files.is_empty() {
-            inputs.push(self.parquet_scan(state, &files, projection, limit).await?);
+            inputs.push(self.parquet_scan(state, files, projection, limit).await?);
         }
         if !self.buffered.is_empty() {
             let memory = MemorySourceConfig::try_new(

@@ -587,3 +587,91 @@ async fn results_render_as_json_rows_and_csv() {
          2026-01-01T01:00:00Z,api,late one\n"
     );
 }
+
+/// The rows the Parquet scan produced, from `EXPLAIN ANALYZE` of `sql` (which rounds them to
+/// three digits: `8.19 K`).
+async fn rows_scanned(fixture: &Fixture, table: TableSnapshot, sql: &str) -> f64 {
+    let output = fixture
+        .sql(vec![table], &format!("EXPLAIN ANALYZE {sql}"))
+        .await
+        .unwrap();
+    let plan = column_strings(&output, "plan").join("\n");
+    let scan = plan
+        .lines()
+        .find(|line| line.contains("DataSourceExec") && line.contains("parquet"))
+        .unwrap_or_else(|| panic!("no Parquet scan in\n{plan}"));
+    let rows = scan
+        .split("output_rows=")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .unwrap_or_else(|| panic!("no output_rows in {scan}"));
+    let (number, unit) = rows.split_once(' ').unwrap_or((rows, ""));
+    let scale = match unit {
+        "" => 1.0,
+        "K" => 1e3,
+        "M" => 1e6,
+        other => panic!("unit `{other}` in {scan}"),
+    };
+    number.parse::<f64>().unwrap() * scale
+}
+
+#[tokio::test]
+async fn word_search_reads_only_the_blocks_its_token_index_allows() {
+    use sextant_store::segments::SegmentStore;
+    use sextant_store::token_index::BLOCK_ROWS;
+
+    let fixture = Fixture::new(QueryLimits::default());
+    let total = 5 * BLOCK_ROWS;
+    let bodies: Vec<String> = (0..total)
+        .map(|i| match i {
+            _ if i == 3 * BLOCK_ROWS + 17 => "Found the NEEDLE-7 here".to_owned(),
+            _ if i == BLOCK_ROWS + 2 => "needles are not needle7x".to_owned(),
+            _ => format!("request {i} served"),
+        })
+        .collect();
+    let rows: Vec<(i64, &str, &str)> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| (JAN_1 + i as i64, "api", body.as_str()))
+        .collect();
+    let store = SegmentStore::local(fixture.dir.path()).unwrap();
+    let tenant = sextant_model::TenantId::new("acme").unwrap();
+    let files = store
+        .write(&tenant, Table::Logs, &[batch(&rows)], "indexed")
+        .await
+        .unwrap();
+    let table = || logs(files.clone(), Vec::new());
+
+    let fixture = &fixture;
+    let count = |sql: &'static str| {
+        let table = table();
+        async move { single_i64(&fixture.sql(vec![table], sql).await.unwrap()) }
+    };
+    // Whole words, ignoring case: `needle-7` is in one row; `needle` (alone) in none.
+    let found = "SELECT count(*) FROM logs WHERE word_match(body, 'needle-7')";
+    assert_eq!(count(found).await, 1);
+    assert_eq!(
+        count("SELECT count(*) FROM logs WHERE word_match(body, 'needle')").await,
+        1
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM logs WHERE word_match(body, 'needle-7 here')").await,
+        1
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM logs WHERE word_match(body, 'absent')").await,
+        0
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM logs WHERE NOT word_match(body, 'served')").await,
+        2
+    );
+
+    // Only the needle's block is read; a word in every block reads them all.
+    let near = |rows: f64, expected: usize| (rows / expected as f64 - 1.0).abs() < 0.01;
+    let scanned = rows_scanned(fixture, table(), found).await;
+    assert!(near(scanned, BLOCK_ROWS), "{scanned} rows scanned");
+    let everywhere = "SELECT count(*) FROM logs WHERE word_match(body, 'served')";
+    let scanned = rows_scanned(fixture, table(), everywhere).await;
+    assert!(near(scanned, total), "{scanned} rows scanned");
+}

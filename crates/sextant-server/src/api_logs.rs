@@ -3,8 +3,10 @@
 //!
 //! Parameters (times as in [`crate::read_params`]):
 //! - `q`: terms separated by spaces, all of which must hold:
-//!   - `word`: the body contains it, ignoring case;
-//!   - `"a phrase"`: the body contains the phrase, ignoring case;
+//!   - `word`: the body contains it as a whole word (`error` does not match `errors`;
+//!     `blk_-1608` matches `Receiving blk_-1608 src`), ignoring ASCII case;
+//!   - `"a phrase"`: the body contains the phrase, starting and ending at word boundaries,
+//!     ignoring ASCII case;
 //!   - `field:value` (or `field:"a value"`): `service`, `trace_id` and `span_id` compare with
 //!     those columns, `severity` and `level` with `severity_text` ignoring case, any other field
 //!     with the attribute of that key;
@@ -68,7 +70,7 @@ async fn run(
 /// One term of `q`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Term {
-    /// Words and phrases: a case-insensitive substring of the body.
+    /// Words and phrases: whole words of the body, ignoring ASCII case (SQL `word_match`).
     Text { text: String, negated: bool },
     /// `field:value`.
     Field {
@@ -176,13 +178,9 @@ impl Term {
     /// an exclusion of a null is a match).
     fn condition(&self) -> String {
         let (condition, negated) = match self {
-            Term::Text { text, negated } => (
-                format!(
-                    "strpos(lower(body), {}) > 0",
-                    sql_string(&text.to_lowercase())
-                ),
-                *negated,
-            ),
+            Term::Text { text, negated } => {
+                (format!("word_match(body, {})", sql_string(text)), *negated)
+            }
             Term::Field {
                 field,
                 value,
@@ -382,13 +380,13 @@ mod tests {
         check("   ", "");
         check(
             "Timeout  DB",
-            "strpos(lower(body), 'timeout') > 0\nstrpos(lower(body), 'db') > 0",
+            "word_match(body, 'Timeout')\nword_match(body, 'DB')",
         );
         check(
             r#""connection Reset" peer"#,
-            "strpos(lower(body), 'connection reset') > 0\nstrpos(lower(body), 'peer') > 0",
+            "word_match(body, 'connection Reset')\nword_match(body, 'peer')",
         );
-        check("12:30", "strpos(lower(body), '12:30') > 0");
+        check("12:30", "word_match(body, '12:30')");
         check("http://x", "attributes['http'] = '//x'");
     }
 
@@ -411,30 +409,24 @@ mod tests {
 
     #[test]
     fn a_leading_minus_excludes_and_keeps_rows_where_the_term_is_null() {
-        check(
-            "-debug",
-            "NOT coalesce(strpos(lower(body), 'debug') > 0, false)",
-        );
+        check("-debug", "NOT coalesce(word_match(body, 'debug'), false)");
         check(
             "-region:eu",
             "NOT coalesce(attributes['region'] = 'eu', false)",
         );
         check(
             r#"-"health check""#,
-            "NOT coalesce(strpos(lower(body), 'health check') > 0, false)",
+            "NOT coalesce(word_match(body, 'health check'), false)",
         );
-        check("a-b", "strpos(lower(body), 'a-b') > 0");
+        check("a-b", "word_match(body, 'a-b')");
     }
 
     #[test]
     fn quotes_in_values_and_keys_are_escaped() {
-        check("it's", "strpos(lower(body), 'it''s') > 0");
-        check(
-            r#""x') OR 1=1 --""#,
-            "strpos(lower(body), 'x'') or 1=1 --') > 0",
-        );
+        check("it's", "word_match(body, 'it''s')");
+        check(r#""x') OR 1=1 --""#, "word_match(body, 'x'') OR 1=1 --')");
         check("k:v'v", "attributes['k'] = 'v''v'");
-        check(r#"o'k:v"#, "strpos(lower(body), 'o''k:v') > 0");
+        check(r#"o'k:v"#, "word_match(body, 'o''k:v')");
     }
 
     #[test]
@@ -482,8 +474,8 @@ mod tests {
              time >= to_timestamp_nanos(1700000000000000000) AND \
              time < to_timestamp_nanos(1700000060000000000) AND \
              time <= to_timestamp_nanos(1700000000000000500) AND \
-             strpos(lower(body), 'boom') > 0 AND \
-             NOT coalesce(strpos(lower(body), 'x') > 0, false) AND service = 'api' \
+             word_match(body, 'boom') AND \
+             NOT coalesce(word_match(body, 'x'), false) AND service = 'api' \
              ORDER BY time DESC, observed_time DESC, service, severity_number, severity_text, \
              body, trace_id, span_id LIMIT 13"
         );

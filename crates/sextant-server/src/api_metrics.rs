@@ -14,8 +14,8 @@
 //!     summaries, `value` is the sum of observations);
 //!   - `rate`: per-second increase of a counter. For cumulative points, the increase from the
 //!     bucket's first point to its last (a drop is taken as a counter reset and the new value
-//!     counted as increase); for delta points, the sum of the values. Divided by the step in
-//!     seconds, so a bucket with one cumulative point has rate 0;
+//!     counted as increase); delta points add their values. Divided by the step in seconds, so
+//!     a bucket with one cumulative point has rate 0;
 //!   - `p50`, `p90`, `p95`, `p99`: a quantile of histogram points, interpolated linearly inside
 //!     the bucket that holds it (the first bucket starts at 0 when its bound is positive, and
 //!     the `+Inf` bucket answers with the largest bound). Delta points in a step are added
@@ -23,28 +23,29 @@
 //!     the series started). Points of other kinds are skipped.
 //!
 //! A series is one distinct (service, attributes); its labels are the attributes and `service`
-//! (which replaces an attribute of that name). Buckets start at multiples of `step` since the epoch and are reported by their
-//! start in Unix seconds; a bucket without points has no entry. The points are read as rows and
-//! aggregated here, so a range whose points exceed the query row limit is refused.
+//! (which replaces an attribute of that name). Buckets start at multiples of `step` since the
+//! epoch and are reported by their start in Unix seconds; a bucket without points has no entry.
+//! The points stream from the query into the series as they are read (see
+//! [`crate::range_series`]), so the answer costs memory by series and steps, not by points; a
+//! range of more than 50,000,000 points is refused.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
+use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value, json};
 use sextant_model::Table;
 
-use crate::read_params::{
-    NANOS_PER_SECOND, Params, bad, json_rows, run_query, sql_string, sql_time,
-};
+use crate::range_series::{Aggregation, SeriesBuilder};
+use crate::read_params::{NANOS_PER_SECOND, Params, bad, sql_string, sql_time};
 use crate::{ApiError, AppState};
 
 const DEFAULT_STEP_SECONDS: i64 = 60;
 const MAX_STEPS: i64 = 11_000;
-/// OTLP `AggregationTemporality` of delta points.
-const TEMPORALITY_DELTA: i64 = 1;
+/// Data points one range query may read.
+const MAX_POINTS: u64 = 50_000_000;
 
 pub async fn query_range(
     State(state): State<AppState>,
@@ -52,7 +53,7 @@ pub async fn query_range(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
     match run(&state, &headers, query).await {
-        Ok(answer) => axum::Json(answer).into_response(),
+        Ok(answer) => ([(CONTENT_TYPE, "application/json")], answer).into_response(),
         Err(err) => err.into_response(),
     }
 }
@@ -61,49 +62,26 @@ async fn run(
     state: &AppState,
     headers: &HeaderMap,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Result<Value, ApiError> {
+) -> Result<String, ApiError> {
     let principal = crate::api_sql::query_principal(state, headers)?;
     let params = Params::new(query, &["name", "match", "from", "to", "step", "agg"])?;
     let request = RangeQuery::from_params(&params)?;
-    let output = run_query(state, &principal, Table::Metrics, &request.sql()).await?;
-    if output.truncated {
-        return Err(ApiError::BadRequest(
-            "too many data points in the range; narrow `from`/`to` or `match`".to_owned(),
-        ));
-    }
-    Ok(request.series(json_rows(&output)))
-}
-
-/// One series' points by the start of their step, in nanoseconds.
-type Buckets = BTreeMap<i64, Vec<Map<String, Value>>>;
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Aggregation {
-    Sum,
-    Avg,
-    Min,
-    Max,
-    Count,
-    Rate,
-    Quantile(f64),
-}
-
-impl Aggregation {
-    fn parse(text: &str) -> Option<Aggregation> {
-        Some(match text {
-            "sum" => Aggregation::Sum,
-            "avg" => Aggregation::Avg,
-            "min" => Aggregation::Min,
-            "max" => Aggregation::Max,
-            "count" => Aggregation::Count,
-            "rate" => Aggregation::Rate,
-            "p50" => Aggregation::Quantile(0.5),
-            "p90" => Aggregation::Quantile(0.9),
-            "p95" => Aggregation::Quantile(0.95),
-            "p99" => Aggregation::Quantile(0.99),
-            _ => return None,
+    let services = state.services()?;
+    let snapshot = services.tables.snapshot(&principal.tenant, Table::Metrics);
+    let builder = SeriesBuilder::new(
+        request.agg,
+        request.from,
+        request.to,
+        request.step_seconds,
+        MAX_POINTS,
+    );
+    let builder = services
+        .query
+        .fold(vec![snapshot], &request.sql(), builder, |builder, batch| {
+            builder.add(batch)
         })
-    }
+        .await?;
+    Ok(builder.finish())
 }
 
 /// A checked request.
@@ -211,166 +189,17 @@ impl RangeQuery {
         } else {
             ""
         };
+        let order = if self.agg.needs_time_order() {
+            " ORDER BY time"
+        } else {
+            ""
+        };
         format!(
             "SELECT CAST(time AS BIGINT) AS time_ns, service, attributes, kind, temporality, \
-             value{histogram_columns} FROM metrics WHERE {} ORDER BY time",
+             value{histogram_columns} FROM metrics WHERE {}{order}",
             conditions.join(" AND ")
         )
     }
-
-    /// The answer from the rows of [`RangeQuery::sql`] (ordered by time).
-    fn series(&self, rows: Vec<Map<String, Value>>) -> Value {
-        let step_ns = self.step_seconds * NANOS_PER_SECOND;
-        // Series key (labels as canonical JSON) -> labels, bucket start -> points.
-        let mut series: BTreeMap<String, (Value, Buckets)> = BTreeMap::new();
-        for row in rows {
-            let Some(time_ns) = row.get("time_ns").and_then(Value::as_i64) else {
-                continue;
-            };
-            let mut labels: BTreeMap<String, Value> = match row.get("attributes") {
-                Some(Value::Object(attributes)) => attributes
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-                _ => BTreeMap::new(),
-            };
-            labels.insert(
-                "service".to_owned(),
-                row.get("service").cloned().unwrap_or(Value::Null),
-            );
-            let key = serde_json::to_string(&labels).unwrap_or_default();
-            let bucket = time_ns.div_euclid(step_ns) * step_ns;
-            series
-                .entry(key)
-                .or_insert_with(|| (json!(labels), BTreeMap::new()))
-                .1
-                .entry(bucket)
-                .or_default()
-                .push(row);
-        }
-        let series: Vec<Value> = series
-            .into_values()
-            .filter_map(|(labels, buckets)| {
-                let points: Vec<Value> = buckets
-                    .into_iter()
-                    .filter_map(|(bucket, rows)| {
-                        let value = self.aggregate(&rows)?;
-                        Some(json!([bucket / NANOS_PER_SECOND, value]))
-                    })
-                    .collect();
-                (!points.is_empty()).then(|| json!({"labels": labels, "points": points}))
-            })
-            .collect();
-        json!({ "series": series })
-    }
-
-    /// One bucket's value from its points (in time order), `None` if nothing to report.
-    fn aggregate(&self, rows: &[Map<String, Value>]) -> Option<f64> {
-        let values = || rows.iter().filter_map(|row| row.get("value")?.as_f64());
-        let value = match self.agg {
-            Aggregation::Sum => values().sum(),
-            Aggregation::Avg => {
-                let (sum, n) = values().fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
-                if n == 0 {
-                    return None;
-                }
-                sum / n as f64
-            }
-            Aggregation::Min => values().reduce(f64::min)?,
-            Aggregation::Max => values().reduce(f64::max)?,
-            Aggregation::Count => rows.len() as f64,
-            Aggregation::Rate => {
-                let delta = rows.iter().any(|row| {
-                    row.get("temporality").and_then(Value::as_i64) == Some(TEMPORALITY_DELTA)
-                });
-                let increase = if delta {
-                    values().sum()
-                } else {
-                    counter_increase(values())
-                };
-                increase / self.step_seconds as f64
-            }
-            Aggregation::Quantile(q) => {
-                let histograms = rows.iter().filter(|row| {
-                    matches!(
-                        row.get("kind").and_then(Value::as_str),
-                        Some("histogram" | "exponential_histogram")
-                    )
-                });
-                let mut merged: Option<(Vec<f64>, Vec<f64>)> = None;
-                for row in histograms {
-                    let (bounds, counts) =
-                        (numbers(row, "bucket_bounds"), numbers(row, "bucket_counts"));
-                    if counts.len() != bounds.len() + 1 {
-                        continue;
-                    }
-                    let delta =
-                        row.get("temporality").and_then(Value::as_i64) == Some(TEMPORALITY_DELTA);
-                    merged = match merged {
-                        Some((b, mut c)) if delta && b == bounds => {
-                            c.iter_mut().zip(&counts).for_each(|(c, n)| *c += n);
-                            Some((b, c))
-                        }
-                        _ => Some((bounds, counts)),
-                    };
-                }
-                let (bounds, counts) = merged?;
-                histogram_quantile(q, &bounds, &counts)?
-            }
-        };
-        value.is_finite().then_some(value)
-    }
-}
-
-fn numbers(row: &Map<String, Value>, key: &str) -> Vec<f64> {
-    row.get(key)
-        .and_then(Value::as_array)
-        .map(|items| items.iter().filter_map(Value::as_f64).collect())
-        .unwrap_or_default()
-}
-
-/// The increase of a cumulative counter over `values`, a drop counted as a reset to zero.
-fn counter_increase(values: impl Iterator<Item = f64>) -> f64 {
-    let mut increase = 0.0;
-    let mut previous: Option<f64> = None;
-    for value in values {
-        if let Some(previous) = previous {
-            increase += if value >= previous {
-                value - previous
-            } else {
-                value
-            };
-        }
-        previous = Some(value);
-    }
-    increase
-}
-
-/// The `q` quantile of a histogram with upper `bounds` and `counts` (one more count than
-/// bounds, the last for `+Inf`), interpolated linearly inside the bucket that holds it.
-fn histogram_quantile(q: f64, bounds: &[f64], counts: &[f64]) -> Option<f64> {
-    let total: f64 = counts.iter().sum();
-    if total <= 0.0 {
-        return None;
-    }
-    let rank = q * total;
-    let mut below = 0.0;
-    for (i, &count) in counts.iter().enumerate() {
-        if count > 0.0 && below + count >= rank {
-            let Some(&upper) = bounds.get(i) else {
-                // The `+Inf` bucket: the largest finite bound is all that is known.
-                return bounds.last().copied();
-            };
-            let lower = match i {
-                0 if upper > 0.0 => 0.0,
-                0 => return Some(upper),
-                _ => bounds[i - 1],
-            };
-            return Some(lower + (upper - lower) * (rank - below) / count);
-        }
-        below += count;
-    }
-    bounds.last().copied()
 }
 
 #[cfg(test)]
@@ -413,7 +242,7 @@ mod tests {
              value FROM metrics WHERE name = 'http.requests' AND \
              time >= to_timestamp_nanos(1700000000000000000) AND \
              time < to_timestamp_nanos(1700003600000000000) AND service = 'api' AND \
-             attributes['route'] = '/a''b' ORDER BY time",
+             attributes['route'] = '/a''b'",
         );
         check(
             &[RANGE[0], RANGE[1], ("name", "latency"), ("agg", "p99")],
@@ -456,64 +285,5 @@ mod tests {
         ] {
             assert_eq!(parse_step(text), seconds, "{text}");
         }
-    }
-
-    #[test]
-    fn quantiles_interpolate_inside_the_bucket() {
-        let bounds = [1.0, 5.0, 10.0];
-        // 10 below 1, 30 in (1, 5], 60 in (5, 10], none above.
-        let counts = [10.0, 30.0, 60.0, 0.0];
-        assert_eq!(histogram_quantile(0.05, &bounds, &counts), Some(0.5));
-        assert_eq!(histogram_quantile(0.25, &bounds, &counts), Some(3.0));
-        assert_eq!(histogram_quantile(0.7, &bounds, &counts), Some(7.5));
-        assert_eq!(histogram_quantile(1.0, &bounds, &counts), Some(10.0));
-        assert_eq!(
-            histogram_quantile(0.99, &bounds, &[0.0, 0.0, 1.0, 9.0]),
-            Some(10.0)
-        );
-        assert_eq!(histogram_quantile(0.5, &bounds, &[0.0; 4]), None);
-    }
-
-    #[test]
-    fn counter_increase_survives_resets() {
-        assert_eq!(counter_increase([5.0, 8.0, 10.0].into_iter()), 5.0);
-        assert_eq!(counter_increase([5.0, 8.0, 2.0, 4.0].into_iter()), 7.0);
-        assert_eq!(counter_increase([5.0].into_iter()), 0.0);
-    }
-
-    #[test]
-    fn series_group_by_service_and_attributes_in_aligned_buckets() {
-        let request = RangeQuery {
-            name: "n".to_owned(),
-            matchers: Vec::new(),
-            from: 0,
-            to: 1,
-            step_seconds: 60,
-            agg: Aggregation::Rate,
-        };
-        let rows = [
-            (60, "a", 1.0),
-            (90, "a", 31.0),
-            (119, "a", 61.0),
-            (120, "a", 70.0),
-            (100, "b", 5.0),
-        ]
-        .iter()
-        .map(|(t, service, v)| {
-            match json!({"time_ns": t * NANOS_PER_SECOND, "service": service,
-                         "attributes": {"k": "v"}, "temporality": 2, "value": v})
-            {
-                Value::Object(map) => map,
-                _ => unreachable!(),
-            }
-        })
-        .collect();
-        assert_eq!(
-            request.series(rows),
-            json!({"series": [
-                {"labels": {"k": "v", "service": "a"}, "points": [[60, 1.0], [120, 0.0]]},
-                {"labels": {"k": "v", "service": "b"}, "points": [[60, 0.0]]},
-            ]})
-        );
     }
 }

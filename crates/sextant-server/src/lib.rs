@@ -29,6 +29,7 @@ mod error;
 mod health;
 mod otlp_grpc;
 mod otlp_http;
+mod range_series;
 mod read_params;
 mod rpc_status;
 

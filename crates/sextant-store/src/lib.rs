@@ -8,6 +8,8 @@
 //! - [`meta::MetadataStore`]: the seam for metadata (tokens and tenants), with
 //!   [`meta::SqliteMetadata`] as the embedded implementation.
 //! - [`TelemetryReader`]: reads a tenant's stored telemetry back as rows.
+//! - [`segments::SegmentStore`]: Parquet segment files; [`token_index::TokenIndex`] is the word
+//!   index each log segment carries.
 //!
 //! ```no_run
 //! use sextant_model::{Signal, TenantId};
@@ -30,6 +32,7 @@ pub mod schema;
 pub mod segments;
 mod snapshot;
 mod store;
+pub mod token_index;
 pub mod wal;
 
 pub use error::{Error, Result};

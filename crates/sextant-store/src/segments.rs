@@ -1,26 +1,38 @@
 //! Parquet segment files: buffered rows of one tenant's table become files partitioned by hour
 //! (`TENANT/TABLE/YYYY-MM-DD/HH/NAME.parquet`), sorted by service then time, zstd-compressed,
-//! with column statistics and the page index.
+//! with column statistics and the page index. Log segments also carry a
+//! [`TokenIndex`](crate::token_index::TokenIndex) of their bodies.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{Array, TimestampNanosecondArray, UInt32Array};
+use arrow::array::{Array, StringArray, TimestampNanosecondArray, UInt32Array};
 use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use sextant_model::{Table, TenantId};
 
+use crate::token_index::{METADATA_KEY, TokenIndex};
 use crate::{Error, Result, SegmentFile, TIME_COLUMN};
 
 const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
 /// Rows per Parquet row group; smaller groups let statistics skip more.
 const ROW_GROUP_ROWS: usize = 64 * 1024;
+/// zstd level of every column. Level 6 makes log bodies about 15% smaller than level 3 for
+/// about 30% more encoding time (measured on Loghub lines; see BENCHMARKS.md).
+const ZSTD_LEVEL: i32 = 6;
+/// Bytes read from the end of a file to find its footer (most footers fit).
+const FOOTER_READ: u64 = 64 * 1024;
+/// The log message column, whose tokens are indexed.
+const BODY_COLUMN: &str = "body";
 
 /// Where segment files live: an object store, plus its folder when it is the local disk (so
 /// new files can be fsynced before the write-ahead log lets go of their rows).
@@ -141,6 +153,63 @@ impl SegmentStore {
     }
 }
 
+/// The token index of a segment file of `size` bytes, `None` for a file without one (not a
+/// log segment, or written before segments had one).
+pub async fn read_token_index(
+    store: Arc<dyn ObjectStore>,
+    path: &str,
+    size: u64,
+) -> Result<Option<TokenIndex>> {
+    let location = ObjectPath::from(path);
+    let bad = |what: String| Error::Decode(format!("segment file `{path}`: {what}"));
+    let get = |range: std::ops::Range<u64>| {
+        let (store, location) = (store.clone(), location.clone());
+        async move {
+            store
+                .get_range(&location, range)
+                .await
+                .map_err(|e| Error::ObjectStore(e.to_string()))
+        }
+    };
+    // One read usually covers the footer: its length, then `PAR1`, end the file.
+    let tail = get(size.saturating_sub(FOOTER_READ)..size).await?;
+    if tail.len() < 8 || &tail[tail.len() - 4..] != b"PAR1" {
+        return Err(bad("not a Parquet file".to_owned()));
+    }
+    let footer_len = u64::from(u32::from_le_bytes(
+        tail[tail.len() - 8..tail.len() - 4]
+            .try_into()
+            .expect("4 bytes"),
+    ));
+    let footer_start = size
+        .checked_sub(footer_len + 8)
+        .ok_or_else(|| bad("footer longer than the file".to_owned()))?;
+    let footer = if footer_len + 8 <= tail.len() as u64 {
+        tail.slice(tail.len() - 8 - footer_len as usize..tail.len() - 8)
+    } else {
+        get(footer_start..size - 8).await?
+    };
+    let metadata = parquet::file::metadata::ParquetMetaDataReader::decode_metadata(&footer)
+        .map_err(|e| bad(e.to_string()))?;
+    let Some(place) = metadata
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kvs| kvs.iter().find(|kv| kv.key == METADATA_KEY))
+        .and_then(|kv| kv.value.as_deref())
+    else {
+        return Ok(None);
+    };
+    let range = place
+        .split_once(':')
+        .and_then(|(offset, len)| Some((offset.parse::<u64>().ok()?, len.parse::<u64>().ok()?)))
+        .filter(|&(offset, len)| offset.checked_add(len).is_some_and(|end| end <= size))
+        .ok_or_else(|| bad(format!("bad token index location `{place}`")))?;
+    let bytes = get(range.0..range.0 + range.1).await?;
+    TokenIndex::decode(&bytes)
+        .map(Some)
+        .map_err(|e| bad(e.to_string()))
+}
+
 fn arrow_error(err: arrow::error::ArrowError) -> Error {
     Error::Decode(err.to_string())
 }
@@ -199,24 +268,53 @@ fn time_range(batch: &RecordBatch) -> Result<(i64, i64)> {
     Ok((min, max))
 }
 
-fn writer_properties() -> WriterProperties {
-    WriterProperties::builder()
+/// zstd everywhere; time stamps delta-encoded (sorted by service then time, their differences
+/// are small); no dictionary for log bodies (nearly every body differs, so a dictionary only
+/// fills up and is dropped).
+fn writer_properties(batch: &RecordBatch) -> WriterProperties {
+    let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(3).expect("valid level"),
+            ZstdLevel::try_new(ZSTD_LEVEL).expect("valid level"),
         ))
         .set_statistics_enabled(EnabledStatistics::Page)
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
+    for field in batch.schema().fields() {
+        if matches!(field.data_type(), DataType::Timestamp(..)) {
+            let column = ColumnPath::from(field.name().as_str());
+            builder = builder
+                .set_column_dictionary_enabled(column.clone(), false)
+                .set_column_encoding(column, Encoding::DELTA_BINARY_PACKED);
+        }
+    }
+    builder
+        .set_column_dictionary_enabled(ColumnPath::from(BODY_COLUMN), false)
         .build()
 }
 
+/// The batch as a Parquet file; with a string `body` column, the file also holds the token
+/// index of the bodies, after the last row group, located by the [`METADATA_KEY`] metadata.
 fn encode_parquet(batch: &RecordBatch) -> Result<Vec<u8>> {
+    let parquet_error = |e: parquet::errors::ParquetError| Error::Decode(e.to_string());
     let mut out = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut out, batch.schema(), Some(writer_properties()))
-        .map_err(|e| Error::Decode(e.to_string()))?;
-    writer
-        .write(batch)
-        .and_then(|()| writer.close().map(|_| ()))
-        .map_err(|e| Error::Decode(e.to_string()))?;
+    let mut writer = ArrowWriter::try_new(&mut out, batch.schema(), Some(writer_properties(batch)))
+        .map_err(parquet_error)?;
+    writer.write(batch).map_err(parquet_error)?;
+    let bodies = batch
+        .column_by_name(BODY_COLUMN)
+        .and_then(|c| c.as_any().downcast_ref::<StringArray>());
+    if let Some(bodies) = bodies {
+        writer.flush().map_err(parquet_error)?;
+        let index = TokenIndex::build(bodies).encode();
+        let offset = writer.bytes_written();
+        writer
+            .write_all(&index)
+            .map_err(|e| Error::Decode(format!("writing the token index: {e}")))?;
+        writer.append_key_value_metadata(KeyValue::new(
+            METADATA_KEY.to_owned(),
+            format!("{offset}:{}", index.len()),
+        ));
+    }
+    writer.close().map_err(parquet_error)?;
     Ok(out)
 }
 
@@ -237,7 +335,7 @@ fn civil_date(days: i64) -> String {
 #[cfg(test)]
 mod tests {
     use arrow::array::StringArray;
-    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use arrow::datatypes::{Field, Schema, TimeUnit};
 
     use super::*;
 
@@ -262,11 +360,21 @@ mod tests {
                 false,
             ),
             Field::new("service", DataType::Utf8, false),
+            Field::new(BODY_COLUMN, DataType::Utf8, false),
         ]));
         let times = TimestampNanosecondArray::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())
             .with_timezone("UTC");
         let services = StringArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>());
-        RecordBatch::try_new(schema, vec![Arc::new(times), Arc::new(services)]).unwrap()
+        let bodies = StringArray::from(
+            rows.iter()
+                .map(|r| format!("request to {}", r.0))
+                .collect::<Vec<_>>(),
+        );
+        RecordBatch::try_new(
+            schema,
+            vec![Arc::new(times), Arc::new(services), Arc::new(bodies)],
+        )
+        .unwrap()
     }
 
     #[tokio::test]
@@ -316,6 +424,21 @@ mod tests {
             .map(|i| (services.value(i), times.value(i) - base))
             .collect();
         assert_eq!(order, [("api", 1), ("api", 9), ("web", 5)]);
+
+        // Log segments carry the token index of their bodies; other tables have none.
+        let index = read_token_index(store.store.clone(), &files[0].path, files[0].bytes)
+            .await
+            .unwrap()
+            .expect("an index");
+        assert_eq!(index.rows(), 3);
+        assert_eq!(
+            index.blocks_with_all(&crate::token_index::token_hashes("web")),
+            [true]
+        );
+        assert_eq!(
+            index.blocks_with_all(&crate::token_index::token_hashes("absent")),
+            [false]
+        );
 
         assert_eq!(store.list().await.unwrap().len(), 2);
         store.delete(&[files[0].path.clone()]).await.unwrap();

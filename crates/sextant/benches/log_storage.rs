@@ -18,18 +18,22 @@
 //! buffers to Parquet), and starts it again on the same directory so that queries read segment
 //! files. Then it measures, in the same run:
 //! - bytes of `segments/` and `wal/` per line, against the raw file and `zstd -3` of it;
-//! - the rare-token search through `GET /api/v1/logs/search` and through SQL `LIKE`, against
+//! - the compressed bytes per line of each column and of the token indexes;
+//! - the rare-token search through `GET /api/v1/logs/search` (also its first, cold run after
+//!   the restart) and through SQL `word_match` and `LIKE`, against
 //!   `rg -c` on the raw file (one untimed warm-up, then the median of 5 runs each);
 //! - a one-hour, one-service `SELECT ... ORDER BY time DESC LIMIT 100` through
 //!   `POST /api/v1/sql` (one untimed warm-up, then p50 of 20 runs).
 //!
 //! A missing `zstd` or `rg` skips its comparison with the reason printed.
 
+mod support;
+
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -40,6 +44,11 @@ use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use serde_json::Value;
+
+use support::{
+    Machine, Server, agent, clock_ticks, cpu_ticks, create_token, dir_size, file_size, get_json,
+    metric_sum, sql, time_runs,
+};
 
 /// The 16 Loghub datasets; each has `<DS>/<DS>_2k.log`.
 const DATASETS: [&str; 16] = [
@@ -273,6 +282,8 @@ fn main() {
         per_line(wal_bytes)
     );
 
+    print_column_sizes(&data_dir.join("segments"), n);
+
     let viewer = format!("Bearer {viewer_token}");
     let count = sql(&server, &viewer, "SELECT count(*) AS n FROM logs");
     println!(
@@ -290,6 +301,16 @@ fn main() {
     let search_url = format!(
         "{}/api/v1/logs/search?q={token}&from={from}&to={to}&limit=100",
         server.base
+    );
+    // The first search after a restart reads the token indexes of the files it considers.
+    let started = Instant::now();
+    let cold_found = get_json(&search_url, &viewer)["logs"]
+        .as_array()
+        .map_or(0, Vec::len);
+    let cold_ms = started.elapsed().as_secs_f64() * 1e3;
+    println!(
+        "search GET /api/v1/logs/search?q=<token>, first after restart: {cold_ms:.1} ms, \
+         {cold_found} records found"
     );
     let search = time_runs(SEARCH_RUNS, || {
         let answer = get_json(&search_url, &viewer);
@@ -309,6 +330,15 @@ fn main() {
         like.median_ms(),
         like.list(),
         like.found
+    );
+    let word_sql =
+        format!("SELECT time, service, body FROM logs WHERE word_match(body, '{token}')");
+    let word = time_runs(SEARCH_RUNS, || sql(&server, &viewer, &word_sql).rows.len());
+    println!(
+        "search SQL `word_match(body, '<token>')`: median {:.1} ms (runs {}), {} rows",
+        word.median_ms(),
+        word.list(),
+        word.found
     );
     let rg = match Command::new("rg").arg("--version").output() {
         Ok(out) if out.status.success() => {
@@ -423,6 +453,18 @@ fn main() {
         }),
     );
     row(
+        "search API first after restart (ms)",
+        format!("{cold_ms:.1}"),
+        String::new(),
+    );
+    row(
+        "SQL word_match median (ms)",
+        format!("{:.1}", word.median_ms()),
+        rg.as_ref().map_or("(no rg)".into(), |rg| {
+            format!("rg {:.3}x", rg.median_ms() / word.median_ms())
+        }),
+    );
+    row(
         "SQL LIKE median (ms)",
         format!("{:.1}", like.median_ms()),
         rg.as_ref().map_or("(no rg)".into(), |rg| {
@@ -487,6 +529,52 @@ impl Options {
         }
         Ok(options)
     }
+}
+
+/// Compressed bytes per line of each column of the segment files, and of their token indexes,
+/// from the files' footers.
+fn print_column_sizes(segments: &Path, lines: u64) {
+    use parquet::file::reader::FileReader;
+    let mut columns: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut index_bytes = 0u64;
+    let mut files = vec![segments.to_owned()];
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            for entry in std::fs::read_dir(&path).expect("read a segment directory") {
+                files.push(entry.expect("a directory entry").path());
+            }
+            continue;
+        }
+        let file = std::fs::File::open(&path).expect("open a segment file");
+        let reader = parquet::file::serialized_reader::SerializedFileReader::new(file)
+            .expect("a Parquet segment file");
+        let metadata = reader.metadata();
+        for row_group in metadata.row_groups() {
+            for column in row_group.columns() {
+                let name = column.column_path().parts()[0].clone();
+                *columns.entry(name).or_default() += column.compressed_size() as u64;
+            }
+        }
+        let place = metadata
+            .file_metadata()
+            .key_value_metadata()
+            .and_then(|kvs| kvs.iter().find(|kv| kv.key == "sextant.token_index"))
+            .and_then(|kv| kv.value.clone());
+        if let Some((_, len)) = place.as_deref().and_then(|p| p.split_once(':')) {
+            index_bytes += len.parse::<u64>().unwrap_or(0);
+        }
+    }
+    let per_line = |bytes: u64| bytes as f64 / lines as f64;
+    let mut parts: Vec<String> = columns
+        .iter()
+        .filter(|&(_, &bytes)| per_line(bytes) >= 0.005)
+        .map(|(name, &bytes)| format!("{name} {:.2}", per_line(bytes)))
+        .collect();
+    parts.push(format!("token index {:.2}", per_line(index_bytes)));
+    println!(
+        "segment bytes/line by column (others under 0.01): {}",
+        parts.join(", ")
+    );
 }
 
 /// `../shared/datasets` relative to the workspace root, or `SEXTANT_DATASETS`.
@@ -720,300 +808,4 @@ fn client(
             }
         }
     }
-}
-
-/// Timings of repeated runs after one untimed warm-up, and what the last run found.
-struct Runs {
-    millis: Vec<f64>,
-    found: usize,
-}
-
-impl Runs {
-    fn percentile_ms(&self, q: f64) -> f64 {
-        let mut sorted = self.millis.clone();
-        sorted.sort_by(f64::total_cmp);
-        let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-        sorted[rank - 1]
-    }
-
-    fn median_ms(&self) -> f64 {
-        self.percentile_ms(0.5)
-    }
-
-    fn list(&self) -> String {
-        self.millis
-            .iter()
-            .map(|ms| format!("{ms:.1}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-}
-
-fn time_runs(runs: usize, mut f: impl FnMut() -> usize) -> Runs {
-    let mut found = f();
-    let mut millis = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let started = Instant::now();
-        found = f();
-        millis.push(started.elapsed().as_secs_f64() * 1e3);
-    }
-    Runs { millis, found }
-}
-
-struct SqlAnswer {
-    rows: Vec<Value>,
-}
-
-fn sql(server: &Server, auth: &str, sql: &str) -> SqlAnswer {
-    let body = serde_json::json!({"sql": sql, "format": "json"}).to_string();
-    let mut response = agent()
-        .post(format!("{}/api/v1/sql", server.base))
-        .header("Content-Type", "application/json")
-        .header("Authorization", auth)
-        .send(body)
-        .expect("POST /api/v1/sql");
-    let status = response.status().as_u16();
-    let text = response
-        .body_mut()
-        .with_config()
-        .limit(1 << 30)
-        .read_to_string()
-        .expect("read the SQL answer");
-    assert!(status == 200, "SQL `{sql}`: HTTP {status}: {text}");
-    let answer: Value = serde_json::from_str(&text).expect("SQL answer is JSON");
-    SqlAnswer {
-        rows: answer["rows"].as_array().cloned().unwrap_or_default(),
-    }
-}
-
-fn get_json(url: &str, auth: &str) -> Value {
-    let mut response = agent()
-        .get(url)
-        .header("Authorization", auth)
-        .call()
-        .expect("GET");
-    let status = response.status().as_u16();
-    let text = response
-        .body_mut()
-        .with_config()
-        .limit(1 << 30)
-        .read_to_string()
-        .expect("read the answer");
-    assert!(status == 200, "GET {url}: HTTP {status}: {text}");
-    serde_json::from_str(&text).expect("answer is JSON")
-}
-
-fn file_size(path: &Path) -> u64 {
-    std::fs::metadata(path).map_or(0, |m| m.len())
-}
-
-/// Bytes (apparent file sizes) and number of files under `dir`, recursively.
-fn dir_size(dir: &Path) -> (u64, u64) {
-    let mut total = (0, 0);
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return total;
-    };
-    for entry in entries.flatten() {
-        let Ok(meta) = entry.metadata() else { continue };
-        if meta.is_dir() {
-            let (bytes, files) = dir_size(&entry.path());
-            total.0 += bytes;
-            total.1 += files;
-        } else {
-            total.0 += meta.len();
-            total.1 += 1;
-        }
-    }
-    total
-}
-
-struct Machine {
-    cpus: usize,
-    cpu_model: String,
-    mem_gib: f64,
-}
-
-impl Machine {
-    fn read() -> Machine {
-        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let cpu_model = cpuinfo
-            .lines()
-            .find_map(|line| {
-                let (key, value) = line.split_once(':')?;
-                (key.trim() == "model name").then(|| value.trim().to_owned())
-            })
-            .unwrap_or_else(|| "unknown CPU".into());
-        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-        let mem_kib: f64 = meminfo
-            .lines()
-            .find_map(|line| line.strip_prefix("MemTotal:"))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0.0);
-        Machine {
-            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            cpu_model,
-            mem_gib: mem_kib / (1024.0 * 1024.0),
-        }
-    }
-}
-
-/// Clock ticks per second of `/proc/<pid>/stat` times.
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8(out.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// User plus system CPU time of a process (all its threads), in clock ticks.
-fn cpu_ticks(pid: &str) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // utime and stime are fields 14 and 15 of the line, so 12 and 13 after `) `.
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    field(11) + field(12)
-}
-
-/// Sum of a counter's samples whose labels contain every one of `labels`.
-fn metric_sum(text: &str, name: &str, labels: &[&str]) -> Option<u64> {
-    let mut found = false;
-    let mut sum = 0.0;
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix(name) else {
-            continue;
-        };
-        if !(rest.starts_with('{') || rest.starts_with(' ')) {
-            continue;
-        }
-        if !labels.iter().all(|label| rest.contains(label)) {
-            continue;
-        }
-        if let Some(value) = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
-            sum += value;
-            found = true;
-        }
-    }
-    found.then_some(sum as u64)
-}
-
-/// `sextant tokens create` on `data_dir` for tenant `bench`; prints nothing of the token.
-fn create_token(data_dir: &Path, role: &str) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_sextant"))
-        .args(["tokens", "create", "--tenant", "bench", "--role", role])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .output()
-        .expect("run `sextant tokens create`");
-    assert!(
-        output.status.success(),
-        "tokens create failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout)
-        .expect("token is UTF-8")
-        .trim()
-        .to_owned()
-}
-
-/// A running `sextant serve`.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    fn start(data_dir: &Path) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sextant"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start `sextant serve`");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .expect("sextant exited before listening")
-                .expect("read sextant's stdout");
-            if let Some(addr) = line.strip_prefix("sextant listening on ") {
-                break addr.trim().to_owned();
-            }
-        };
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        let server = Server {
-            child,
-            base: format!("http://{addr}"),
-        };
-        server.wait_ready();
-        server
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(600);
-        let agent = agent();
-        loop {
-            if let Ok(response) = agent.get(format!("{}/readyz", self.base)).call()
-                && response.status() == 200
-            {
-                return;
-            }
-            assert!(Instant::now() < deadline, "sextant did not become ready");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn pid(&self) -> String {
-        self.child.id().to_string()
-    }
-
-    fn metrics(&self) -> String {
-        agent()
-            .get(format!("{}/metrics", self.base))
-            .call()
-            .ok()
-            .and_then(|mut r| r.body_mut().read_to_string().ok())
-            .unwrap_or_default()
-    }
-
-    /// SIGTERM, then waits for the clean exit (buffers flushed to Parquet).
-    fn stop(mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.pid()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
-        let exit = self.child.wait().expect("wait for sextant");
-        assert!(exit.success(), "sextant exited with {exit} after SIGTERM");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(120)))
-        .build()
-        .new_agent()
 }

@@ -89,6 +89,21 @@ fn check_isolation(server: &Sextant, viewers: &[(&str, String)]) {
             "SELECT count(*) AS n FROM logs l JOIN spans s ON l.trace_id = s.trace_id",
         );
         assert_eq!(column(&answer, "n"), ["1"]);
+        // Word search (through the segments' token index after a restart) finds only this
+        // tenant's rows, even when the word is the other tenant's name.
+        let (_, answer) = sql(
+            server,
+            token,
+            "SELECT body FROM logs WHERE word_match(body, 'ONE')",
+        );
+        assert_eq!(column(&answer, "body"), [format!("{tenant} one")]);
+        let other = if *tenant == "alpha" { "beta" } else { "alpha" };
+        let (_, answer) = sql(
+            server,
+            token,
+            &format!("SELECT count(*) AS n FROM logs WHERE word_match(body, '{other}')"),
+        );
+        assert_eq!(column(&answer, "n"), ["0"]);
     }
 }
 

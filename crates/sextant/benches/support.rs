@@ -1,0 +1,307 @@
+//! What the benchmarks that drive a real `sextant serve` share: starting and stopping it, tokens,
+//! HTTP calls, timing runs, and facts about the machine. Each benchmark uses part of it.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Timings of repeated runs after one untimed warm-up, and what the last run found.
+pub struct Runs {
+    pub millis: Vec<f64>,
+    pub found: usize,
+}
+
+impl Runs {
+    pub fn percentile_ms(&self, q: f64) -> f64 {
+        let mut sorted = self.millis.clone();
+        sorted.sort_by(f64::total_cmp);
+        let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+        sorted[rank - 1]
+    }
+
+    pub fn median_ms(&self) -> f64 {
+        self.percentile_ms(0.5)
+    }
+
+    pub fn list(&self) -> String {
+        self.millis
+            .iter()
+            .map(|ms| format!("{ms:.1}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+pub fn time_runs(runs: usize, mut f: impl FnMut() -> usize) -> Runs {
+    let mut found = f();
+    let mut millis = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let started = Instant::now();
+        found = f();
+        millis.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    Runs { millis, found }
+}
+
+pub struct SqlAnswer {
+    pub rows: Vec<Value>,
+}
+
+pub fn sql(server: &Server, auth: &str, sql: &str) -> SqlAnswer {
+    let body = serde_json::json!({"sql": sql, "format": "json"}).to_string();
+    let mut response = agent()
+        .post(format!("{}/api/v1/sql", server.base))
+        .header("Content-Type", "application/json")
+        .header("Authorization", auth)
+        .send(body)
+        .expect("POST /api/v1/sql");
+    let status = response.status().as_u16();
+    let text = response
+        .body_mut()
+        .with_config()
+        .limit(1 << 30)
+        .read_to_string()
+        .expect("read the SQL answer");
+    assert!(status == 200, "SQL `{sql}`: HTTP {status}: {text}");
+    let answer: Value = serde_json::from_str(&text).expect("SQL answer is JSON");
+    SqlAnswer {
+        rows: answer["rows"].as_array().cloned().unwrap_or_default(),
+    }
+}
+
+pub fn get_json(url: &str, auth: &str) -> Value {
+    let mut response = agent()
+        .get(url)
+        .header("Authorization", auth)
+        .call()
+        .expect("GET");
+    let status = response.status().as_u16();
+    let text = response
+        .body_mut()
+        .with_config()
+        .limit(1 << 30)
+        .read_to_string()
+        .expect("read the answer");
+    assert!(status == 200, "GET {url}: HTTP {status}: {text}");
+    serde_json::from_str(&text).expect("answer is JSON")
+}
+
+pub fn file_size(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+/// Bytes (apparent file sizes) and number of files under `dir`, recursively.
+pub fn dir_size(dir: &Path) -> (u64, u64) {
+    let mut total = (0, 0);
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return total;
+    };
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_dir() {
+            let (bytes, files) = dir_size(&entry.path());
+            total.0 += bytes;
+            total.1 += files;
+        } else {
+            total.0 += meta.len();
+            total.1 += 1;
+        }
+    }
+    total
+}
+
+pub struct Machine {
+    pub cpus: usize,
+    pub cpu_model: String,
+    pub mem_gib: f64,
+}
+
+impl Machine {
+    pub fn read() -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find_map(|line| {
+                let (key, value) = line.split_once(':')?;
+                (key.trim() == "model name").then(|| value.trim().to_owned())
+            })
+            .unwrap_or_else(|| "unknown CPU".into());
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let mem_kib: f64 = meminfo
+            .lines()
+            .find_map(|line| line.strip_prefix("MemTotal:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0.0);
+        Machine {
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu_model,
+            mem_gib: mem_kib / (1024.0 * 1024.0),
+        }
+    }
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat` times.
+pub fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// User plus system CPU time of a process (all its threads), in clock ticks.
+pub fn cpu_ticks(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // utime and stime are fields 14 and 15 of the line, so 12 and 13 after `) `.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}
+
+/// Sum of a counter's samples whose labels contain every one of `labels`.
+pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> Option<u64> {
+    let mut found = false;
+    let mut sum = 0.0;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        if !(rest.starts_with('{') || rest.starts_with(' ')) {
+            continue;
+        }
+        if !labels.iter().all(|label| rest.contains(label)) {
+            continue;
+        }
+        if let Some(value) = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
+            sum += value;
+            found = true;
+        }
+    }
+    found.then_some(sum as u64)
+}
+
+/// `sextant tokens create` on `data_dir` for tenant `bench`; prints nothing of the token.
+pub fn create_token(data_dir: &Path, role: &str) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_sextant"))
+        .args(["tokens", "create", "--tenant", "bench", "--role", role])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .expect("run `sextant tokens create`");
+    assert!(
+        output.status.success(),
+        "tokens create failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .expect("token is UTF-8")
+        .trim()
+        .to_owned()
+}
+
+/// A running `sextant serve`.
+pub struct Server {
+    child: Child,
+    pub base: String,
+}
+
+impl Server {
+    pub fn start(data_dir: &Path) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sextant"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start `sextant serve`");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("sextant exited before listening")
+                .expect("read sextant's stdout");
+            if let Some(addr) = line.strip_prefix("sextant listening on ") {
+                break addr.trim().to_owned();
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let server = Server {
+            child,
+            base: format!("http://{addr}"),
+        };
+        server.wait_ready();
+        server
+    }
+
+    pub fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let agent = agent();
+        loop {
+            if let Ok(response) = agent.get(format!("{}/readyz", self.base)).call()
+                && response.status() == 200
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "sextant did not become ready");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    pub fn metrics(&self) -> String {
+        agent()
+            .get(format!("{}/metrics", self.base))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits for the clean exit (buffers flushed to Parquet).
+    pub fn stop(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        let exit = self.child.wait().expect("wait for sextant");
+        assert!(exit.success(), "sextant exited with {exit} after SIGTERM");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .new_agent()
+}
