@@ -8,8 +8,9 @@
 //!   - `"a phrase"`: the body contains the phrase, starting and ending at word boundaries,
 //!     ignoring ASCII case;
 //!   - `field:value` (or `field:"a value"`): `service`, `trace_id` and `span_id` compare with
-//!     those columns, `severity` and `level` with `severity_text` ignoring case, any other field
-//!     with the attribute of that key;
+//!     those columns, `severity` and `level` with `severity_text` ignoring case, `template`
+//!     with the log template id (`template:17`), any other field with the attribute of that
+//!     key;
 //!   - a leading `-` turns any of these into an exclusion.
 //! - `from`, `to`: the time range, `from` inclusive, `to` exclusive; by default the last hour.
 //! - `service`, `severity`: shorthands for `service:VALUE` and `severity:VALUE`.
@@ -154,6 +155,12 @@ fn parse_query(q: &str) -> Result<Vec<Term>, String> {
         if matches!(&term, Term::Text { text, .. } if text.is_empty()) {
             return Err("has an empty phrase".to_owned());
         }
+        if let Term::Field { field, value, .. } = &term
+            && field == "template"
+            && value.parse::<u64>().is_err()
+        {
+            return Err(format!("has `template:{value}`; a template id is a number"));
+        }
         terms.push(term);
         if terms.len() > MAX_TERMS {
             return Err(format!("has more than {MAX_TERMS} terms"));
@@ -195,6 +202,8 @@ impl Term {
                     "trace_id" | "span_id" => {
                         format!("{field} = {}", sql_string(&value.to_lowercase()))
                     }
+                    // Checked to be a number when parsed.
+                    "template" => format!("template_id = {value}"),
                     _ => format!("attributes[{}] = {}", sql_string(field), sql_string(value)),
                 };
                 (condition, *negated)
@@ -394,6 +403,8 @@ mod tests {
     fn fields_become_columns_or_attribute_lookups() {
         check("service:checkout", "service = 'checkout'");
         check("level:ERROR", "lower(severity_text) = 'error'");
+        check("template:17", "template_id = 17");
+        check("-template:3", "NOT coalesce(template_id = 3, false)");
         check("severity:warn", "lower(severity_text) = 'warn'");
         check(
             "trace_id:5B8EFFF798038103D269B633813FC60C",
@@ -434,6 +445,10 @@ mod tests {
         check(r#""open"#, "error: has an unterminated quote");
         check("-", "error: has a `-` with nothing after it");
         check("key:", "error: has no value after `key:`");
+        check(
+            "template:x1",
+            "error: has `template:x1`; a template id is a number",
+        );
         check(r#""""#, "error: has an empty phrase");
         check(r#"ab"cd""#, "error: has a quote inside the word `ab`");
         check(r#""ab"cd"#, "error: needs a space after a closing quote");

@@ -32,6 +32,7 @@ pub mod schema;
 pub mod segments;
 mod snapshot;
 mod store;
+mod templates;
 pub mod token_index;
 pub mod wal;
 

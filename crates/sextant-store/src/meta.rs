@@ -54,12 +54,20 @@ pub trait MetadataStore: Send + Sync {
     fn segments(&self) -> Result<Vec<CatalogEntry>>;
     /// Sequence number through which the write-ahead log is safely in segments (0: none).
     fn checkpoint(&self) -> Result<u64>;
-    /// Records new segment files and moves the checkpoint forward, in one transaction.
-    fn commit_flush(&self, added: &[CatalogEntry], checkpoint: u64) -> Result<()>;
+    /// Records new segment files, moves the checkpoint forward and saves the log template
+    /// miners' states as of that checkpoint (only those that changed), in one transaction.
+    fn commit_flush(
+        &self,
+        added: &[CatalogEntry],
+        checkpoint: u64,
+        miners: &[(TenantId, Vec<u8>)],
+    ) -> Result<()>;
+    /// Each tenant's saved template miner state (as of the checkpoint).
+    fn miner_states(&self) -> Result<Vec<(TenantId, Vec<u8>)>>;
     /// Replaces segment files (compaction, retention, erasure) in one transaction.
     fn replace_segments(&self, removed: &[String], added: &[CatalogEntry]) -> Result<()>;
     /// Erases a tenant's telemetry from the catalog: removes every segment file of the tenant
-    /// and records, in the same transaction, that write-ahead log records of the tenant up to
+    /// and its saved template miner, and records, in the same transaction, that write-ahead log records of the tenant up to
     /// `up_to_seq` must not be replayed. Returns the removed entries (the caller deletes the
     /// files).
     fn erase_tenant(&self, tenant: &TenantId, up_to_seq: u64) -> Result<Vec<CatalogEntry>>;
@@ -114,6 +122,10 @@ CREATE TABLE IF NOT EXISTS segments (
 CREATE TABLE IF NOT EXISTS checkpoints (
     name TEXT PRIMARY KEY,
     seq  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS template_miners (
+    tenant     TEXT PRIMARY KEY,
+    state      BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS erasures (
     tenant     TEXT PRIMARY KEY,
@@ -297,7 +309,12 @@ impl MetadataStore for SqliteMetadata {
         Ok(seq.unwrap_or(0) as u64)
     }
 
-    fn commit_flush(&self, added: &[CatalogEntry], checkpoint: u64) -> Result<()> {
+    fn commit_flush(
+        &self,
+        added: &[CatalogEntry],
+        checkpoint: u64,
+        miners: &[(TenantId, Vec<u8>)],
+    ) -> Result<()> {
         let mut connection = self.connection.lock();
         let tx = connection.transaction()?;
         insert_segments(&tx, added)?;
@@ -306,8 +323,33 @@ impl MetadataStore for SqliteMetadata {
              ON CONFLICT(name) DO UPDATE SET seq = max(seq, excluded.seq)",
             params![WAL_CHECKPOINT, checkpoint as i64],
         )?;
+        {
+            let mut save = tx.prepare(
+                "INSERT INTO template_miners (tenant, state) VALUES (?1, ?2)
+                 ON CONFLICT(tenant) DO UPDATE SET state = excluded.state",
+            )?;
+            for (tenant, state) in miners {
+                save.execute(params![tenant.as_str(), state])?;
+            }
+        }
         tx.commit()?;
         Ok(())
+    }
+
+    fn miner_states(&self) -> Result<Vec<(TenantId, Vec<u8>)>> {
+        let connection = self.connection.lock();
+        let mut statement =
+            connection.prepare("SELECT tenant, state FROM template_miners ORDER BY tenant")?;
+        let rows = statement.query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?))
+        })?;
+        let mut states = Vec::new();
+        for row in rows {
+            let (tenant, state) = row?;
+            let tenant = TenantId::new(&tenant).map_err(|e| Error::Decode(e.to_string()))?;
+            states.push((tenant, state));
+        }
+        Ok(states)
     }
 
     fn replace_segments(&self, removed: &[String], added: &[CatalogEntry]) -> Result<()> {
@@ -329,6 +371,11 @@ impl MetadataStore for SqliteMetadata {
         let tx = connection.transaction()?;
         let removed = select_segments(&tx, Some(tenant))?;
         tx.execute("DELETE FROM segments WHERE tenant = ?1", [tenant.as_str()])?;
+        // Templates hold example lines: they go with the rest of the tenant's data.
+        tx.execute(
+            "DELETE FROM template_miners WHERE tenant = ?1",
+            [tenant.as_str()],
+        )?;
         tx.execute(
             "INSERT INTO erasures (tenant, up_to_seq, erased_at) VALUES (?1, ?2, ?3)
              ON CONFLICT(tenant) DO UPDATE
@@ -439,8 +486,19 @@ mod tests {
                 bytes: 4,
             },
         };
-        meta.commit_flush(&[entry("a.parquet")], 10).unwrap();
-        meta.commit_flush(&[], 7).unwrap();
+        let acme = TenantId::new("acme").unwrap();
+        meta.commit_flush(
+            &[entry("a.parquet")],
+            10,
+            &[(acme.clone(), b"one".to_vec())],
+        )
+        .unwrap();
+        meta.commit_flush(&[], 7, &[(acme.clone(), b"two".to_vec())])
+            .unwrap();
+        assert_eq!(
+            meta.miner_states().unwrap(),
+            [(acme.clone(), b"two".to_vec())]
+        );
         assert_eq!(
             meta.checkpoint().unwrap(),
             10,
@@ -450,7 +508,7 @@ mod tests {
             .unwrap();
         assert_eq!(meta.segments().unwrap(), vec![entry("b.parquet")]);
         // A failed transaction changes nothing: the path is already there.
-        assert!(meta.commit_flush(&[entry("b.parquet")], 20).is_err());
+        assert!(meta.commit_flush(&[entry("b.parquet")], 20, &[]).is_err());
         assert_eq!(meta.checkpoint().unwrap(), 10);
     }
 
@@ -469,14 +527,17 @@ mod tests {
                 bytes: 4,
             },
         };
-        meta.commit_flush(&[entry("acme", "a"), entry("globex", "g")], 5)
-            .unwrap();
         let acme = TenantId::new("acme").unwrap();
+        let globex = TenantId::new("globex").unwrap();
+        let miners = [(acme.clone(), vec![1]), (globex.clone(), vec![2])];
+        meta.commit_flush(&[entry("acme", "a"), entry("globex", "g")], 5, &miners)
+            .unwrap();
         assert_eq!(
             meta.erase_tenant(&acme, 9).unwrap(),
             vec![entry("acme", "a")]
         );
         assert_eq!(meta.segments().unwrap(), vec![entry("globex", "g")]);
+        assert_eq!(meta.miner_states().unwrap(), [(globex, vec![2])]);
         meta.erase_tenant(&acme, 4).unwrap();
         assert_eq!(
             meta.erasures().unwrap(),

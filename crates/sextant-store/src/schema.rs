@@ -32,6 +32,9 @@ use sextant_model::{
 
 use crate::{Error, Result, TIME_COLUMN};
 
+/// The `logs` column that holds each row's template id.
+pub const TEMPLATE_ID_COLUMN: &str = "template_id";
+
 /// The time zone of every timestamp column.
 const UTC: &str = "UTC";
 
@@ -88,6 +91,9 @@ fn log_schema() -> SchemaRef {
         non_null("resource_attributes", attributes_type()),
         non_null("scope_name", DataType::Utf8),
         non_null("scope_version", DataType::Utf8),
+        // The body's log template, set by the store as rows are committed (null before that,
+        // and in segments written before templates were mined).
+        Field::new(TEMPLATE_ID_COLUMN, DataType::UInt64, true),
     ]))
 }
 
@@ -160,6 +166,7 @@ pub fn log_batch(rows: &[LogRow]) -> RecordBatch {
         attribute_maps(rows, |r| &r.resource_attributes),
         strings(rows, |r| r.scope_name.as_str()),
         strings(rows, |r| r.scope_version.as_str()),
+        arrow::array::new_null_array(&DataType::UInt64, rows.len()),
     ];
     batch(Table::Logs, columns)
 }

@@ -27,12 +27,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, RwLock};
+use sextant_analytics::patterns::{MinerConfig, MinerState};
 use sextant_model::{Signal, Table, TenantId};
 
 use crate::maintenance::{expired_files, plan_compactions};
 use crate::meta::{CatalogEntry, MetadataStore};
 use crate::schema::{self, batch_from_payload};
 use crate::segments::SegmentStore;
+use crate::templates::{TemplateMiners, encode_state};
 use crate::wal::{CommitHook, PendingAppend, ReplayReport, Wal, WalConfig, WalRecord};
 use crate::{ErasureReport, Error, Result, SegmentFile, TableSnapshot, TableSource};
 
@@ -144,6 +146,9 @@ struct Shared {
     config: StoreConfig,
     meta: Arc<dyn MetadataStore>,
     segments: SegmentStore,
+    /// Log template miners. Taken before `visible`, never while holding it, so that what a
+    /// flush saves of them matches its checkpoint.
+    templates: Mutex<TemplateMiners>,
     visible: RwLock<Visible>,
     control: Mutex<FlushControl>,
     wake: Condvar,
@@ -196,6 +201,7 @@ impl TelemetryStore {
         };
         let catalog = meta.segments()?;
         let erasures = meta.erasures()?;
+        let templates = TemplateMiners::restore(MinerConfig::default(), meta.miner_states()?)?;
         let known: HashSet<&str> = catalog.iter().map(|e| e.file.path.as_str()).collect();
         let runtime = io_runtime()?;
         let leftovers: Vec<String> = runtime
@@ -223,6 +229,7 @@ impl TelemetryStore {
             config: config.clone(),
             meta,
             segments,
+            templates: Mutex::new(templates),
             visible: RwLock::new(visible),
             control: Mutex::new(FlushControl::default()),
             wake: Condvar::new(),
@@ -233,6 +240,8 @@ impl TelemetryStore {
         let hook: CommitHook = Box::new(move |record, rows| {
             let rows = rows.or_else(|| rows_of(record));
             let over = {
+                let mut templates = hook_shared.templates.lock();
+                let rows = rows.map(|rows| templates.label(&record.tenant, rows));
                 let mut visible = hook_shared.visible.write();
                 if let Some(rows) = rows {
                     visible.add(&record.tenant, Table::of(record.signal), rows, record.seq);
@@ -257,6 +266,7 @@ impl TelemetryStore {
                     && !erased
                     && let Some(rows) = rows_of(&record)
                 {
+                    let rows = replay_shared.templates.lock().label(&record.tenant, rows);
                     let mut visible = replay_shared.visible.write();
                     visible.add(&record.tenant, Table::of(record.signal), rows, record.seq);
                 }
@@ -441,8 +451,10 @@ impl Shared {
 
     fn flush_once(&self, runtime: &tokio::runtime::Runtime) -> Result<()> {
         let _catalog = self.catalog_writer.lock();
-        // Take the buffers and the checkpoint they reach, atomically with respect to commits.
-        let (work, checkpoint) = {
+        // Take the buffers, the checkpoint they reach and the template miners as of it,
+        // atomically with respect to commits.
+        let (work, checkpoint, miners) = {
+            let mut templates = self.templates.lock();
             let mut visible = self.visible.write();
             let mut work = Vec::new();
             for ((tenant, table), state) in &mut visible.tables {
@@ -451,22 +463,22 @@ impl Shared {
                     work.push((tenant.clone(), *table, state.flushing.clone()));
                 }
             }
-            (work, visible.applied_seq)
+            (work, visible.applied_seq, templates.take_changed())
         };
-        let mut added = Vec::new();
-        for (tenant, table, batches) in &work {
-            let name = format!("{checkpoint:020}-{}", added.len());
-            let files = runtime.block_on(self.segments.write(tenant, *table, batches, &name))?;
-            added.extend(files.into_iter().map(|file| CatalogEntry {
-                tenant: tenant.clone(),
-                table: *table,
-                file,
-            }));
+        // Whatever stops this flush before its commit, the miners are saved by a later one.
+        let unsaved: Vec<TenantId> = miners.iter().map(|(tenant, _)| tenant.clone()).collect();
+        let keep_unsaved = |shared: &Shared| shared.templates.lock().mark_changed(unsaved.clone());
+        let result = self.write_and_commit(runtime, &work, checkpoint, &miners);
+        if result.is_err() {
+            keep_unsaved(self);
         }
-        if added.is_empty() && checkpoint <= self.meta.checkpoint()? {
-            return Ok(());
-        }
-        self.meta.commit_flush(&added, checkpoint)?;
+        let added = match result? {
+            Some(added) => added,
+            None => {
+                keep_unsaved(self);
+                return Ok(());
+            }
+        };
         {
             let mut visible = self.visible.write();
             let mut freed = 0;
@@ -498,6 +510,36 @@ impl Shared {
         metrics::counter!("sextant_store_segment_files_written_total")
             .increment(added.len() as u64);
         Ok(())
+    }
+
+    /// Writes the taken buffers as segment files and commits them with the checkpoint and the
+    /// miner states; `None` when there was nothing to commit.
+    fn write_and_commit(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        work: &[(TenantId, Table, Vec<RecordBatch>)],
+        checkpoint: u64,
+        miners: &[(TenantId, MinerState)],
+    ) -> Result<Option<Vec<CatalogEntry>>> {
+        let mut added = Vec::new();
+        for (tenant, table, batches) in work {
+            let name = format!("{checkpoint:020}-{}", added.len());
+            let files = runtime.block_on(self.segments.write(tenant, *table, batches, &name))?;
+            added.extend(files.into_iter().map(|file| CatalogEntry {
+                tenant: tenant.clone(),
+                table: *table,
+                file,
+            }));
+        }
+        if added.is_empty() && checkpoint <= self.meta.checkpoint()? {
+            return Ok(None);
+        }
+        let states: Vec<(TenantId, Vec<u8>)> = miners
+            .iter()
+            .map(|(tenant, state)| (tenant.clone(), encode_state(state)))
+            .collect();
+        self.meta.commit_flush(&added, checkpoint, &states)?;
+        Ok(Some(added))
     }
 
     /// Merges the small files of every partition that has enough of them.
@@ -636,6 +678,7 @@ impl Shared {
     /// later row is touched.
     fn erase_tenant(&self, tenant: &TenantId) -> Result<ErasureReport> {
         let _catalog = self.catalog_writer.lock();
+        let mut templates = self.templates.lock();
         let mut visible = self.visible.write();
         let up_to_seq = visible.applied_seq;
         let removed = self.meta.erase_tenant(tenant, up_to_seq)?;
@@ -654,7 +697,9 @@ impl Shared {
             }
         }
         visible.buffered_bytes = visible.buffered_bytes.saturating_sub(freed);
+        templates.forget(tenant);
         drop(visible);
+        drop(templates);
         self.doom(removed.into_iter().map(|e| e.file.path).collect());
         tracing::info!(%tenant, files = report.files, rows = report.rows, up_to_seq, "erased tenant telemetry");
         Ok(report)
@@ -856,6 +901,72 @@ mod tests {
             .collect();
         bodies.sort();
         bodies
+    }
+
+    /// Each row's body and template id, by body.
+    fn body_templates(store: &TelemetryStore) -> Vec<(String, u64)> {
+        use arrow::array::Array;
+        let snapshot = store.snapshot(&tenant(), Table::Logs);
+        let segments = SegmentStore::local(&segments_dir(&store.shared.config.data_dir)).unwrap();
+        let runtime = io_runtime().unwrap();
+        let mut batches = snapshot.buffered.clone();
+        for file in &snapshot.files {
+            batches.extend(runtime.block_on(segments.read(&file.path)).unwrap());
+        }
+        let mut rows = Vec::new();
+        for batch in &batches {
+            let bodies = batch.column_by_name("body").unwrap();
+            let bodies = bodies
+                .as_any()
+                .downcast_ref::<arrow::array::StringArray>()
+                .unwrap();
+            let ids = batch.column_by_name(schema::TEMPLATE_ID_COLUMN).unwrap();
+            let ids = ids
+                .as_any()
+                .downcast_ref::<arrow::array::UInt64Array>()
+                .unwrap();
+            for row in 0..batch.num_rows() {
+                assert!(ids.is_valid(row), "a row without a template id");
+                rows.push((bodies.value(row).to_owned(), ids.value(row)));
+            }
+        }
+        rows.sort();
+        rows
+    }
+
+    #[test]
+    fn template_ids_survive_flush_restart_and_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        append(
+            &store,
+            &["user ann logged in from 10.0.0.1", "disk /dev/sda1 is full"],
+        );
+        store.flush().unwrap();
+        append(&store, &["user bob logged in from 10.0.0.2"]);
+        let before = body_templates(&store);
+        assert_eq!(before.len(), 3);
+        // A crash: the last row is replayed from the log, mined by the miner saved at the
+        // flush, and gets the id it had.
+        std::mem::forget(store);
+        let store = open(dir.path());
+        assert_eq!(body_templates(&store), before);
+        // After a clean restart new lines of known patterns get the known ids.
+        append(&store, &["disk /dev/sdb2 is full"]);
+        store.close();
+        drop(store);
+        let store = open(dir.path());
+        let after = body_templates(&store);
+        let id_of =
+            |rows: &[(String, u64)], body: &str| rows.iter().find(|(b, _)| b == body).unwrap().1;
+        assert_eq!(
+            id_of(&after, "disk /dev/sdb2 is full"),
+            id_of(&before, "disk /dev/sda1 is full")
+        );
+        assert_ne!(
+            id_of(&after, "disk /dev/sda1 is full"),
+            id_of(&after, "user ann logged in from 10.0.0.1")
+        );
     }
 
     fn files_on_disk(dir: &std::path::Path) -> usize {

@@ -116,7 +116,8 @@ pub struct Template {
     /// The miner's line counter when this template last matched (least recently seen goes
     /// first on eviction).
     touched: u64,
-    #[serde(skip)]
+    /// Masked forms that reach this template by the fast path, oldest first.
+    #[serde(default)]
     keys: Vec<Box<str>>,
     #[serde(skip)]
     bucket: BucketKey,
@@ -198,6 +199,14 @@ pub struct MinerState {
     pub templates: Vec<Template>,
     /// Merged ids and the id they resolve to, oldest merge first.
     pub aliases: Vec<(TemplateId, TemplateId)>,
+    /// The fast path: masked line to template, by masked line. Empty in states saved before
+    /// it was kept (then it is rebuilt from the templates' keys).
+    #[serde(default)]
+    pub exact: Vec<(Box<str>, TemplateId)>,
+    /// Every bucket's templates in search order, one bucket after another. Empty in states
+    /// saved before it was kept (then templates go in id order).
+    #[serde(default)]
+    pub bucket_order: Vec<TemplateId>,
 }
 
 /// A streaming log template miner (Drain family).
@@ -393,17 +402,21 @@ impl TemplateMiner {
         self.templates.is_empty()
     }
 
-    /// A copy of the state, for persisting.
+    /// A copy of the state, for persisting. A miner restored from it mines every later line
+    /// exactly as this one would.
     pub fn state(&self) -> MinerState {
-        let mut templates: Vec<Template> = self
-            .templates
-            .values()
-            .map(|template| Template {
-                keys: Vec::new(),
-                ..template.clone()
-            })
-            .collect();
+        let mut templates: Vec<Template> = self.templates.values().cloned().collect();
         templates.sort_by_key(|template| template.id);
+        let mut exact: Vec<(Box<str>, TemplateId)> = self
+            .exact
+            .iter()
+            .map(|(key, id)| (key.clone(), *id))
+            .collect();
+        exact.sort();
+        let mut buckets: Vec<&Vec<TemplateId>> = self.buckets.values().collect();
+        // Buckets are independent of each other; sorted only so that equal miners give equal
+        // states.
+        buckets.sort_by_key(|ids| ids.first().copied());
         MinerState {
             config: self.config.clone(),
             next_id: self.next_id,
@@ -414,6 +427,8 @@ impl TemplateMiner {
                 .iter()
                 .filter_map(|id| Some((*id, *self.aliases.get(id)?)))
                 .collect(),
+            exact,
+            bucket_order: buckets.into_iter().flatten().copied().collect(),
         }
     }
 
@@ -422,6 +437,7 @@ impl TemplateMiner {
         let mut miner = TemplateMiner::new(state.config)?;
         miner.next_id = state.next_id;
         miner.clock = state.clock;
+        let keep_exact = !state.exact.is_empty();
         for mut template in state.templates {
             if template.id.0 >= state.next_id {
                 return Err(Error::InvalidState {
@@ -433,22 +449,43 @@ impl TemplateMiner {
                     reason: "empty template token",
                 });
             }
-            let key: Box<str> = template.tokens.join(" ").into();
-            template.keys = vec![key.clone()];
-            miner.exact.insert(key, template.id);
+            if template.keys.is_empty() {
+                template.keys = vec![template.tokens.join(" ").into()];
+            }
+            template.keys.truncate(MAX_KEYS_PER_TEMPLATE);
+            if !keep_exact {
+                for key in &template.keys {
+                    miner.exact.insert(key.clone(), template.id);
+                }
+            }
             template.bucket = bucket_key(
                 template.tokens.len(),
                 template.tokens.first().map_or("", String::as_str),
             );
-            miner
-                .buckets
-                .entry(template.bucket)
-                .or_default()
-                .push(template.id);
             if miner.templates.insert(template.id, template).is_some() {
                 return Err(Error::InvalidState {
                     reason: "duplicate template id",
                 });
+            }
+        }
+        if keep_exact {
+            for (key, id) in state.exact {
+                miner.exact.insert(key, id);
+            }
+        }
+        // Buckets in their saved search order; templates the order does not name go after,
+        // by id.
+        let mut placed = std::collections::HashSet::new();
+        let mut ids: Vec<TemplateId> = state.bucket_order;
+        let mut rest: Vec<TemplateId> = miner.templates.keys().copied().collect();
+        rest.sort();
+        ids.extend(rest);
+        for id in ids {
+            let Some(template) = miner.templates.get(&id) else {
+                continue;
+            };
+            if placed.insert(id) {
+                miner.buckets.entry(template.bucket).or_default().push(id);
             }
         }
         for (from, to) in state.aliases {

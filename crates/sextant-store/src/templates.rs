@@ -1,0 +1,197 @@
+//! [`TemplateMiners`]: every committed log row gets its `template_id` from its tenant's
+//! [`TemplateMiner`], in write-ahead log order. The miners' states are saved with each flush's
+//! checkpoint (same transaction) and restored on start, and replay feeds them the same records
+//! in the same order, so the ids survive restarts and crashes.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow::array::{Array, StringArray, TimestampNanosecondArray, UInt64Array};
+use arrow::record_batch::RecordBatch;
+use sextant_analytics::patterns::{MinerConfig, MinerState, TemplateMiner};
+use sextant_model::TenantId;
+
+use crate::schema::TEMPLATE_ID_COLUMN;
+use crate::{Error, Result, TIME_COLUMN};
+
+/// The log column that is mined.
+const BODY_COLUMN: &str = "body";
+
+/// One miner per tenant, created on the tenant's first log row.
+#[derive(Debug)]
+pub(crate) struct TemplateMiners {
+    config: MinerConfig,
+    miners: HashMap<TenantId, TemplateMiner>,
+    /// Tenants whose miner changed since its state was last taken for saving.
+    changed: HashSet<TenantId>,
+}
+
+impl TemplateMiners {
+    /// Miners carrying on from their saved states. A state that does not load stops the
+    /// start: mining afresh would give the same templates new ids.
+    pub fn restore(config: MinerConfig, saved: Vec<(TenantId, Vec<u8>)>) -> Result<Self> {
+        let mut miners = HashMap::new();
+        for (tenant, bytes) in saved {
+            let state: MinerState = serde_json::from_slice(&bytes).map_err(|e| {
+                Error::Decode(format!("saved template miner of tenant `{tenant}`: {e}"))
+            })?;
+            let miner = TemplateMiner::from_state(state).map_err(|e| {
+                Error::Decode(format!("saved template miner of tenant `{tenant}`: {e}"))
+            })?;
+            miners.insert(tenant, miner);
+        }
+        Ok(TemplateMiners {
+            config,
+            miners,
+            changed: HashSet::new(),
+        })
+    }
+
+    /// `rows` with `template_id` set from each body; batches without that column (not logs)
+    /// come back as they are.
+    pub fn label(&mut self, tenant: &TenantId, rows: RecordBatch) -> RecordBatch {
+        let schema = rows.schema();
+        let (Ok(id_index), Some(bodies), Some(times)) = (
+            schema.index_of(TEMPLATE_ID_COLUMN),
+            rows.column_by_name(BODY_COLUMN)
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>()),
+            rows.column_by_name(TIME_COLUMN)
+                .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>()),
+        ) else {
+            return rows;
+        };
+        if rows.num_rows() == 0 {
+            return rows;
+        }
+        let miner = match self.miners.entry(tenant.clone()) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => entry.insert(
+                TemplateMiner::new(self.config.clone()).expect("the miner config was validated"),
+            ),
+        };
+        self.changed.insert(tenant.clone());
+        let ids: UInt64Array = (0..rows.num_rows())
+            .map(|row| {
+                let body = if bodies.is_valid(row) {
+                    bodies.value(row)
+                } else {
+                    ""
+                };
+                Some(miner.mine(body, times.value(row)).id.0)
+            })
+            .collect();
+        let mut columns = rows.columns().to_vec();
+        columns[id_index] = Arc::new(ids);
+        RecordBatch::try_new(schema, columns).expect("the same schema with a UInt64 column")
+    }
+
+    /// The states of the miners that changed since the last call, for saving.
+    pub fn take_changed(&mut self) -> Vec<(TenantId, MinerState)> {
+        let mut states: Vec<_> = self
+            .changed
+            .drain()
+            .filter_map(|tenant| {
+                let state = self.miners.get(&tenant)?.state();
+                Some((tenant, state))
+            })
+            .collect();
+        states.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        states
+    }
+
+    /// Marks tenants changed again (their states were taken but not saved).
+    pub fn mark_changed(&mut self, tenants: impl IntoIterator<Item = TenantId>) {
+        self.changed.extend(tenants);
+    }
+
+    /// Drops a tenant's miner (its data was erased).
+    pub fn forget(&mut self, tenant: &TenantId) {
+        self.miners.remove(tenant);
+        self.changed.remove(tenant);
+    }
+}
+
+/// A miner state as saved in the metadata store.
+pub(crate) fn encode_state(state: &MinerState) -> Vec<u8> {
+    serde_json::to_vec(state).expect("a miner state serialises")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::log_batch;
+    use sextant_model::{AttrValue, LogRow};
+
+    fn rows(bodies: &[&str]) -> RecordBatch {
+        let tenant = TenantId::new("acme").unwrap();
+        let rows: Vec<LogRow> = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, body)| LogRow {
+                tenant: tenant.clone(),
+                service: "api".into(),
+                time_unix_nano: 1_000 + i as u64,
+                observed_time_unix_nano: 0,
+                severity_number: 9,
+                severity_text: "INFO".into(),
+                body: AttrValue::Str((*body).into()),
+                trace_id: Vec::new(),
+                span_id: Vec::new(),
+                flags: 0,
+                event_name: String::new(),
+                attributes: Vec::new(),
+                resource_attributes: Vec::new(),
+                scope_name: String::new(),
+                scope_version: String::new(),
+            })
+            .collect();
+        log_batch(&rows)
+    }
+
+    fn ids(batch: &RecordBatch) -> Vec<u64> {
+        let column = batch.column_by_name(TEMPLATE_ID_COLUMN).unwrap();
+        let ids = column.as_any().downcast_ref::<UInt64Array>().unwrap();
+        assert_eq!(ids.null_count(), 0);
+        ids.values().to_vec()
+    }
+
+    const LINES: [&str; 4] = [
+        "connected to 10.0.0.1 in 12 ms",
+        "disk full on /dev/sda1",
+        "connected to 10.0.0.7 in 3 ms",
+        "disk full on /dev/sdb2",
+    ];
+
+    #[test]
+    fn rows_get_ids_that_survive_saving_and_restoring() {
+        let acme = TenantId::new("acme").unwrap();
+        let mut miners = TemplateMiners::restore(MinerConfig::default(), Vec::new()).unwrap();
+        let first = ids(&miners.label(&acme, rows(&LINES)));
+        assert_eq!(first[0], first[2]);
+        assert_eq!(first[1], first[3]);
+        assert_ne!(first[0], first[1]);
+
+        let saved: Vec<_> = miners
+            .take_changed()
+            .into_iter()
+            .map(|(tenant, state)| (tenant, encode_state(&state)))
+            .collect();
+        assert_eq!(saved.len(), 1);
+        assert!(miners.take_changed().is_empty(), "nothing changed since");
+
+        let mut restored = TemplateMiners::restore(MinerConfig::default(), saved).unwrap();
+        assert_eq!(ids(&restored.label(&acme, rows(&LINES))), first);
+        // Another tenant's miner starts afresh and knows nothing of acme's templates.
+        let globex = TenantId::new("globex").unwrap();
+        let other = ids(&restored.label(&globex, rows(&["disk full on /dev/sdc3"])));
+        assert_eq!(other.len(), 1);
+    }
+
+    #[test]
+    fn a_damaged_saved_state_stops_the_start() {
+        let acme = TenantId::new("acme").unwrap();
+        let err = TemplateMiners::restore(MinerConfig::default(), vec![(acme, b"{".to_vec())])
+            .unwrap_err();
+        assert!(err.to_string().contains("`acme`"), "{err}");
+    }
+}
