@@ -5,17 +5,21 @@ use std::str::FromStr;
 
 use crate::{Error, Signal};
 
-/// A queryable table. Each signal fills one table; `events` (alerts and anomalies) comes with
-/// the detectors.
+/// A queryable table. Each signal fills one stored table; `templates` is derived (the log
+/// templates the tenant's miner knows); `events` (alerts and anomalies) comes with the
+/// detectors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Table {
     Logs,
     Spans,
     Metrics,
+    Templates,
 }
 
 impl Table {
-    pub const ALL: [Table; 3] = [Table::Logs, Table::Spans, Table::Metrics];
+    pub const ALL: [Table; 4] = [Table::Logs, Table::Spans, Table::Metrics, Table::Templates];
+    /// The tables kept as rows in segment files.
+    pub const STORED: [Table; 3] = [Table::Logs, Table::Spans, Table::Metrics];
 
     /// The SQL name, also the table's folder in storage.
     pub fn as_str(self) -> &'static str {
@@ -23,6 +27,7 @@ impl Table {
             Table::Logs => "logs",
             Table::Spans => "spans",
             Table::Metrics => "metrics",
+            Table::Templates => "templates",
         }
     }
 

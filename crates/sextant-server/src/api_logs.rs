@@ -32,7 +32,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use sextant_model::Table;
 
-use crate::read_params::{Params, bad, json_rows, run_query, sql_string, sql_time};
+use crate::read_params::{Params, bad, json_rows, run_query_over, sql_string, sql_time};
 use crate::{ApiError, AppState};
 
 const DEFAULT_LIMIT: usize = 100;
@@ -64,7 +64,13 @@ async fn run(
         &["q", "from", "to", "service", "severity", "limit", "cursor"],
     )?;
     let search = LogSearch::from_params(&params)?;
-    let output = run_query(state, &principal, Table::Logs, &search.sql()).await?;
+    let output = run_query_over(
+        state,
+        &principal,
+        &[Table::Logs, Table::Templates],
+        &search.sql(),
+    )
+    .await?;
     Ok(search.page(json_rows(&output), output.truncated))
 }
 
@@ -202,8 +208,12 @@ impl Term {
                     "trace_id" | "span_id" => {
                         format!("{field} = {}", sql_string(&value.to_lowercase()))
                     }
-                    // Checked to be a number when parsed.
-                    "template" => format!("template_id = {value}"),
+                    // Checked to be a number when parsed. Ids merged into the same template
+                    // since count as that template.
+                    "template" => format!(
+                        "template_id IN (SELECT a.template_id FROM templates a JOIN templates b \
+                         ON a.resolved_id = b.resolved_id WHERE b.template_id = {value})"
+                    ),
                     _ => format!("attributes[{}] = {}", sql_string(field), sql_string(value)),
                 };
                 (condition, *negated)
@@ -403,8 +413,11 @@ mod tests {
     fn fields_become_columns_or_attribute_lookups() {
         check("service:checkout", "service = 'checkout'");
         check("level:ERROR", "lower(severity_text) = 'error'");
-        check("template:17", "template_id = 17");
-        check("-template:3", "NOT coalesce(template_id = 3, false)");
+        check(
+            "template:17",
+            "template_id IN (SELECT a.template_id FROM templates a JOIN templates b \
+             ON a.resolved_id = b.resolved_id WHERE b.template_id = 17)",
+        );
         check("severity:warn", "lower(severity_text) = 'warn'");
         check(
             "trace_id:5B8EFFF798038103D269B633813FC60C",

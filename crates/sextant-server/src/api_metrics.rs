@@ -39,7 +39,7 @@ use axum::response::{IntoResponse, Response};
 use sextant_model::Table;
 
 use crate::range_series::{Aggregation, SeriesBuilder};
-use crate::read_params::{NANOS_PER_SECOND, Params, bad, sql_string, sql_time};
+use crate::read_params::{NANOS_PER_SECOND, Params, bad, parse_step, sql_string, sql_time};
 use crate::{ApiError, AppState};
 
 const DEFAULT_STEP_SECONDS: i64 = 60;
@@ -93,25 +93,6 @@ struct RangeQuery {
     to: i64,
     step_seconds: i64,
     agg: Aggregation,
-}
-
-/// `30s`, `5m`, `1h`, `1d` (or bare seconds) as seconds.
-fn parse_step(text: &str) -> Option<i64> {
-    let (number, unit) = match text.char_indices().last()? {
-        (i, 's') => (&text[..i], 1),
-        (i, 'm') => (&text[..i], 60),
-        (i, 'h') => (&text[..i], 3_600),
-        (i, 'd') => (&text[..i], 86_400),
-        _ => (text, 1),
-    };
-    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    number
-        .parse::<i64>()
-        .ok()?
-        .checked_mul(unit)
-        .filter(|s| (1..=365 * 86_400).contains(s))
 }
 
 fn parse_matchers(text: &str) -> Option<Vec<(String, String)>> {

@@ -21,6 +21,7 @@
 
 mod api_logs;
 mod api_metrics;
+mod api_patterns;
 mod api_sql;
 mod api_tenant;
 mod api_traces;
@@ -121,6 +122,8 @@ pub fn router(state: AppState, max_grpc_message_bytes: usize) -> Router {
         .route("/api/v1/logs/search", get(api_logs::search))
         .route("/api/v1/metrics/query_range", get(api_metrics::query_range))
         .route("/api/v1/traces/{trace_id}", get(api_traces::trace))
+        .route("/api/v1/patterns", get(api_patterns::patterns))
+        .route("/api/v1/patterns/{id}/series", get(api_patterns::series))
         .with_state(state.clone())
         .merge(otlp_grpc::router(state, max_grpc_message_bytes))
         .fallback(health::not_found)

@@ -1,5 +1,5 @@
 //! What the read endpoints (`/api/v1/logs/search`, `/api/v1/metrics/query_range`,
-//! `/api/v1/traces/{id}`) share: query-string parsing, times, SQL literals, and running one
+//! `/api/v1/traces/{id}`, `/api/v1/patterns`) share: query-string parsing, times, SQL literals, and running one
 //! query over the caller's tenant.
 //!
 //! Times in parameters are either RFC 3339 (`2026-11-23T15:00:00Z`,
@@ -105,9 +105,41 @@ pub(crate) async fn run_query(
     table: Table,
     sql: &str,
 ) -> Result<QueryOutput, ApiError> {
+    run_query_over(state, principal, &[table], sql).await
+}
+
+/// Runs `sql` over the principal's tenant's `tables`, the only tables the query can see.
+pub(crate) async fn run_query_over(
+    state: &AppState,
+    principal: &Principal,
+    tables: &[Table],
+    sql: &str,
+) -> Result<QueryOutput, ApiError> {
     let services = state.services()?;
-    let snapshot = services.tables.snapshot(&principal.tenant, table);
-    Ok(services.query.sql(vec![snapshot], sql).await?)
+    let snapshots = tables
+        .iter()
+        .map(|&table| services.tables.snapshot(&principal.tenant, table))
+        .collect();
+    Ok(services.query.sql(snapshots, sql).await?)
+}
+
+/// `30s`, `5m`, `1h`, `1d` (or bare seconds) as seconds, from 1 s to a year.
+pub(crate) fn parse_step(text: &str) -> Option<i64> {
+    let (number, unit) = match text.char_indices().last()? {
+        (i, 's') => (&text[..i], 1),
+        (i, 'm') => (&text[..i], 60),
+        (i, 'h') => (&text[..i], 3_600),
+        (i, 'd') => (&text[..i], 86_400),
+        _ => (text, 1),
+    };
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    number
+        .parse::<i64>()
+        .ok()?
+        .checked_mul(unit)
+        .filter(|s| (1..=365 * 86_400).contains(s))
 }
 
 /// The rows of `output` as JSON objects.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{Array, StringArray, TimestampNanosecondArray, UInt32Array};
-use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+use arrow::compute::{concat_batches, take_record_batch};
 use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 use object_store::path::Path as ObjectPath;
@@ -31,6 +31,8 @@ const ROW_GROUP_ROWS: usize = 64 * 1024;
 const ZSTD_LEVEL: i32 = 6;
 /// Bytes read from the end of a file to find its footer (most footers fit).
 const FOOTER_READ: u64 = 64 * 1024;
+/// Text columns that keep page statistics (queries filter on them).
+const STATISTICS_TEXT_COLUMNS: [&str; 4] = ["service", "name", "severity_text", "kind"];
 /// The log message column, whose tokens are indexed.
 const BODY_COLUMN: &str = "body";
 
@@ -245,20 +247,37 @@ fn split_by_hour(batch: &RecordBatch) -> Result<BTreeMap<i64, RecordBatch>> {
         .collect()
 }
 
+/// Rows ordered by service, then time. Services are ranked once, so the sort compares
+/// integers, not strings.
 fn sort_by_service_then_time(batch: &RecordBatch) -> Result<RecordBatch> {
-    let mut columns = Vec::new();
-    if let Some(service) = batch.column_by_name("service") {
-        columns.push(SortColumn {
-            values: service.clone(),
-            options: None,
-        });
-    }
-    columns.push(SortColumn {
-        values: Arc::new(times(batch)?.clone()),
-        options: None,
-    });
-    let indices = lexsort_to_indices(&columns, None).map_err(arrow_error)?;
-    take_record_batch(batch, &indices).map_err(arrow_error)
+    let times = times(batch)?.values();
+    let services = batch
+        .column_by_name("service")
+        .and_then(|c| c.as_any().downcast_ref::<StringArray>());
+    let ranks: Vec<u32> = match services {
+        Some(services) => {
+            let mut distinct: Vec<&str> = services
+                .iter()
+                .map(Option::unwrap_or_default)
+                .collect::<std::collections::HashSet<&str>>()
+                .into_iter()
+                .collect();
+            distinct.sort_unstable();
+            let rank: std::collections::HashMap<&str, u32> = distinct
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (*s, i as u32))
+                .collect();
+            services
+                .iter()
+                .map(|s| rank[s.unwrap_or_default()])
+                .collect()
+        }
+        None => vec![0; batch.num_rows()],
+    };
+    let mut order: Vec<u32> = (0..batch.num_rows() as u32).collect();
+    order.sort_unstable_by_key(|&i| (ranks[i as usize], times[i as usize], i));
+    take_record_batch(batch, &UInt32Array::from(order)).map_err(arrow_error)
 }
 
 fn time_range(batch: &RecordBatch) -> Result<(i64, i64)> {
@@ -270,17 +289,28 @@ fn time_range(batch: &RecordBatch) -> Result<(i64, i64)> {
 
 /// zstd everywhere; time stamps delta-encoded (sorted by service then time, their differences
 /// are small); no dictionary for log bodies (nearly every body differs, so a dictionary only
-/// fills up and is dropped).
+/// fills up and is dropped). Page statistics only where a query can prune by them: numbers,
+/// times and the few text columns queries filter on. Min and max of free text or of
+/// attribute maps prune nothing, and computing them compares every value (it was the
+/// largest single cost of a flush).
 fn writer_properties(batch: &RecordBatch) -> WriterProperties {
     let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(ZSTD_LEVEL).expect("valid level"),
         ))
-        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_statistics_enabled(EnabledStatistics::None)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
     for field in batch.schema().fields() {
+        let column = ColumnPath::from(field.name().as_str());
+        let prunes = match field.data_type() {
+            DataType::Utf8 => STATISTICS_TEXT_COLUMNS.contains(&field.name().as_str()),
+            data_type => data_type.is_primitive() || matches!(data_type, DataType::Boolean),
+        };
+        if prunes {
+            builder =
+                builder.set_column_statistics_enabled(column.clone(), EnabledStatistics::Page);
+        }
         if matches!(field.data_type(), DataType::Timestamp(..)) {
-            let column = ColumnPath::from(field.name().as_str());
             builder = builder
                 .set_column_dictionary_enabled(column.clone(), false)
                 .set_column_encoding(column, Encoding::DELTA_BINARY_PACKED);

@@ -369,6 +369,15 @@ impl TelemetryStore {
 impl TableSource for TelemetryStore {
     /// What a query of `tenant`'s `table` sees right now.
     fn snapshot(&self, tenant: &TenantId, table: Table) -> TableSnapshot {
+        if table == Table::Templates {
+            let rows = self.shared.templates.lock().table(tenant);
+            return TableSnapshot {
+                table,
+                schema: schema::schema(table),
+                files: Vec::new(),
+                buffered: rows.into_iter().collect(),
+            };
+        }
         let visible = self.shared.visible.read();
         let state = visible.tables.get(&(tenant.clone(), table));
         TableSnapshot {
@@ -688,7 +697,7 @@ impl Shared {
             up_to_seq,
         };
         let mut freed = 0;
-        for table in Table::ALL {
+        for table in Table::STORED {
             if let Some(state) = visible.tables.remove(&(tenant.clone(), table)) {
                 for batch in state.flushing.iter().chain(&state.buffered) {
                     report.rows += batch.num_rows() as u64;

@@ -6,10 +6,10 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use arrow::array::{Array, StringArray, TimestampNanosecondArray, UInt64Array};
+use arrow::array::{Array, ArrayRef, StringArray, TimestampNanosecondArray, UInt64Array};
 use arrow::record_batch::RecordBatch;
-use sextant_analytics::patterns::{MinerConfig, MinerState, TemplateMiner};
-use sextant_model::TenantId;
+use sextant_analytics::patterns::{MinerConfig, MinerState, Template, TemplateMiner};
+use sextant_model::{Table, TenantId};
 
 use crate::schema::TEMPLATE_ID_COLUMN;
 use crate::{Error, Result, TIME_COLUMN};
@@ -102,6 +102,51 @@ impl TemplateMiners {
     /// Marks tenants changed again (their states were taken but not saved).
     pub fn mark_changed(&mut self, tenants: impl IntoIterator<Item = TenantId>) {
         self.changed.extend(tenants);
+    }
+
+    /// The `templates` table of `tenant` (see [`crate::schema::schema`]), `None` before its
+    /// first log row.
+    pub fn table(&self, tenant: &TenantId) -> Option<RecordBatch> {
+        let miner = self.miners.get(tenant)?;
+        let mut rows: Vec<(u64, &Template)> = miner
+            .templates()
+            .map(|template| (template.id().0, template))
+            .collect();
+        for (from, to) in miner.aliases() {
+            if let Some(template) = miner.template(to) {
+                rows.push((from.0, template));
+            }
+        }
+        rows.sort_by_key(|(id, _)| *id);
+        let times = |time: fn(&Template) -> i64| -> ArrayRef {
+            Arc::new(
+                TimestampNanosecondArray::from_iter_values(rows.iter().map(|(_, t)| time(t)))
+                    .with_timezone("UTC"),
+            )
+        };
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(UInt64Array::from_iter_values(
+                rows.iter().map(|(id, _)| *id),
+            )),
+            Arc::new(UInt64Array::from_iter_values(
+                rows.iter().map(|(_, t)| t.id().0),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|(_, t)| t.text()),
+            )),
+            Arc::new(UInt64Array::from_iter_values(
+                rows.iter().map(|(_, t)| t.count()),
+            )),
+            times(Template::first_seen),
+            times(Template::last_seen),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|(_, t)| t.example()),
+            )),
+        ];
+        Some(
+            RecordBatch::try_new(crate::schema::schema(Table::Templates), columns)
+                .expect("the templates columns match their schema"),
+        )
     }
 
     /// Drops a tenant's miner (its data was erased).

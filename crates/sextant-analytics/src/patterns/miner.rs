@@ -402,6 +402,13 @@ impl TemplateMiner {
         self.templates.is_empty()
     }
 
+    /// Merged ids and the live id each resolves to, oldest merge first.
+    pub fn aliases(&self) -> impl Iterator<Item = (TemplateId, TemplateId)> + '_ {
+        self.alias_order
+            .iter()
+            .filter_map(|id| Some((*id, *self.aliases.get(id)?)))
+    }
+
     /// A copy of the state, for persisting. A miner restored from it mines every later line
     /// exactly as this one would.
     pub fn state(&self) -> MinerState {
