@@ -92,7 +92,9 @@ async fn list(
     }
     let sql = format!(
         "SELECT t.resolved_id AS id, t.template, t.example, l.severity_text AS severity, \
-         count(*) AS n, min(l.time) AS first_seen, max(l.time) AS last_seen \
+         count(*) AS n, \
+         min(min(l.time)) OVER (PARTITION BY t.resolved_id) AS first_seen, \
+         max(max(l.time)) OVER (PARTITION BY t.resolved_id) AS last_seen \
          FROM logs l JOIN templates t ON l.template_id = t.template_id WHERE {} \
          GROUP BY t.resolved_id, t.template, t.example, l.severity_text",
         conditions.join(" AND ")
@@ -107,7 +109,8 @@ async fn list(
 }
 
 /// One entry per template from rows of (id, template, example, severity, n, first, last),
-/// most frequent first (then by id), at most `limit`.
+/// one row per template and severity (first and last are the template's, on every row), most
+/// frequent first (then by id), at most `limit`.
 fn fold_patterns(rows: Vec<Map<String, Value>>, limit: usize) -> Vec<Value> {
     struct Pattern {
         template: Value,
@@ -133,14 +136,6 @@ fn fold_patterns(rows: Vec<Map<String, Value>>, limit: usize) -> Vec<Value> {
             severity: BTreeMap::new(),
         });
         pattern.count += n;
-        // RFC 3339 times in UTC with the same layout compare as text.
-        let (first, last) = (field("first_seen"), field("last_seen"));
-        if first.as_str() < pattern.first_seen.as_str() {
-            pattern.first_seen = first;
-        }
-        if last.as_str() > pattern.last_seen.as_str() {
-            pattern.last_seen = last;
-        }
         let severity = row
             .get("severity")
             .and_then(Value::as_str)
@@ -258,7 +253,7 @@ mod tests {
     #[test]
     fn severities_fold_into_one_pattern_ordered_by_count() {
         let rows = vec![
-            row(1, "INFO", 5, "2026-01-01T00:00:05Z", "2026-01-01T00:00:09Z"),
+            row(1, "INFO", 5, "2026-01-01T00:00:01Z", "2026-01-01T00:00:09Z"),
             row(
                 2,
                 "ERROR",
@@ -271,7 +266,7 @@ mod tests {
                 "ERROR",
                 1,
                 "2026-01-01T00:00:01Z",
-                "2026-01-01T00:00:03Z",
+                "2026-01-01T00:00:09Z",
             ),
             row(3, "", 6, "2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z"),
         ];

@@ -286,6 +286,8 @@ fn patterns_api_counts_templates_per_tenant_and_per_step() {
     // The support request sets no severity text.
     assert_eq!(patterns[0]["severity"][""], 3, "{answer}");
     assert_eq!(patterns[0]["example"], "request 1 took 10 ms");
+    assert_eq!(patterns[0]["first_seen"], "2023-11-14T22:13:20Z");
+    assert_eq!(patterns[0]["last_seen"], "2023-11-14T22:13:20Z");
     assert_eq!(patterns[1]["count"], 1);
 
     let mut with_q = range.to_vec();
