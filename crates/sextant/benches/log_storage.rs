@@ -32,43 +32,24 @@ mod support;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use serde_json::Value;
 
 use support::{
-    Machine, Server, agent, clock_ticks, cpu_ticks, create_token, dir_size, file_size, get_json,
-    metric_sum, sql, time_runs,
+    DATASETS, Machine, Server, agent, clock_ticks, cpu_ticks, create_token, datasets_dir, dir_size,
+    file_size, get_json, metric_sum, severity, sql, string_value, time_runs,
 };
 
-/// The 16 Loghub datasets; each has `<DS>/<DS>_2k.log`.
-const DATASETS: [&str; 16] = [
-    "Android",
-    "Apache",
-    "BGL",
-    "HDFS",
-    "HPC",
-    "Hadoop",
-    "HealthApp",
-    "Linux",
-    "Mac",
-    "OpenSSH",
-    "OpenStack",
-    "Proxifier",
-    "Spark",
-    "Thunderbird",
-    "Windows",
-    "Zookeeper",
-];
 const RECORDS_PER_BATCH: usize = 1_000;
 const DEFAULT_LINES: u64 = 10_000_000;
 const DEFAULT_THREADS: usize = 4;
@@ -577,14 +558,6 @@ fn print_column_sizes(segments: &Path, lines: u64) {
     );
 }
 
-/// `../shared/datasets` relative to the workspace root, or `SEXTANT_DATASETS`.
-fn datasets_dir() -> PathBuf {
-    std::env::var_os("SEXTANT_DATASETS").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets"),
-        PathBuf::from,
-    )
-}
-
 fn random_u64() -> u64 {
     let mut hasher = RandomState::new().build_hasher();
     hasher.write_u128(
@@ -682,32 +655,6 @@ fn add_to_numbers(bytes: &mut [u8], add: u64) {
             carry = sum / 10;
         }
     }
-}
-
-fn string_value(s: &str) -> Option<AnyValue> {
-    Some(AnyValue {
-        value: Some(any_value::Value::StringValue(s.to_owned())),
-    })
-}
-
-/// The OTLP severity of a raw line: the first level word it contains, if any.
-fn severity(line: &str) -> (i32, &'static str) {
-    for word in line
-        .split(|c: char| !c.is_ascii_alphabetic())
-        .filter(|w| w.len() >= 4)
-        .take(12)
-    {
-        match word {
-            "TRACE" | "VERBOSE" => return (1, "TRACE"),
-            "DEBUG" | "debug" => return (5, "DEBUG"),
-            "INFO" | "info" | "notice" | "Info" => return (9, "INFO"),
-            "WARN" | "WARNING" | "warn" | "warning" | "Warning" => return (13, "WARN"),
-            "ERROR" | "error" | "Error" | "FAILURE" | "SEVERE" => return (17, "ERROR"),
-            "FATAL" | "fatal" | "CRITICAL" | "crit" | "emerg" => return (21, "FATAL"),
-            _ => {}
-        }
-    }
-    (0, "")
 }
 
 /// The request for lines `begin..end`: one resource (`service.name` = dataset) per run of lines

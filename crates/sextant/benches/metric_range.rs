@@ -35,7 +35,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use serde_json::Value;
 
-use support::{Machine, Server, agent, create_token, dir_size, sql, time_runs};
+use support::{Machine, Server, agent, create_token, dir_size, get_text, sql, time_runs};
 
 const METRIC: &str = "node.cpu.utilization";
 const SERVICES: usize = 50;
@@ -208,24 +208,6 @@ fn main() {
         "SQL per-minute average of all series: {:.1} ms",
         sql_runs.median_ms()
     );
-}
-
-/// GETs `url` and returns the answer's text.
-fn get_text(url: &str, auth: &str) -> String {
-    let mut response = agent()
-        .get(url)
-        .header("Authorization", auth)
-        .call()
-        .expect("GET");
-    let status = response.status().as_u16();
-    let text = response
-        .body_mut()
-        .with_config()
-        .limit(4 << 30)
-        .read_to_string()
-        .expect("read the answer");
-    assert!(status == 200, "GET {url}: HTTP {status}: {text}");
-    text
 }
 
 fn send(agent: &ureq::Agent, url: &str, auth: &str, body: &[u8], retries: &AtomicU64) {

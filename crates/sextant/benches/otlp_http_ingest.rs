@@ -11,10 +11,10 @@
 //! bytes and batches per second over the timed window, and the server's CPU time from
 //! `/proc/<pid>/stat` over the same window.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,30 +22,16 @@ use std::time::{Duration, Instant};
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
-/// The 16 Loghub datasets; each has `<DS>/<DS>_2k.log`.
-const DATASETS: [&str; 16] = [
-    "Android",
-    "Apache",
-    "BGL",
-    "HDFS",
-    "HPC",
-    "Hadoop",
-    "HealthApp",
-    "Linux",
-    "Mac",
-    "OpenSSH",
-    "OpenStack",
-    "Proxifier",
-    "Spark",
-    "Thunderbird",
-    "Windows",
-    "Zookeeper",
-];
+use support::{
+    DATASETS, Machine, Server, agent, clock_ticks, cpu_ticks, create_token, datasets_dir,
+    metric_sum, severity, string_value,
+};
+
 const RECORDS_PER_BATCH: usize = 1_000;
 /// Client threads (one keep-alive connection each) unless `--threads` says otherwise. On the
 /// 2-core machine of BENCHMARKS.md a 1/2/3/4/6/8 sweep peaked at 8 (6 was within noise).
@@ -178,14 +164,6 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
     }
 }
 
-/// `../shared/datasets` relative to the workspace root, or `SEXTANT_DATASETS`.
-fn datasets_dir() -> PathBuf {
-    std::env::var_os("SEXTANT_DATASETS").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets"),
-        PathBuf::from,
-    )
-}
-
 /// One pre-encoded request body.
 struct Body {
     bytes: Vec<u8>,
@@ -213,32 +191,6 @@ fn load_bodies(loghub: &Path) -> Result<Vec<Body>, String> {
         }
     }
     Ok(bodies)
-}
-
-fn string_value(s: &str) -> Option<AnyValue> {
-    Some(AnyValue {
-        value: Some(any_value::Value::StringValue(s.to_owned())),
-    })
-}
-
-/// The OTLP severity of a raw line: the first level word it contains, if any.
-fn severity(line: &str) -> (i32, &'static str) {
-    for word in line
-        .split(|c: char| !c.is_ascii_alphabetic())
-        .filter(|w| w.len() >= 4)
-        .take(12)
-    {
-        match word {
-            "TRACE" | "VERBOSE" => return (1, "TRACE"),
-            "DEBUG" | "debug" => return (5, "DEBUG"),
-            "INFO" | "info" | "notice" | "Info" => return (9, "INFO"),
-            "WARN" | "WARNING" | "warn" | "warning" | "Warning" => return (13, "WARN"),
-            "ERROR" | "error" | "Error" | "FAILURE" | "SEVERE" => return (17, "ERROR"),
-            "FATAL" | "fatal" | "CRITICAL" | "crit" | "emerg" => return (21, "FATAL"),
-            _ => {}
-        }
-    }
-    (0, "")
 }
 
 /// One request: the dataset's name as `service.name`, one record per raw line.
@@ -280,181 +232,6 @@ fn logs_request(dataset: &str, lines: &[&str], index: &mut u64) -> ExportLogsSer
             ..Default::default()
         }],
     }
-}
-
-struct Machine {
-    cpus: usize,
-    cpu_model: String,
-    mem_gib: f64,
-}
-
-impl Machine {
-    fn read() -> Machine {
-        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let cpu_model = cpuinfo
-            .lines()
-            .find_map(|line| {
-                let (key, value) = line.split_once(':')?;
-                (key.trim() == "model name").then(|| value.trim().to_owned())
-            })
-            .unwrap_or_else(|| "unknown CPU".into());
-        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-        let mem_kib: f64 = meminfo
-            .lines()
-            .find_map(|line| line.strip_prefix("MemTotal:"))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0.0);
-        Machine {
-            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            cpu_model,
-            mem_gib: mem_kib / (1024.0 * 1024.0),
-        }
-    }
-}
-
-/// Clock ticks per second of `/proc/<pid>/stat` times.
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8(out.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// User plus system CPU time of a process (all its threads), in clock ticks.
-fn cpu_ticks(pid: &str) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may hold spaces; utime and
-    // stime are fields 14 and 15 of the line, so 12 and 13 after `) `.
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    field(11) + field(12)
-}
-
-/// A running `sextant serve`.
-struct Server {
-    child: Child,
-    base: String,
-    _data_dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn start() -> (Server, String) {
-        let data_dir = tempfile::Builder::new()
-            .prefix("sextant-bench-")
-            .tempdir()
-            .expect("create a temporary data directory");
-        // A token made before the first start also keeps the server from printing its
-        // bootstrap admin token.
-        let output = Command::new(env!("CARGO_BIN_EXE_sextant"))
-            .args(["tokens", "create", "--tenant", "bench", "--role", "ingest"])
-            .arg("--data-dir")
-            .arg(data_dir.path())
-            .output()
-            .expect("run `sextant tokens create`");
-        assert!(
-            output.status.success(),
-            "tokens create failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let token = String::from_utf8(output.stdout)
-            .expect("token is UTF-8")
-            .trim()
-            .to_owned();
-
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sextant"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir.path())
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start `sextant serve`");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .expect("sextant exited before listening")
-                .expect("read sextant's stdout");
-            if let Some(addr) = line.strip_prefix("sextant listening on ") {
-                break addr.trim().to_owned();
-            }
-        };
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        let server = Server {
-            child,
-            base: format!("http://{addr}"),
-            _data_dir: data_dir,
-        };
-        server.wait_ready();
-        (server, token)
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let agent = agent();
-        loop {
-            if let Ok(response) = agent.get(format!("{}/readyz", self.base)).call()
-                && response.status() == 200
-            {
-                return;
-            }
-            assert!(Instant::now() < deadline, "sextant did not become ready");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn pid(&self) -> String {
-        self.child.id().to_string()
-    }
-
-    fn metrics(&self) -> String {
-        agent()
-            .get(format!("{}/metrics", self.base))
-            .call()
-            .ok()
-            .and_then(|mut r| r.body_mut().read_to_string().ok())
-            .unwrap_or_default()
-    }
-
-    /// SIGTERM, then waits for the clean exit (in-flight requests finished, log synced).
-    fn stop(mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.pid()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
-        let exit = self.child.wait().expect("wait for sextant");
-        assert!(exit.success(), "sextant exited with {exit} after SIGTERM");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .new_agent()
 }
 
 /// Counters shared by the client threads.
@@ -655,30 +432,15 @@ impl RunResult {
     }
 }
 
-/// Sum of a counter's samples whose labels contain every one of `labels`.
-fn metric_sum(text: &str, name: &str, labels: &[&str]) -> Option<u64> {
-    let mut found = false;
-    let mut sum = 0.0;
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix(name) else {
-            continue;
-        };
-        if !(rest.starts_with('{') || rest.starts_with(' ')) {
-            continue;
-        }
-        if !labels.iter().all(|label| rest.contains(label)) {
-            continue;
-        }
-        if let Some(value) = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
-            sum += value;
-            found = true;
-        }
-    }
-    found.then_some(sum as u64)
-}
-
 fn run(bodies: &Arc<Vec<Body>>, threads: usize, warmup: Duration, seconds: Duration) -> RunResult {
-    let (server, token) = Server::start();
+    let data_dir = tempfile::Builder::new()
+        .prefix("sextant-bench-")
+        .tempdir()
+        .expect("create a temporary data directory");
+    // A token made before the first start also keeps the server from printing its bootstrap
+    // admin token.
+    let token = create_token(data_dir.path(), "ingest");
+    let server = Server::start(data_dir.path());
     let pid = server.pid();
     let ticks = clock_ticks();
     let url = format!("{}/v1/logs", server.base);

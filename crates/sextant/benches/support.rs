@@ -1,13 +1,15 @@
 //! What the benchmarks that drive a real `sextant serve` share: starting and stopping it, tokens,
-//! HTTP calls, timing runs, and facts about the machine. Each benchmark uses part of it.
+//! HTTP calls, timing runs, facts about the machine, and the Loghub lines as OTLP values. Each
+//! benchmark uses part of it.
 
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
 use serde_json::Value;
 
 /// Timings of repeated runs after one untimed warm-up, and what the last run found.
@@ -74,7 +76,8 @@ pub fn sql(server: &Server, auth: &str, sql: &str) -> SqlAnswer {
     }
 }
 
-pub fn get_json(url: &str, auth: &str) -> Value {
+/// GETs `url` and returns the answer's text (up to 4 GiB); panics on a status other than 200.
+pub fn get_text(url: &str, auth: &str) -> String {
     let mut response = agent()
         .get(url)
         .header("Authorization", auth)
@@ -84,11 +87,15 @@ pub fn get_json(url: &str, auth: &str) -> Value {
     let text = response
         .body_mut()
         .with_config()
-        .limit(1 << 30)
+        .limit(4 << 30)
         .read_to_string()
         .expect("read the answer");
     assert!(status == 200, "GET {url}: HTTP {status}: {text}");
-    serde_json::from_str(&text).expect("answer is JSON")
+    text
+}
+
+pub fn get_json(url: &str, auth: &str) -> Value {
+    serde_json::from_str(&get_text(url, auth)).expect("answer is JSON")
 }
 
 pub fn file_size(path: &Path) -> u64 {
@@ -304,4 +311,58 @@ pub fn agent() -> ureq::Agent {
         .timeout_global(Some(Duration::from_secs(120)))
         .build()
         .new_agent()
+}
+
+/// The 16 Loghub datasets; each has `<DS>/<DS>_2k.log`.
+pub const DATASETS: [&str; 16] = [
+    "Android",
+    "Apache",
+    "BGL",
+    "HDFS",
+    "HPC",
+    "Hadoop",
+    "HealthApp",
+    "Linux",
+    "Mac",
+    "OpenSSH",
+    "OpenStack",
+    "Proxifier",
+    "Spark",
+    "Thunderbird",
+    "Windows",
+    "Zookeeper",
+];
+
+/// `../shared/datasets` relative to the workspace root, or `SEXTANT_DATASETS`.
+pub fn datasets_dir() -> PathBuf {
+    std::env::var_os("SEXTANT_DATASETS").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets"),
+        PathBuf::from,
+    )
+}
+
+pub fn string_value(s: &str) -> Option<AnyValue> {
+    Some(AnyValue {
+        value: Some(any_value::Value::StringValue(s.to_owned())),
+    })
+}
+
+/// The OTLP severity of a raw line: the first level word it contains, if any.
+pub fn severity(line: &str) -> (i32, &'static str) {
+    for word in line
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .filter(|w| w.len() >= 4)
+        .take(12)
+    {
+        match word {
+            "TRACE" | "VERBOSE" => return (1, "TRACE"),
+            "DEBUG" | "debug" => return (5, "DEBUG"),
+            "INFO" | "info" | "notice" | "Info" => return (9, "INFO"),
+            "WARN" | "WARNING" | "warn" | "warning" | "Warning" => return (13, "WARN"),
+            "ERROR" | "error" | "Error" | "FAILURE" | "SEVERE" => return (17, "ERROR"),
+            "FATAL" | "fatal" | "CRITICAL" | "crit" | "emerg" => return (21, "FATAL"),
+            _ => {}
+        }
+    }
+    (0, "")
 }
