@@ -67,6 +67,8 @@ pub struct StoreConfig {
     /// Files dropped from the catalog (compaction, retention, erasure) are deleted this long
     /// afterwards, so queries still reading them finish. Default 5 min.
     pub delete_grace: Duration,
+    /// The log template miner of every tenant; a tenant's saved miner carries on under it.
+    pub patterns: MinerConfig,
 }
 
 impl StoreConfig {
@@ -85,6 +87,7 @@ impl StoreConfig {
             tenant_retention: HashMap::new(),
             retention_interval: Duration::from_secs(3600),
             delete_grace: Duration::from_secs(300),
+            patterns: MinerConfig::default(),
         }
     }
 
@@ -201,7 +204,7 @@ impl TelemetryStore {
         };
         let catalog = meta.segments()?;
         let erasures = meta.erasures()?;
-        let templates = TemplateMiners::restore(MinerConfig::default(), meta.miner_states()?)?;
+        let templates = TemplateMiners::restore(config.patterns.clone(), meta.miner_states()?)?;
         let known: HashSet<&str> = catalog.iter().map(|e| e.file.path.as_str()).collect();
         let runtime = io_runtime()?;
         let leftovers: Vec<String> = runtime

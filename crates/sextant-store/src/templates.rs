@@ -27,14 +27,19 @@ pub(crate) struct TemplateMiners {
 }
 
 impl TemplateMiners {
-    /// Miners carrying on from their saved states. A state that does not load stops the
-    /// start: mining afresh would give the same templates new ids.
+    /// Miners carrying on from their saved states, under `config` (a changed configuration
+    /// applies from now on). A state that does not load stops the start: mining afresh would
+    /// give the same templates new ids.
     pub fn restore(config: MinerConfig, saved: Vec<(TenantId, Vec<u8>)>) -> Result<Self> {
+        config
+            .validate()
+            .map_err(|e| Error::Decode(format!("template miner settings: {e}")))?;
         let mut miners = HashMap::new();
         for (tenant, bytes) in saved {
-            let state: MinerState = serde_json::from_slice(&bytes).map_err(|e| {
+            let mut state: MinerState = serde_json::from_slice(&bytes).map_err(|e| {
                 Error::Decode(format!("saved template miner of tenant `{tenant}`: {e}"))
             })?;
+            state.config = config.clone();
             let miner = TemplateMiner::from_state(state).map_err(|e| {
                 Error::Decode(format!("saved template miner of tenant `{tenant}`: {e}"))
             })?;

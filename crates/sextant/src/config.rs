@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
+use sextant_analytics::patterns::MinerConfig;
 use sextant_ingest::IngestConfig;
 use sextant_model::TenantId;
 use sextant_query::QueryLimits;
@@ -29,6 +30,8 @@ pub struct SextantConfig {
     pub wal: WalSettings,
     pub storage: StorageSettings,
     pub query: QuerySettings,
+    /// The `[patterns]` section: the log template miner of every tenant.
+    pub patterns: MinerConfig,
 }
 
 impl Default for SextantConfig {
@@ -41,6 +44,7 @@ impl Default for SextantConfig {
             wal: WalSettings::default(),
             storage: StorageSettings::default(),
             query: QuerySettings::default(),
+            patterns: MinerConfig::default(),
         }
     }
 }
@@ -243,6 +247,7 @@ impl SextantConfig {
         store.retention_interval =
             std::time::Duration::from_secs(self.storage.retention_interval_seconds);
         store.delete_grace = std::time::Duration::from_secs(self.storage.delete_grace_seconds);
+        store.patterns = self.patterns.clone();
         store
     }
 
@@ -258,6 +263,9 @@ impl SextantConfig {
             bail!("`wal.segment_bytes` must be at least 1 MiB");
         }
         self.storage.validate()?;
+        self.patterns
+            .validate()
+            .map_err(|e| anyhow::anyhow!("`patterns`: {e}"))?;
         if self.storage.delete_grace_seconds < self.query.timeout_seconds {
             // A query may still read a dropped file until it times out.
             bail!("`storage.delete_grace_seconds` must be at least `query.timeout_seconds`");
@@ -365,5 +373,14 @@ mod tests {
         assert_eq!(store.retention_of(&other).as_secs(), 2 * DAY_SECONDS);
         assert_eq!(store.compaction_min_files, 8);
         assert_eq!(store.delete_grace.as_secs(), 300);
+
+        config.patterns.max_templates = 50;
+        assert_eq!(config.store_config().patterns.max_templates, 50);
+        config.patterns.max_templates = 0;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("`patterns`") && err.contains("max_templates"),
+            "{err}"
+        );
     }
 }
