@@ -28,7 +28,6 @@ use std::collections::HashMap;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use sextant_model::Table;
 
@@ -45,11 +44,8 @@ pub async fn search(
     State(state): State<AppState>,
     headers: HeaderMap,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Response {
-    match run(&state, &headers, query).await {
-        Ok(answer) => axum::Json(answer).into_response(),
-        Err(err) => err.into_response(),
-    }
+) -> Result<axum::Json<Value>, ApiError> {
+    run(&state, &headers, query).await.map(axum::Json)
 }
 
 async fn run(
@@ -64,13 +60,13 @@ async fn run(
         &["q", "from", "to", "service", "severity", "limit", "cursor"],
     )?;
     let search = LogSearch::from_params(&params)?;
-    let output = run_query_over(
-        state,
-        &principal,
-        &[Table::Logs, Table::Templates],
-        &search.sql(),
-    )
-    .await?;
+    // The templates table (built from the miner) only when a `template:` term needs it.
+    let tables: &[Table] = if search.uses_templates() {
+        &[Table::Logs, Table::Templates]
+    } else {
+        &[Table::Logs]
+    };
+    let output = run_query_over(state, &principal, tables, &search.sql()).await?;
     Ok(search.page(json_rows(&output), output.truncated))
 }
 
@@ -306,6 +302,13 @@ impl LogSearch {
             limit,
             cursor,
         })
+    }
+
+    /// Whether a `template:` term needs the `templates` table.
+    fn uses_templates(&self) -> bool {
+        self.terms
+            .iter()
+            .any(|term| matches!(term, Term::Field { field, .. } if field == "template"))
     }
 
     fn sql(&self) -> String {

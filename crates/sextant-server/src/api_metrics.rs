@@ -35,7 +35,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use sextant_model::Table;
 
 use crate::range_series::{Aggregation, SeriesBuilder};
@@ -51,11 +51,9 @@ pub async fn query_range(
     State(state): State<AppState>,
     headers: HeaderMap,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Response {
-    match run(&state, &headers, query).await {
-        Ok(answer) => ([(CONTENT_TYPE, "application/json")], answer).into_response(),
-        Err(err) => err.into_response(),
-    }
+) -> Result<impl IntoResponse, ApiError> {
+    let answer = run(&state, &headers, query).await?;
+    Ok(([(CONTENT_TYPE, "application/json")], answer))
 }
 
 async fn run(

@@ -20,7 +20,6 @@ use std::collections::{BTreeMap, HashMap};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use sextant_model::Table;
 
@@ -39,11 +38,8 @@ pub async fn patterns(
     State(state): State<AppState>,
     headers: HeaderMap,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Response {
-    match list(&state, &headers, query).await {
-        Ok(answer) => axum::Json(answer).into_response(),
-        Err(err) => err.into_response(),
-    }
+) -> Result<axum::Json<Value>, ApiError> {
+    list(&state, &headers, query).await.map(axum::Json)
 }
 
 pub async fn series(
@@ -51,11 +47,10 @@ pub async fn series(
     headers: HeaderMap,
     Path(id): Path<String>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Response {
-    match one_series(&state, &headers, &id, query).await {
-        Ok(answer) => axum::Json(answer).into_response(),
-        Err(err) => err.into_response(),
-    }
+) -> Result<axum::Json<Value>, ApiError> {
+    one_series(&state, &headers, &id, query)
+        .await
+        .map(axum::Json)
 }
 
 async fn list(

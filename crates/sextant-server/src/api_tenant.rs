@@ -6,11 +6,11 @@ use axum::response::{IntoResponse, Response};
 
 use crate::{ApiError, AppState};
 
-pub async fn erase_data(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    match run(&state, &headers).await {
-        Ok(response) => response,
-        Err(err) => err.into_response(),
-    }
+pub async fn erase_data(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    run(&state, &headers).await
 }
 
 async fn run(state: &AppState, headers: &HeaderMap) -> Result<Response, ApiError> {

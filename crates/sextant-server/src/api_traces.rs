@@ -10,7 +10,6 @@ use std::collections::HashMap;
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use sextant_model::Table;
 
@@ -24,12 +23,11 @@ pub async fn trace(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(trace_id): Path<String>,
-) -> Response {
-    match run(&state, &headers, &trace_id).await {
-        Ok(Some(answer)) => axum::Json(answer).into_response(),
-        Ok(None) => ApiError::NotFound("no spans with this trace id".into()).into_response(),
-        Err(err) => err.into_response(),
-    }
+) -> Result<axum::Json<Value>, ApiError> {
+    run(&state, &headers, &trace_id)
+        .await?
+        .map(axum::Json)
+        .ok_or_else(|| ApiError::NotFound("no spans with this trace id".into()))
 }
 
 async fn run(

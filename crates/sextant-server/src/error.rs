@@ -121,3 +121,26 @@ impl axum::response::IntoResponse for ApiError {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_refusals_are_client_errors_with_their_reason() {
+        let too_large = ApiError::Query(sextant_query::Error::ResultTooLarge {
+            message: "the range holds more than 50000000 data points; narrow `from`/`to`".into(),
+        });
+        assert_eq!(
+            (too_large.code(), too_large.http_status()),
+            ("result_too_large", 400)
+        );
+        assert!(too_large.public_message().contains("narrow"));
+        let scan = ApiError::Query(sextant_query::Error::ScanTooLarge { bytes: 2, limit: 1 });
+        assert_eq!(scan.http_status(), 400);
+        let timeout = ApiError::Query(sextant_query::Error::Timeout {
+            limit: Duration::from_secs(1),
+        });
+        assert_eq!(timeout.http_status(), 504);
+    }
+}

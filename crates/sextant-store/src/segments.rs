@@ -26,8 +26,8 @@ use crate::{Error, Result, SegmentFile, TIME_COLUMN};
 const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
 /// Rows per Parquet row group; smaller groups let statistics skip more.
 const ROW_GROUP_ROWS: usize = 64 * 1024;
-/// zstd level of every column. Level 6 makes log bodies about 15% smaller than level 3 for
-/// about 30% more encoding time (measured on Loghub lines; see BENCHMARKS.md).
+/// zstd level of every column: 6 made Loghub bodies about 15% smaller than 3 for about 30%
+/// more encoding time, in a one-off comparison (see BENCHMARKS.md, which says how loosely).
 const ZSTD_LEVEL: i32 = 6;
 /// Bytes read from the end of a file to find its footer (most footers fit).
 const FOOTER_READ: u64 = 64 * 1024;

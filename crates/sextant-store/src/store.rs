@@ -477,19 +477,15 @@ impl Shared {
             }
             (work, visible.applied_seq, templates.take_changed())
         };
-        // Whatever stops this flush before its commit, the miners are saved by a later one.
-        let unsaved: Vec<TenantId> = miners.iter().map(|(tenant, _)| tenant.clone()).collect();
-        let keep_unsaved = |shared: &Shared| shared.templates.lock().mark_changed(unsaved.clone());
         let result = self.write_and_commit(runtime, &work, checkpoint, &miners);
-        if result.is_err() {
-            keep_unsaved(self);
+        if !matches!(result, Ok(Some(_))) {
+            // Nothing was committed: a later flush saves these miners.
+            self.templates
+                .lock()
+                .mark_changed(miners.into_iter().map(|(tenant, _)| tenant));
         }
-        let added = match result? {
-            Some(added) => added,
-            None => {
-                keep_unsaved(self);
-                return Ok(());
-            }
+        let Some(added) = result? else {
+            return Ok(());
         };
         {
             let mut visible = self.visible.write();

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use prost::Message;
 use serde_json::Value;
 
-use crate::support::{Sextant, agent, binary, create_token, datasets_dir, logs_request};
+use crate::support::{Sextant, agent, binary, create_token, datasets_dir, logs_request, sql};
 
 /// Floors on the corrected loghub-2k labels (mean over the 16 systems): the miner reached
 /// GA 0.978 and PA 0.880; the floors are that less a small margin, and above the targets of
@@ -165,18 +165,12 @@ fn post_logs(server: &Sextant, token: &str, bodies: &[String]) {
 
 /// `(body, template_id)` of every stored log row, by body.
 fn templates(server: &Sextant, token: &str) -> Vec<(String, u64)> {
-    let mut response = agent()
-        .post(&server.url("/api/v1/sql"))
-        .header("Authorization", &format!("Bearer {token}"))
-        .send(
-            serde_json::json!({"sql": "SELECT body, template_id FROM logs ORDER BY body"})
-                .to_string()
-                .as_bytes(),
-        )
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let answer: serde_json::Value =
-        serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
+    let (status, answer) = sql(
+        server,
+        token,
+        "SELECT body, template_id FROM logs ORDER BY body",
+    );
+    assert_eq!(status, 200, "{answer}");
     answer["rows"]
         .as_array()
         .unwrap()
@@ -328,18 +322,13 @@ fn patterns_api_counts_templates_per_tenant_and_per_step() {
     assert_eq!(status, 400);
 
     // The text is also a table to join in SQL.
-    let mut response = agent()
-        .post(&server.url("/api/v1/sql"))
-        .header("Authorization", &format!("Bearer {viewer}"))
-        .send(
-            serde_json::json!({"sql": "SELECT t.template, count(*) AS n FROM logs l \
-                JOIN templates t ON l.template_id = t.template_id GROUP BY 1 ORDER BY 2 DESC"})
-            .to_string()
-            .as_bytes(),
-        )
-        .unwrap();
-    let answer: Value =
-        serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
+    let (status, answer) = sql(
+        &server,
+        &viewer,
+        "SELECT t.template, count(*) AS n FROM logs l \
+         JOIN templates t ON l.template_id = t.template_id GROUP BY 1 ORDER BY 2 DESC",
+    );
+    assert_eq!(status, 200, "{answer}");
     assert_eq!(
         answer["rows"][0]["template"], "request <*> took <*> ms",
         "{answer}"

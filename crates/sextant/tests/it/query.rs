@@ -5,7 +5,7 @@ use std::process::Command;
 
 use prost::Message;
 
-use crate::support::{Sextant, agent, binary, create_token};
+use crate::support::{Sextant, agent, binary, create_token, sql};
 
 /// Both tenants send the same service names and the same trace ids.
 fn send_tenant_data(server: &Sextant, token: &str, tenant: &str) {
@@ -40,17 +40,6 @@ fn send_tenant_data(server: &Sextant, token: &str, tenant: &str) {
             .status();
         assert_eq!(status, 200, "{path} for {tenant}");
     }
-}
-
-fn sql(server: &Sextant, token: &str, query: &str) -> (u16, serde_json::Value) {
-    let mut response = agent()
-        .post(&server.url("/api/v1/sql"))
-        .header("Authorization", &format!("Bearer {token}"))
-        .send(serde_json::json!({ "sql": query }).to_string().as_bytes())
-        .unwrap();
-    let status = response.status().as_u16();
-    let body = response.body_mut().read_to_string().unwrap();
-    (status, serde_json::from_str(&body).unwrap())
 }
 
 fn column(answer: &serde_json::Value, name: &str) -> Vec<String> {

@@ -3,7 +3,7 @@
 
 use prost::Message;
 
-use crate::support::{Sextant, agent, create_token, logs_request};
+use crate::support::{Sextant, agent, create_token, logs_request, sql};
 
 /// Flush every second, so some rows are in segment files and some only in the log.
 const CONFIG: &str = "[storage]\nflush_interval_seconds = 1\n";
@@ -21,18 +21,8 @@ fn send_logs(server: &Sextant, token: &str, bodies: &[&str]) {
 }
 
 fn log_count(server: &Sextant, token: &str) -> u64 {
-    let mut response = agent()
-        .post(&server.url("/api/v1/sql"))
-        .header("Authorization", &format!("Bearer {token}"))
-        .send(
-            serde_json::json!({"sql": "SELECT count(*) AS n FROM logs"})
-                .to_string()
-                .as_bytes(),
-        )
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let answer: serde_json::Value =
-        serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
+    let (status, answer) = sql(server, token, "SELECT count(*) AS n FROM logs");
+    assert_eq!(status, 200, "{answer}");
     answer["rows"][0]["n"].as_u64().unwrap()
 }
 

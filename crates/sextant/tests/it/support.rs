@@ -184,3 +184,15 @@ pub fn logs_request(service: &str, bodies: &[String]) -> ExportLogsServiceReques
         }],
     }
 }
+
+/// `POST /api/v1/sql` with `query`: the status and the JSON answer.
+pub fn sql(server: &Sextant, token: &str, query: &str) -> (u16, serde_json::Value) {
+    let mut response = agent()
+        .post(&server.url("/api/v1/sql"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .send(serde_json::json!({ "sql": query }).to_string().as_bytes())
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = response.body_mut().read_to_string().unwrap();
+    (status, serde_json::from_str(&body).unwrap())
+}
