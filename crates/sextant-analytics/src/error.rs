@@ -12,9 +12,12 @@ pub enum Error {
     /// Predictions and ground truth of different lengths.
     #[error("length mismatch: {predicted} predictions for {truth} ground-truth labels")]
     LengthMismatch { predicted: usize, truth: usize },
-    /// A persisted miner state that contradicts itself.
-    #[error("invalid miner state: {reason}")]
+    /// A persisted state that contradicts itself or is of another version.
+    #[error("invalid state: {reason}")]
     InvalidState { reason: &'static str },
+    /// Input data that cannot be used (no values, malformed rows).
+    #[error("invalid input: {reason}")]
+    InvalidInput { reason: &'static str },
 }
 
 impl Error {
@@ -24,6 +27,7 @@ impl Error {
             Error::InvalidConfig { .. } => "invalid_config",
             Error::LengthMismatch { .. } => "length_mismatch",
             Error::InvalidState { .. } => "invalid_state",
+            Error::InvalidInput { .. } => "invalid_input",
         }
     }
 }

@@ -4,6 +4,9 @@
 //! - [`patterns::TemplateMiner`]: streaming log template mining; each line gets a stable
 //!   [`patterns::TemplateId`], templates read like `Accepted password for <*> from <*> port <*>`.
 //! - [`eval`]: scoring a parser against ground truth (grouping and parsing accuracy).
+//! - [`anomaly::Detector`]: one series' streaming anomaly model, scoring each point in `[0, 1]`.
+//! - [`forecast::forecast`]: a forecast with prediction intervals; [`forecast::smape`] and
+//!   [`forecast::mase`] score one.
 //!
 //! ```
 //! use sextant_analytics::patterns::{MinerConfig, TemplateMiner};
@@ -23,8 +26,10 @@
 //! assert_eq!(template.count(), 5);
 //! ```
 
+pub mod anomaly;
 mod error;
 pub mod eval;
+pub mod forecast;
 pub mod patterns;
 
 pub use error::{Error, Result};
