@@ -1,12 +1,28 @@
 //! Forecasting a regularly spaced series with prediction intervals, and the accuracy measures
 //! forecasts are scored by (sMAPE, MASE).
 //!
-//! This is a placeholder that fixes the interface (seasonal naive); the real forecaster
-//! replaces it.
+//! The forecaster runs a dozen simple methods (see [`candidate_forecasts`]: seasonal naive,
+//! level-adjusted means of past days and weeks, seasonal profiles, exponential smoothing with
+//! daily or weekly seasons, damped trend, a line) on the history minus its last `horizon`
+//! steps and minus its last two `horizon`s, scores each against the steps cut off, and averages
+//! the two best methods' forecasts from the whole history. Positive seasonal series are
+//! forecast in logarithms, so seasonal swings scale with the level. Sub-daily seasons (12 steps
+//! or more) also get a weekly one (seven seasons) when the history covers two weeks.
+//!
+//! On M4's 414 hourly series (horizon 48, season 24) this scores sMAPE 9.84 and MASE 0.91
+//! (seasonal naive: 13.91 and 1.19); see `tests/m4.rs`.
+
+mod m4;
+mod methods;
+mod season;
+mod smoothing;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+
+pub use m4::parse_m4_csv;
+pub use season::find_season;
 
 /// The forecaster's settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,8 +66,24 @@ pub struct Forecast {
     pub season: Option<usize>,
 }
 
+/// How many of the best-scoring methods are combined (the mean of their forecasts).
+const COMBINED: usize = 2;
+
+/// How many held-out windows (each `horizon` steps, ending at the history's end and one
+/// `horizon` earlier) the methods are scored on.
+const ORIGINS: usize = 2;
+
 /// Forecasts `horizon` steps after `history` (regularly spaced; NaN marks a gap). `season` is
-/// the season length in steps if known; `None` lets the forecaster look for one.
+/// the season length in steps if known; `None` lets the forecaster look for one
+/// ([`find_season`]).
+///
+/// Each candidate method ([`candidate_forecasts`]) is run on the history cut short by
+/// `horizon` steps (at most a quarter of the history) and scored by sMAPE against the steps cut
+/// off, and again with twice that cut; the two best by mean score are run on the whole history
+/// and their forecasts averaged (`method` names the one, or says `combination`). The
+/// prediction interval's width comes from the combination's squared error on the held-out
+/// steps, growing with the square root of the step; neither end moves towards the point
+/// forecast as the step grows.
 pub fn forecast(
     history: &[f64],
     horizon: usize,
@@ -59,26 +91,261 @@ pub fn forecast(
     config: &ForecastConfig,
 ) -> Result<Forecast> {
     config.validate()?;
-    let known: Vec<f64> = history.iter().copied().filter(|v| v.is_finite()).collect();
-    if known.is_empty() {
-        return Err(Error::InvalidInput {
-            reason: "no finite value to forecast from",
+    let prepared = Prepared::new(history, season)?;
+    let (z, seasons) = (&prepared.z, prepared.seasons);
+    let n = z.len();
+    if horizon == 0 {
+        return Ok(Forecast {
+            mean: Vec::new(),
+            lower: Vec::new(),
+            upper: Vec::new(),
+            method: "none",
+            season: seasons.short,
         });
     }
-    let season = season.filter(|&s| s > 1 && s <= known.len());
-    let mean: Vec<f64> = (0..horizon)
-        .map(|h| match season {
-            Some(s) => known[known.len() - s + h % s],
-            None => known[known.len() - 1],
-        })
+    let held = horizon.min(n / 4);
+    let cuts: Vec<usize> = (1..=ORIGINS)
+        .map(|o| o * held)
+        .filter(|&cut| held >= 1 && n >= cut + 3)
+        .map(|cut| n - cut)
         .collect();
+    let full = prepared.candidates(z, horizon, seasons);
+    // Mean held-out sMAPE of each method available everywhere, and its held-out forecasts.
+    let mut scores: Vec<(&'static str, f64)> = full.iter().map(|(name, _)| (*name, 0.0)).collect();
+    let mut held_out: Vec<Vec<(&'static str, Vec<f64>)>> = Vec::new();
+    for &cut in &cuts {
+        let actual: Vec<f64> = z[cut..cut + held]
+            .iter()
+            .map(|&v| prepared.back(v))
+            .collect();
+        let candidates = prepared.candidates(&z[..cut], held, seasons);
+        scores.retain_mut(
+            |(name, score)| match candidates.iter().find(|c| c.0 == *name) {
+                Some((_, f)) => {
+                    *score += smape(&actual, f);
+                    true
+                }
+                None => false,
+            },
+        );
+        held_out.push(candidates);
+    }
+    scores.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let chosen: Vec<&'static str> = if scores.is_empty() {
+        vec!["naive"]
+    } else {
+        scores.iter().take(COMBINED).map(|s| s.0).collect()
+    };
+    let combine = |candidates: &[(&'static str, Vec<f64>)]| -> Vec<f64> {
+        let picked: Vec<&[f64]> = candidates
+            .iter()
+            .filter(|c| chosen.contains(&c.0))
+            .map(|c| c.1.as_slice())
+            .collect();
+        mean_of(&picked)
+    };
+    let spread = if cuts.is_empty() {
+        naive_spread(z)
+    } else {
+        let mut squared = 0.0;
+        for (&cut, candidates) in cuts.iter().zip(&held_out) {
+            let combined = combine(candidates);
+            squared += z[cut..cut + held]
+                .iter()
+                .zip(&combined)
+                .map(|(a, f)| (a - prepared.forward(*f)).powi(2))
+                .sum::<f64>();
+        }
+        let mse = squared / (cuts.len() * held) as f64;
+        // Squared error grows about linearly with the step: its mean over steps 1..=held is
+        // that of step (held + 1) / 2.
+        (2.0 * mse / (held as f64 + 1.0)).sqrt()
+    };
+    let mean = combine(&full);
+    let method = match chosen.as_slice() {
+        [one] => one,
+        _ => "combination",
+    };
+    let quantile = normal_quantile(0.5 + config.level / 2.0);
+    let spread = if spread.is_finite() { spread } else { 0.0 };
+    // Half-widths come from the prepared scale; in the history's scale they are kept from
+    // shrinking (a seasonal trough would narrow a log-scale interval), and the lower end stops
+    // at zero for a history that never went below it.
+    let (mut above, mut below) = (0.0f64, 0.0f64);
+    let mut lower = Vec::with_capacity(horizon);
+    let mut upper = Vec::with_capacity(horizon);
+    for (h, &m) in mean.iter().enumerate() {
+        let half = quantile * spread * ((h + 1) as f64).sqrt();
+        let center = prepared.forward(m);
+        above = above.max(prepared.back(center + half) - m);
+        below = below.max(m - prepared.back(center - half));
+        upper.push((m + above).min(f64::MAX));
+        let low = (m - below).max(-f64::MAX);
+        lower.push(if prepared.nonnegative {
+            low.max(0.0).min(m)
+        } else {
+            low
+        });
+    }
     Ok(Forecast {
-        lower: mean.clone(),
-        upper: mean.clone(),
         mean,
-        method: "seasonal-naive",
-        season,
+        lower,
+        upper,
+        method,
+        season: seasons.short,
     })
+}
+
+/// Every candidate method's forecast of `horizon` steps after `history`, by method name, in
+/// the history's scale: what [`forecast`] chooses among. Methods that need more history than
+/// there is are left out.
+pub fn candidate_forecasts(
+    history: &[f64],
+    horizon: usize,
+    season: Option<usize>,
+) -> Result<Vec<(&'static str, Vec<f64>)>> {
+    let prepared = Prepared::new(history, season)?;
+    Ok(prepared.candidates(&prepared.z, horizon, prepared.seasons))
+}
+
+/// A history made ready for the methods: gaps filled, its seasons found, then in logarithms
+/// if it is seasonal and every value is positive (seasonal swings that scale with the level
+/// become additive), else divided by the largest magnitude (so huge values cannot overflow). A
+/// trend without a season stays additive: a growing disk is extrapolated along a line, not a
+/// compounding curve.
+struct Prepared {
+    z: Vec<f64>,
+    seasons: methods::Seasons,
+    log: bool,
+    scale: f64,
+    nonnegative: bool,
+}
+
+impl Prepared {
+    fn new(history: &[f64], season: Option<usize>) -> Result<Self> {
+        let filled = season::fill_gaps(history).ok_or(Error::InvalidInput {
+            reason: "no finite value to forecast from",
+        })?;
+        let seasons = seasons_for(&filled, season);
+        let min = filled.iter().copied().fold(f64::INFINITY, f64::min);
+        if min > 0.0 && seasons.short.is_some() {
+            return Ok(Prepared {
+                z: filled.iter().map(|v| v.ln()).collect(),
+                seasons,
+                log: true,
+                scale: 1.0,
+                nonnegative: true,
+            });
+        }
+        let largest = filled.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let scale = if largest > 0.0 { largest } else { 1.0 };
+        Ok(Prepared {
+            z: filled.iter().map(|v| v / scale).collect(),
+            seasons,
+            log: false,
+            scale,
+            nonnegative: min >= 0.0,
+        })
+    }
+
+    /// The candidates' forecasts after `z` (a prefix of this history), in the history's scale;
+    /// any with a non-finite value are left out.
+    fn candidates(
+        &self,
+        z: &[f64],
+        horizon: usize,
+        seasons: methods::Seasons,
+    ) -> Vec<(&'static str, Vec<f64>)> {
+        methods::candidates(z, horizon, seasons)
+            .into_iter()
+            .filter(|(_, f)| f.iter().all(|v| v.is_finite()))
+            .map(|(name, f)| (name, f.into_iter().map(|v| self.back(v)).collect()))
+            .collect()
+    }
+
+    /// A value of the history's scale in the prepared one (the inverse of [`Prepared::back`]).
+    fn forward(&self, v: f64) -> f64 {
+        if self.log {
+            v.max(f64::MIN_POSITIVE).ln()
+        } else {
+            v / self.scale
+        }
+    }
+
+    /// A value of the prepared scale back in the history's scale (finite, and not below zero
+    /// if the history never was).
+    fn back(&self, v: f64) -> f64 {
+        let v = if self.log {
+            v.min(f64::MAX.ln()).exp()
+        } else {
+            v * self.scale
+        };
+        let v = if v.is_nan() {
+            0.0
+        } else {
+            v.clamp(-f64::MAX, f64::MAX)
+        };
+        if self.nonnegative { v.max(0.0) } else { v }
+    }
+}
+
+/// The seasons to use: the given one (or one found) if the history covers three of them, and a
+/// week of them for sub-daily seasons (12 steps or more) if the history covers two weeks.
+fn seasons_for(z: &[f64], season: Option<usize>) -> methods::Seasons {
+    let n = z.len();
+    let short = season
+        .or_else(|| find_season(z, (n / 3).min(2000)))
+        .filter(|&s| s >= 2 && n >= 3 * s);
+    let long = short.map(|s| 7 * s).filter(|&w| w >= 7 * 12 && n >= 2 * w);
+    methods::Seasons { short, long }
+}
+
+/// The standard deviation of one-step changes: the spread of a naive forecast's first step.
+fn naive_spread(z: &[f64]) -> f64 {
+    if z.len() < 3 {
+        return 0.0;
+    }
+    let d: Vec<f64> = z.windows(2).map(|w| w[1] - w[0]).collect();
+    let m = d.iter().sum::<f64>() / d.len() as f64;
+    (d.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (d.len() - 1) as f64).sqrt()
+}
+
+/// The step-wise mean of several forecasts of equal length.
+fn mean_of(forecasts: &[&[f64]]) -> Vec<f64> {
+    let len = forecasts.first().map_or(0, |f| f.len());
+    (0..len)
+        .map(|h| forecasts.iter().map(|f| f[h]).sum::<f64>() / forecasts.len() as f64)
+        .collect()
+}
+
+/// The standard normal quantile of `p` in (0, 1), by bisection on the distribution function.
+fn normal_quantile(p: f64) -> f64 {
+    let (mut lo, mut hi) = (-10.0f64, 10.0f64);
+    for _ in 0..80 {
+        let mid = 0.5 * (lo + hi);
+        if normal_cdf(mid) < p {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    0.5 * (lo + hi)
+}
+
+/// The standard normal distribution function, via an erf approximation (Abramowitz and Stegun
+/// 7.1.26, absolute error below 1.5e-7).
+fn normal_cdf(x: f64) -> f64 {
+    let t = 1.0 / (1.0 + 0.327_591_1 * x.abs() / std::f64::consts::SQRT_2);
+    let poly = t
+        * (0.254_829_592
+            + t * (-0.284_496_736
+                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    let erf = 1.0 - poly * (-(x * x) / 2.0).exp();
+    if x >= 0.0 {
+        0.5 * (1.0 + erf)
+    } else {
+        0.5 * (1.0 - erf)
+    }
 }
 
 /// Symmetric mean absolute percentage error, in percent (0 to 200), as M4 scores it.
@@ -122,4 +389,36 @@ pub fn mase(history: &[f64], actual: &[f64], forecast: &[f64], m: usize) -> f64 
         .sum::<f64>()
         / n as f64;
     error / scale
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_scores(history: &[f64], actual: &[f64], forecast: &[f64], smape_: f64, mase_: f64) {
+        assert!((smape(actual, forecast) - smape_).abs() < 1e-9);
+        assert!((mase(history, actual, forecast, 2) - mase_).abs() < 1e-9);
+    }
+
+    #[test]
+    fn scores_match_hand_computed_values() {
+        // sMAPE: 2|a - f| / (|a| + |f|) averaged, in percent: (4/6 + 0) / 2 = 33.3%.
+        // MASE with m = 2: in-sample |y[t] - y[t-2]| = 2, 2 -> scale 2; errors 2, 0 -> mean 1.
+        check_scores(
+            &[1.0, 2.0, 3.0, 4.0],
+            &[4.0, 5.0],
+            &[2.0, 5.0],
+            100.0 / 3.0,
+            0.5,
+        );
+        check_scores(&[1.0, 2.0, 3.0, 4.0], &[0.0], &[0.0], 0.0, 0.0);
+        assert!(mase(&[1.0, 2.0], &[1.0], &[1.0], 2).is_nan());
+    }
+
+    #[test]
+    fn normal_quantiles() {
+        assert!((normal_quantile(0.975) - 1.959_964).abs() < 1e-4);
+        assert!(normal_quantile(0.5).abs() < 1e-6);
+        assert!((normal_quantile(0.1) + 1.281_552).abs() < 1e-4);
+    }
 }

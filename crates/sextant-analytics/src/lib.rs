@@ -5,6 +5,8 @@
 //!   [`patterns::TemplateId`], templates read like `Accepted password for <*> from <*> port <*>`.
 //! - [`eval`]: scoring a parser against ground truth (grouping and parsing accuracy).
 //! - [`anomaly::Detector`]: one series' streaming anomaly model, scoring each point in `[0, 1]`.
+//! - [`nab`]: the Numenta Anomaly Benchmark's scoring (windows, profiles, one threshold per
+//!   profile over the corpus, normalised scores).
 //! - [`forecast::forecast`]: a forecast with prediction intervals; [`forecast::smape`] and
 //!   [`forecast::mase`] score one.
 //!
@@ -30,6 +32,7 @@ pub mod anomaly;
 mod error;
 pub mod eval;
 pub mod forecast;
+pub mod nab;
 pub mod patterns;
 
 pub use error::{Error, Result};

@@ -7,6 +7,7 @@
 //!   land (`logs`, `metrics`, `spans`).
 //! - [`LogRow`], [`SpanRow`], [`MetricRow`]: one stored row each, flattened from OTLP by
 //!   [`otlp`] (one row per log record, per span, per metric data point).
+//! - [`Event`]: an anomaly, a capacity warning or an alert, with its explanation.
 //!
 //! ```
 //! use sextant_model::{Role, TenantId};
@@ -18,6 +19,7 @@
 //! ```
 
 mod error;
+mod event;
 pub mod otlp;
 mod rows;
 mod signal;
@@ -25,6 +27,7 @@ mod table;
 mod tenant;
 
 pub use error::{Error, Result};
+pub use event::{Event, EventKind};
 pub use rows::{AttrValue, Attributes, LogRow, MetricKind, MetricRow, SpanRow};
 pub use signal::Signal;
 pub use table::Table;

@@ -31,6 +31,9 @@ pub enum Error {
     Metadata(#[from] rusqlite::Error),
     #[error("no token with id `{id}`")]
     TokenNotFound { id: String },
+    /// Something asked for by id does not exist (for this tenant).
+    #[error("{0}")]
+    NotFound(String),
     #[error("invalid stored record: {0}")]
     Decode(String),
     #[error("segment storage error: {0}")]
@@ -49,7 +52,7 @@ impl Error {
             Error::Overloaded => "overloaded",
             Error::Closed => "unavailable",
             Error::Metadata(_) => "metadata",
-            Error::TokenNotFound { .. } => "not_found",
+            Error::TokenNotFound { .. } | Error::NotFound(_) => "not_found",
             Error::Unsupported(_) => "unsupported",
         }
     }

@@ -8,6 +8,8 @@
 //! - [`meta::MetadataStore`]: the seam for metadata (tokens and tenants), with
 //!   [`meta::SqliteMetadata`] as the embedded implementation.
 //! - [`TelemetryReader`]: reads a tenant's stored telemetry back as rows.
+//! - [`TelemetryStore`]: the embedded store; as rows commit it labels log templates and feeds
+//!   the anomaly detectors (`detectors.rs`), whose findings become events.
 //! - [`segments::SegmentStore`]: Parquet segment files; [`token_index::TokenIndex`] is the word
 //!   index each log segment carries.
 //!
@@ -24,6 +26,7 @@
 //! # Ok(()) }
 //! ```
 
+mod detectors;
 mod error;
 mod maintenance;
 pub mod meta;
@@ -36,6 +39,7 @@ mod templates;
 pub mod token_index;
 pub mod wal;
 
+pub use detectors::{DetectorSettings, PATTERN_RATE_METRIC};
 pub use error::{Error, Result};
 pub use reader::{TelemetryReader, metadata_path, wal_dir};
 pub use snapshot::{ErasureReport, SegmentFile, TIME_COLUMN, TableSnapshot, TableSource};

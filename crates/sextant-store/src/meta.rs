@@ -1,8 +1,10 @@
-//! The metadata seam: tenants, tokens, the segment catalog and erasure markers. SQLite in the
-//! embedded mode.
+//! The metadata seam: tenants, tokens, the segment catalog, erasure markers, and the events,
+//! detector states and feedback of the analytics. SQLite in the embedded mode.
 //!
 //! A token is shown once, when it is created; only its SHA-256 hash is stored. Tokens are
 //! random 192-bit secrets, so a plain hash is enough (no password stretching needed).
+
+mod events;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -10,10 +12,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
-use sextant_model::{Role, Table, TenantId};
+use sextant_model::{Event, Role, Table, TenantId};
 use sha2::{Digest, Sha256};
 
 use crate::{Error, Result, SegmentFile};
+
+pub use events::{EventFilter, FeedbackRecord};
 
 /// Prefix of every token, so leaked tokens are easy to recognise in logs and scanners.
 pub const TOKEN_PREFIX: &str = "sxt_";
@@ -55,13 +59,36 @@ pub trait MetadataStore: Send + Sync {
     /// Sequence number through which the write-ahead log is safely in segments (0: none).
     fn checkpoint(&self) -> Result<u64>;
     /// Records new segment files, moves the checkpoint forward and saves the log template
-    /// miners' states as of that checkpoint (only those that changed), in one transaction.
+    /// miners' and the detectors' states as of that checkpoint (only those that changed), in one
+    /// transaction.
     fn commit_flush(
         &self,
         added: &[CatalogEntry],
         checkpoint: u64,
         miners: &[(TenantId, Vec<u8>)],
+        detectors: &[(TenantId, String, Vec<u8>)],
     ) -> Result<()>;
+    /// Each saved detector state (tenant, series key, state), as of the checkpoint.
+    fn detector_states(&self) -> Result<Vec<(TenantId, String, Vec<u8>)>>;
+    /// Per series, the sensitivity feedback left it at.
+    fn sensitivities(&self) -> Result<Vec<(TenantId, String, f64)>>;
+    /// Adds events; one whose (tenant, id) is already stored is left as it is. Returns how many
+    /// were new.
+    fn insert_events(&self, events: &[Event]) -> Result<usize>;
+    /// Marks events resolved (an anomaly's series came back inside its band).
+    fn resolve_events(&self, events: &[(TenantId, String)]) -> Result<()>;
+    /// A tenant's events by `filter`, newest first, each with the feedback it got.
+    fn events(
+        &self,
+        tenant: &TenantId,
+        filter: &EventFilter,
+    ) -> Result<Vec<(Event, Option<String>)>>;
+    /// One event of a tenant, with the feedback it got.
+    fn event(&self, tenant: &TenantId, id: &str) -> Result<Option<(Event, Option<String>)>>;
+    /// Records feedback on an anomaly and the series' new sensitivity, in one transaction.
+    fn record_feedback(&self, record: &FeedbackRecord) -> Result<()>;
+    /// The feedback given on one event, oldest first.
+    fn feedback(&self, tenant: &TenantId, event_id: &str) -> Result<Vec<FeedbackRecord>>;
     /// Each tenant's saved template miner state (as of the checkpoint).
     fn miner_states(&self) -> Result<Vec<(TenantId, Vec<u8>)>>;
     /// Replaces segment files (compaction, retention, erasure) in one transaction.
@@ -169,6 +196,7 @@ impl SqliteMetadata {
         connection.pragma_update(None, "synchronous", "FULL")?;
         connection.pragma_update(None, "foreign_keys", "ON")?;
         connection.execute_batch(SCHEMA)?;
+        connection.execute_batch(events::SCHEMA)?;
         Ok(SqliteMetadata {
             connection: Mutex::new(connection),
         })
@@ -314,6 +342,7 @@ impl MetadataStore for SqliteMetadata {
         added: &[CatalogEntry],
         checkpoint: u64,
         miners: &[(TenantId, Vec<u8>)],
+        detectors: &[(TenantId, String, Vec<u8>)],
     ) -> Result<()> {
         let mut connection = self.connection.lock();
         let tx = connection.transaction()?;
@@ -332,8 +361,51 @@ impl MetadataStore for SqliteMetadata {
                 save.execute(params![tenant.as_str(), state])?;
             }
         }
+        events::save_detectors(&tx, detectors)?;
         tx.commit()?;
         Ok(())
+    }
+
+    fn detector_states(&self) -> Result<Vec<(TenantId, String, Vec<u8>)>> {
+        events::detector_states(&self.connection.lock())
+    }
+
+    fn sensitivities(&self) -> Result<Vec<(TenantId, String, f64)>> {
+        events::sensitivities(&self.connection.lock())
+    }
+
+    fn insert_events(&self, events: &[Event]) -> Result<usize> {
+        if events.is_empty() {
+            return Ok(0);
+        }
+        events::insert(&mut self.connection.lock(), events)
+    }
+
+    fn resolve_events(&self, resolved: &[(TenantId, String)]) -> Result<()> {
+        if resolved.is_empty() {
+            return Ok(());
+        }
+        events::resolve(&mut self.connection.lock(), resolved)
+    }
+
+    fn events(
+        &self,
+        tenant: &TenantId,
+        filter: &EventFilter,
+    ) -> Result<Vec<(Event, Option<String>)>> {
+        events::select(&self.connection.lock(), tenant, filter)
+    }
+
+    fn event(&self, tenant: &TenantId, id: &str) -> Result<Option<(Event, Option<String>)>> {
+        events::select_one(&self.connection.lock(), tenant, id)
+    }
+
+    fn record_feedback(&self, record: &FeedbackRecord) -> Result<()> {
+        events::record_feedback(&mut self.connection.lock(), record)
+    }
+
+    fn feedback(&self, tenant: &TenantId, event_id: &str) -> Result<Vec<FeedbackRecord>> {
+        events::feedback_of(&self.connection.lock(), tenant, event_id)
     }
 
     fn miner_states(&self) -> Result<Vec<(TenantId, Vec<u8>)>> {
@@ -371,11 +443,13 @@ impl MetadataStore for SqliteMetadata {
         let tx = connection.transaction()?;
         let removed = select_segments(&tx, Some(tenant))?;
         tx.execute("DELETE FROM segments WHERE tenant = ?1", [tenant.as_str()])?;
-        // Templates hold example lines: they go with the rest of the tenant's data.
+        // Templates hold example lines: they go with the rest of the tenant's data, and so do
+        // its events and detectors.
         tx.execute(
             "DELETE FROM template_miners WHERE tenant = ?1",
             [tenant.as_str()],
         )?;
+        events::erase(&tx, tenant)?;
         tx.execute(
             "INSERT INTO erasures (tenant, up_to_seq, erased_at) VALUES (?1, ?2, ?3)
              ON CONFLICT(tenant) DO UPDATE
@@ -491,9 +565,10 @@ mod tests {
             &[entry("a.parquet")],
             10,
             &[(acme.clone(), b"one".to_vec())],
+            &[],
         )
         .unwrap();
-        meta.commit_flush(&[], 7, &[(acme.clone(), b"two".to_vec())])
+        meta.commit_flush(&[], 7, &[(acme.clone(), b"two".to_vec())], &[])
             .unwrap();
         assert_eq!(
             meta.miner_states().unwrap(),
@@ -508,7 +583,10 @@ mod tests {
             .unwrap();
         assert_eq!(meta.segments().unwrap(), vec![entry("b.parquet")]);
         // A failed transaction changes nothing: the path is already there.
-        assert!(meta.commit_flush(&[entry("b.parquet")], 20, &[]).is_err());
+        assert!(
+            meta.commit_flush(&[entry("b.parquet")], 20, &[], &[])
+                .is_err()
+        );
         assert_eq!(meta.checkpoint().unwrap(), 10);
     }
 
@@ -530,7 +608,7 @@ mod tests {
         let acme = TenantId::new("acme").unwrap();
         let globex = TenantId::new("globex").unwrap();
         let miners = [(acme.clone(), vec![1]), (globex.clone(), vec![2])];
-        meta.commit_flush(&[entry("acme", "a"), entry("globex", "g")], 5, &miners)
+        meta.commit_flush(&[entry("acme", "a"), entry("globex", "g")], 5, &miners, &[])
             .unwrap();
         assert_eq!(
             meta.erase_tenant(&acme, 9).unwrap(),

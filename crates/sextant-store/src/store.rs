@@ -27,11 +27,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, RwLock};
+use sextant_analytics::anomaly::Feedback;
 use sextant_analytics::patterns::{MinerConfig, MinerState};
-use sextant_model::{Signal, Table, TenantId};
+use sextant_model::{Event, Signal, Table, TenantId};
 
+use crate::detectors::{DetectorSettings, Findings, SeriesDetectors};
 use crate::maintenance::{expired_files, plan_compactions};
-use crate::meta::{CatalogEntry, MetadataStore};
+use crate::meta::{CatalogEntry, EventFilter, FeedbackRecord, MetadataStore};
 use crate::schema::{self, batch_from_payload};
 use crate::segments::SegmentStore;
 use crate::templates::{TemplateMiners, encode_state};
@@ -69,6 +71,8 @@ pub struct StoreConfig {
     pub delete_grace: Duration,
     /// The log template miner of every tenant; a tenant's saved miner carries on under it.
     pub patterns: MinerConfig,
+    /// The anomaly detectors watching every metric series and log pattern rate.
+    pub detectors: DetectorSettings,
 }
 
 impl StoreConfig {
@@ -88,6 +92,7 @@ impl StoreConfig {
             retention_interval: Duration::from_secs(3600),
             delete_grace: Duration::from_secs(300),
             patterns: MinerConfig::default(),
+            detectors: DetectorSettings::default(),
         }
     }
 
@@ -152,6 +157,9 @@ struct Shared {
     /// Log template miners. Taken before `visible`, never while holding it, so that what a
     /// flush saves of them matches its checkpoint.
     templates: Mutex<TemplateMiners>,
+    /// Anomaly detectors. Taken after `templates` and before `visible`, never while holding
+    /// `visible`.
+    detectors: Mutex<SeriesDetectors>,
     visible: RwLock<Visible>,
     control: Mutex<FlushControl>,
     wake: Condvar,
@@ -205,6 +213,11 @@ impl TelemetryStore {
         let catalog = meta.segments()?;
         let erasures = meta.erasures()?;
         let templates = TemplateMiners::restore(config.patterns.clone(), meta.miner_states()?)?;
+        let detectors = SeriesDetectors::restore(
+            config.detectors.clone(),
+            meta.detector_states()?,
+            meta.sensitivities()?,
+        )?;
         let known: HashSet<&str> = catalog.iter().map(|e| e.file.path.as_str()).collect();
         let runtime = io_runtime()?;
         let leftovers: Vec<String> = runtime
@@ -233,6 +246,7 @@ impl TelemetryStore {
             meta,
             segments,
             templates: Mutex::new(templates),
+            detectors: Mutex::new(detectors),
             visible: RwLock::new(visible),
             control: Mutex::new(FlushControl::default()),
             wake: Condvar::new(),
@@ -242,17 +256,26 @@ impl TelemetryStore {
         let hook_shared = shared.clone();
         let hook: CommitHook = Box::new(move |record, rows| {
             let rows = rows.or_else(|| rows_of(record));
-            let over = {
+            let (over, findings) = {
                 let mut templates = hook_shared.templates.lock();
                 let rows = rows.map(|rows| templates.label(&record.tenant, rows));
+                let findings = rows.as_ref().map(|rows| {
+                    hook_shared.detect(&templates, &record.tenant, record.signal, rows)
+                });
                 let mut visible = hook_shared.visible.write();
                 if let Some(rows) = rows {
                     visible.add(&record.tenant, Table::of(record.signal), rows, record.seq);
                 } else {
                     visible.applied_seq = record.seq;
                 }
-                visible.buffered_bytes >= hook_shared.config.flush_bytes
+                (
+                    visible.buffered_bytes >= hook_shared.config.flush_bytes,
+                    findings,
+                )
             };
+            if let Some(findings) = findings {
+                hook_shared.save_findings(findings);
+            }
             if over {
                 hook_shared.request_flush();
             }
@@ -269,9 +292,16 @@ impl TelemetryStore {
                     && !erased
                     && let Some(rows) = rows_of(&record)
                 {
-                    let rows = replay_shared.templates.lock().label(&record.tenant, rows);
-                    let mut visible = replay_shared.visible.write();
-                    visible.add(&record.tenant, Table::of(record.signal), rows, record.seq);
+                    let findings = {
+                        let mut templates = replay_shared.templates.lock();
+                        let rows = templates.label(&record.tenant, rows);
+                        let findings =
+                            replay_shared.detect(&templates, &record.tenant, record.signal, &rows);
+                        let mut visible = replay_shared.visible.write();
+                        visible.add(&record.tenant, Table::of(record.signal), rows, record.seq);
+                        findings
+                    };
+                    replay_shared.save_findings(findings);
                 }
                 Ok(())
             },
@@ -354,6 +384,91 @@ impl TelemetryStore {
         self.shared.enforce_retention(now)
     }
 
+    /// A tenant's events (anomalies, capacity warnings, alerts), newest first, each with the
+    /// feedback it got.
+    pub fn events(
+        &self,
+        tenant: &TenantId,
+        filter: &EventFilter,
+    ) -> Result<Vec<(Event, Option<String>)>> {
+        self.shared.meta.events(tenant, filter)
+    }
+
+    /// One event of a tenant, with the feedback it got.
+    pub fn event(&self, tenant: &TenantId, id: &str) -> Result<Option<(Event, Option<String>)>> {
+        self.shared.meta.event(tenant, id)
+    }
+
+    /// Stores events made outside the store (capacity warnings, alerts); returns how many were
+    /// new (an id already stored is kept as it was).
+    pub fn insert_events(&self, events: &[Event]) -> Result<usize> {
+        self.shared.meta.insert_events(events)
+    }
+
+    /// Applies an engineer's feedback on anomaly `event_id` to its series' sensitivity and
+    /// records it (who, why, the sensitivity before and after).
+    pub fn anomaly_feedback(
+        &self,
+        tenant: &TenantId,
+        event_id: &str,
+        feedback: Feedback,
+        comment: &str,
+        actor: &str,
+    ) -> Result<FeedbackRecord> {
+        let (event, _) = self
+            .shared
+            .meta
+            .event(tenant, event_id)?
+            .ok_or_else(|| Error::NotFound(format!("no anomaly with id `{event_id}`")))?;
+        if event.kind != sextant_model::EventKind::Anomaly {
+            return Err(Error::NotFound(format!(
+                "event `{event_id}` is not an anomaly"
+            )));
+        }
+        let (before, after) = self
+            .shared
+            .detectors
+            .lock()
+            .feedback(tenant, &event.fingerprint, feedback)
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "the series of anomaly `{event_id}` is no longer watched"
+                ))
+            })?;
+        let record = FeedbackRecord {
+            tenant: tenant.clone(),
+            event_id: event_id.to_owned(),
+            series: event.fingerprint,
+            verdict: match feedback {
+                Feedback::FalsePositive => "false_positive",
+                Feedback::Confirmed => "confirmed",
+            }
+            .to_owned(),
+            comment: comment.to_owned(),
+            actor: actor.to_owned(),
+            before,
+            after,
+            at: unix_nanos(SystemTime::now()) / 1_000_000_000,
+        };
+        self.shared.meta.record_feedback(&record)?;
+        Ok(record)
+    }
+
+    /// The feedback given on an event, oldest first.
+    pub fn feedback(&self, tenant: &TenantId, event_id: &str) -> Result<Vec<FeedbackRecord>> {
+        self.shared.meta.feedback(tenant, event_id)
+    }
+
+    /// The live detectors' settings.
+    pub fn detector_settings(&self) -> DetectorSettings {
+        self.shared.detectors.lock().settings().clone()
+    }
+
+    /// Series the detectors watch for `tenant`.
+    pub fn watched_series(&self, tenant: &TenantId) -> usize {
+        self.shared.detectors.lock().series_count(tenant)
+    }
+
     /// Commits what is queued, flushes every buffer to segments, and stops. Safe to call twice.
     pub fn close(&self) {
         self.wal.close();
@@ -417,6 +532,38 @@ fn io_runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 impl Shared {
+    /// Feeds committed rows to the detectors (logs after their templates are set).
+    fn detect(
+        &self,
+        templates: &TemplateMiners,
+        tenant: &TenantId,
+        signal: Signal,
+        rows: &RecordBatch,
+    ) -> Findings {
+        let mut detectors = self.detectors.lock();
+        match signal {
+            Signal::Metrics => detectors.observe_metrics(tenant, rows),
+            Signal::Logs => {
+                detectors.observe_logs(tenant, rows, &|id| templates.template_text(tenant, id))
+            }
+            Signal::Traces => Findings::default(),
+        }
+    }
+
+    /// Stores what the detectors found. A failure is logged, not raised: the rows are durable
+    /// already, and a replay finds the same anomalies (same ids) again.
+    fn save_findings(&self, findings: Findings) {
+        if findings.is_empty() {
+            return;
+        }
+        if let Err(err) = self.meta.insert_events(&findings.events) {
+            tracing::error!(error = %err, events = findings.events.len(), "anomaly events not stored");
+        }
+        if let Err(err) = self.meta.resolve_events(&findings.resolved) {
+            tracing::error!(error = %err, "resolved anomalies not marked");
+        }
+    }
+
     fn request_flush(&self) {
         self.control.lock().requested += 1;
         self.wake.notify_all();
@@ -465,8 +612,9 @@ impl Shared {
         let _catalog = self.catalog_writer.lock();
         // Take the buffers, the checkpoint they reach and the template miners as of it,
         // atomically with respect to commits.
-        let (work, checkpoint, miners) = {
+        let (work, checkpoint, miners, detectors) = {
             let mut templates = self.templates.lock();
+            let mut detectors = self.detectors.lock();
             let mut visible = self.visible.write();
             let mut work = Vec::new();
             for ((tenant, table), state) in &mut visible.tables {
@@ -475,14 +623,20 @@ impl Shared {
                     work.push((tenant.clone(), *table, state.flushing.clone()));
                 }
             }
-            (work, visible.applied_seq, templates.take_changed())
+            (
+                work,
+                visible.applied_seq,
+                templates.take_changed(),
+                detectors.take_changed(),
+            )
         };
-        let result = self.write_and_commit(runtime, &work, checkpoint, &miners);
+        let result = self.write_and_commit(runtime, &work, checkpoint, &miners, &detectors);
         if !matches!(result, Ok(Some(_))) {
-            // Nothing was committed: a later flush saves these miners.
+            // Nothing was committed: a later flush saves these states.
             self.templates
                 .lock()
                 .mark_changed(miners.into_iter().map(|(tenant, _)| tenant));
+            self.detectors.lock().mark_changed(&detectors);
         }
         let Some(added) = result? else {
             return Ok(());
@@ -528,6 +682,7 @@ impl Shared {
         work: &[(TenantId, Table, Vec<RecordBatch>)],
         checkpoint: u64,
         miners: &[(TenantId, MinerState)],
+        detectors: &[(TenantId, String, Vec<u8>)],
     ) -> Result<Option<Vec<CatalogEntry>>> {
         let mut added = Vec::new();
         for (tenant, table, batches) in work {
@@ -539,14 +694,15 @@ impl Shared {
                 file,
             }));
         }
-        if added.is_empty() && checkpoint <= self.meta.checkpoint()? {
+        if added.is_empty() && detectors.is_empty() && checkpoint <= self.meta.checkpoint()? {
             return Ok(None);
         }
         let states: Vec<(TenantId, Vec<u8>)> = miners
             .iter()
             .map(|(tenant, state)| (tenant.clone(), encode_state(state)))
             .collect();
-        self.meta.commit_flush(&added, checkpoint, &states)?;
+        self.meta
+            .commit_flush(&added, checkpoint, &states, detectors)?;
         Ok(Some(added))
     }
 
@@ -687,6 +843,7 @@ impl Shared {
     fn erase_tenant(&self, tenant: &TenantId) -> Result<ErasureReport> {
         let _catalog = self.catalog_writer.lock();
         let mut templates = self.templates.lock();
+        let mut detectors = self.detectors.lock();
         let mut visible = self.visible.write();
         let up_to_seq = visible.applied_seq;
         let removed = self.meta.erase_tenant(tenant, up_to_seq)?;
@@ -706,7 +863,9 @@ impl Shared {
         }
         visible.buffered_bytes = visible.buffered_bytes.saturating_sub(freed);
         templates.forget(tenant);
+        detectors.forget(tenant);
         drop(visible);
+        drop(detectors);
         drop(templates);
         self.doom(removed.into_iter().map(|e| e.file.path).collect());
         tracing::info!(%tenant, files = report.files, rows = report.rows, up_to_seq, "erased tenant telemetry");

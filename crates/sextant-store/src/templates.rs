@@ -154,6 +154,13 @@ impl TemplateMiners {
         )
     }
 
+    /// The text of template `id` of `tenant` (following merges), if known.
+    pub fn template_text(&self, tenant: &TenantId, id: u64) -> Option<String> {
+        let miner = self.miners.get(tenant)?;
+        let id = miner.resolve(sextant_analytics::patterns::TemplateId(id))?;
+        Some(miner.template(id)?.text().to_owned())
+    }
+
     /// Drops a tenant's miner (its data was erased).
     pub fn forget(&mut self, tenant: &TenantId) {
         self.miners.remove(tenant);

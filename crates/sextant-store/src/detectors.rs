@@ -1,0 +1,817 @@
+//! [`SeriesDetectors`]: every metric series and every log pattern's per-minute rate gets its own
+//! streaming [`Detector`], fed as rows are committed, in write-ahead log order. A point that
+//! leaves its band opens an anomaly episode and becomes an [`Event`] with its explanation; the
+//! episode closes after a few quiet points.
+//!
+//! What a series is fed: a gauge's value; a monotonic counter's per-second rate (a drop is a
+//! reset: the new value counts as the increase); a delta counter's value over its interval; a
+//! histogram's or summary's mean observation since the previous point. A log pattern's series
+//! counts the lines of one (service, template) per minute of log time; minutes without lines
+//! count 0.
+//!
+//! States are saved with the flush checkpoint (only the series that changed) and replay feeds
+//! the same records again, so a restart carries on where it stopped. Events have ids derived
+//! from (tenant, series, time), so an anomaly found again by a replay is not stored twice.
+
+mod explain;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{BuildHasher, Hasher};
+
+use arrow::array::{
+    Array, BooleanArray, Float64Array, Int32Array, MapArray, StringArray, TimestampNanosecondArray,
+    UInt64Array,
+};
+use arrow::record_batch::RecordBatch;
+use serde::{Deserialize, Serialize};
+use sextant_analytics::anomaly::{Detector, DetectorConfig, Feedback, Verdict};
+use sextant_model::{Event, TenantId};
+
+use crate::schema::TEMPLATE_ID_COLUMN;
+use crate::{Error, Result, TIME_COLUMN};
+
+pub use explain::PATTERN_RATE_METRIC;
+
+const NANOS_PER_MS: i64 = 1_000_000;
+const NANOS_PER_SECOND: i64 = 1_000_000_000;
+/// OTLP `AggregationTemporality` of delta points.
+const TEMPORALITY_DELTA: i32 = 1;
+/// The saved-state key of a tenant's open pattern-rate minute (never a series key: those
+/// start with a metric name).
+const PATTERN_CLOCK_KEY: &str = "";
+
+/// Settings of the live detectors.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DetectorSettings {
+    /// Watch series at all. Default true.
+    pub enabled: bool,
+    /// The detector of every series.
+    pub detector: DetectorConfig,
+    /// Series watched per tenant; new series past this are not watched (and counted in
+    /// `sextant_detector_series_dropped_total`). Default 100,000.
+    pub max_series_per_tenant: usize,
+    /// Log pattern rates are counted per this many seconds of log time. Default 60.
+    pub pattern_step_seconds: i64,
+    /// An anomaly episode closes after this many points in a row inside the band. Default 5.
+    pub quiet_points: u32,
+    /// A series whose score reached this counts as having moved, for the "related series" of
+    /// another anomaly of its service within `related_window_seconds`. Default 0.5.
+    pub related_score: f64,
+    /// Default 300 s.
+    pub related_window_seconds: i64,
+}
+
+impl Default for DetectorSettings {
+    fn default() -> Self {
+        DetectorSettings {
+            enabled: true,
+            detector: DetectorConfig::default(),
+            max_series_per_tenant: 100_000,
+            pattern_step_seconds: 60,
+            quiet_points: 5,
+            related_score: 0.5,
+            related_window_seconds: 300,
+        }
+    }
+}
+
+/// How a series' points become the values its detector sees.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Feed {
+    Gauge,
+    /// Cumulative monotonic counter: per-second rate between points.
+    CounterRate {
+        last: Option<(i64, f64)>,
+    },
+    /// Delta counter: the value over its interval, per second.
+    DeltaRate,
+    /// Histogram or summary: mean observation since the previous point (cumulative), or of
+    /// the point (delta).
+    Mean {
+        last: Option<(f64, f64)>,
+    },
+    /// Lines of one log template per step.
+    PatternRate {
+        template_id: u64,
+    },
+}
+
+/// An open anomaly episode.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Episode {
+    event_id: String,
+    quiet: u32,
+}
+
+/// One watched series.
+#[derive(Clone, Debug)]
+struct Watched {
+    key: String,
+    name: String,
+    service: String,
+    labels: BTreeMap<String, String>,
+    feed: Feed,
+    detector: Detector,
+    episode: Option<Episode>,
+}
+
+/// A series as saved: everything but the detector, whose own encoding follows.
+#[derive(Serialize, Deserialize)]
+struct SavedSeries {
+    name: String,
+    service: String,
+    labels: BTreeMap<String, String>,
+    feed: Feed,
+    episode: Option<Episode>,
+    detector: String,
+}
+
+/// A tenant's open pattern-rate step.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct PatternClock {
+    /// Start of the open step (ns); `None` before the first log line.
+    step_start: Option<i64>,
+    /// Lines per (service, template) in the open step.
+    counts: Vec<(String, u64, u64)>,
+}
+
+/// A series that moved recently, for explanations.
+#[derive(Clone, Debug)]
+struct Mover {
+    time: i64,
+    series: usize,
+    score: f64,
+    value: f64,
+    expected: f64,
+}
+
+#[derive(Debug, Default)]
+struct TenantDetectors {
+    series: Vec<Watched>,
+    by_key: HashMap<String, usize>,
+    /// Hash of (name, service, attributes in arrival order) to series.
+    by_raw: HashMap<u64, usize>,
+    /// (service, template) to series.
+    by_pattern: HashMap<(String, u64), usize>,
+    clock: PatternClock,
+    clock_changed: bool,
+    /// Per service, series that moved lately (oldest first).
+    movers: HashMap<String, Vec<Mover>>,
+    changed: HashSet<usize>,
+}
+
+/// What a batch of rows made of the detectors: new anomaly events, and episodes that closed.
+#[derive(Debug, Default)]
+pub(crate) struct Findings {
+    pub events: Vec<Event>,
+    /// (tenant, event id) of anomalies whose series came back inside its band.
+    pub resolved: Vec<(TenantId, String)>,
+}
+
+impl Findings {
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.resolved.is_empty()
+    }
+}
+
+/// The detectors of every tenant.
+#[derive(Debug)]
+pub(crate) struct SeriesDetectors {
+    settings: DetectorSettings,
+    tenants: HashMap<TenantId, TenantDetectors>,
+    hasher: foldhash::fast::FixedState,
+}
+
+/// One metric row's columns.
+struct MetricColumns<'a> {
+    time: &'a TimestampNanosecondArray,
+    start_time: &'a TimestampNanosecondArray,
+    service: &'a StringArray,
+    name: &'a StringArray,
+    kind: &'a StringArray,
+    value: &'a Float64Array,
+    count: &'a UInt64Array,
+    temporality: &'a Int32Array,
+    is_monotonic: &'a BooleanArray,
+    attributes: &'a MapArray,
+    keys: &'a StringArray,
+    values: &'a StringArray,
+}
+
+fn column<'a, T: 'static>(rows: &'a RecordBatch, name: &str) -> Option<&'a T> {
+    rows.column_by_name(name)?.as_any().downcast_ref::<T>()
+}
+
+impl<'a> MetricColumns<'a> {
+    fn of(rows: &'a RecordBatch) -> Option<MetricColumns<'a>> {
+        let attributes: &MapArray = column(rows, "attributes")?;
+        Some(MetricColumns {
+            time: column(rows, TIME_COLUMN)?,
+            start_time: column(rows, "start_time")?,
+            service: column(rows, "service")?,
+            name: column(rows, "name")?,
+            kind: column(rows, "kind")?,
+            value: column(rows, "value")?,
+            count: column(rows, "count")?,
+            temporality: column(rows, "temporality")?,
+            is_monotonic: column(rows, "is_monotonic")?,
+            keys: attributes.keys().as_any().downcast_ref::<StringArray>()?,
+            values: attributes.values().as_any().downcast_ref::<StringArray>()?,
+            attributes,
+        })
+    }
+
+    fn attribute_range(&self, row: usize) -> std::ops::Range<usize> {
+        let offsets = self.attributes.value_offsets();
+        offsets[row] as usize..offsets[row + 1] as usize
+    }
+}
+
+/// The canonical key of a series: `name{label="value",...}` with labels sorted and `service`
+/// among them.
+pub(crate) fn series_key(name: &str, labels: &BTreeMap<String, String>) -> String {
+    let mut key = String::with_capacity(name.len() + 32);
+    key.push_str(name);
+    key.push('{');
+    for (i, (label, value)) in labels.iter().enumerate() {
+        if i > 0 {
+            key.push(',');
+        }
+        key.push_str(label);
+        key.push_str("=\"");
+        for c in value.chars() {
+            if matches!(c, '"' | '\\') {
+                key.push('\\');
+            }
+            key.push(c);
+        }
+        key.push('"');
+    }
+    key.push('}');
+    key
+}
+
+impl SeriesDetectors {
+    /// Detectors carrying on from their saved states; `sensitivities` (from feedback) replace
+    /// the saved ones. A state that does not load is dropped with a warning: that series
+    /// learns again, which costs a warm-up, not correctness.
+    pub fn restore(
+        settings: DetectorSettings,
+        saved: Vec<(TenantId, String, Vec<u8>)>,
+        sensitivities: Vec<(TenantId, String, f64)>,
+    ) -> Result<Self> {
+        settings
+            .detector
+            .validate()
+            .map_err(|e| Error::Decode(format!("detector settings: {e}")))?;
+        let mut detectors = SeriesDetectors {
+            settings,
+            tenants: HashMap::new(),
+            hasher: foldhash::fast::FixedState::with_seed(0x5e47a47),
+        };
+        for (tenant, key, bytes) in saved {
+            let state = detectors.tenants.entry(tenant.clone()).or_default();
+            if key == PATTERN_CLOCK_KEY {
+                match serde_json::from_slice(&bytes) {
+                    Ok(clock) => state.clock = clock,
+                    Err(err) => {
+                        tracing::warn!(%tenant, error = %err, "saved pattern clock dropped")
+                    }
+                }
+                continue;
+            }
+            match decode_series(&key, &bytes) {
+                Ok(watched) => {
+                    state.add(watched);
+                }
+                Err(reason) => {
+                    tracing::warn!(%tenant, series = %key, %reason, "saved detector dropped; the series learns again");
+                }
+            }
+        }
+        for (tenant, key, sensitivity) in sensitivities {
+            if let Some(state) = detectors.tenants.get_mut(&tenant)
+                && let Some(&index) = state.by_key.get(&key)
+            {
+                state.series[index].detector.set_sensitivity(sensitivity);
+            }
+        }
+        Ok(detectors)
+    }
+
+    pub fn settings(&self) -> &DetectorSettings {
+        &self.settings
+    }
+
+    /// Feeds a committed batch of metric rows.
+    pub fn observe_metrics(&mut self, tenant: &TenantId, rows: &RecordBatch) -> Findings {
+        let mut findings = Findings::default();
+        if !self.settings.enabled || rows.num_rows() == 0 {
+            return findings;
+        }
+        let Some(columns) = MetricColumns::of(rows) else {
+            return findings;
+        };
+        let settings = &self.settings;
+        let hasher = &self.hasher;
+        let state = self.tenants.entry(tenant.clone()).or_default();
+        for row in 0..rows.num_rows() {
+            let mut hash = hasher.build_hasher();
+            hash.write(columns.name.value(row).as_bytes());
+            hash.write_u8(0xff);
+            hash.write(columns.service.value(row).as_bytes());
+            for entry in columns.attribute_range(row) {
+                hash.write_u8(0xfe);
+                hash.write(columns.keys.value(entry).as_bytes());
+                hash.write_u8(0xfd);
+                hash.write(columns.values.value(entry).as_bytes());
+            }
+            let raw = hash.finish();
+            let index = match state.by_raw.get(&raw) {
+                Some(&index) => index,
+                None => {
+                    let Some(index) = state.metric_series(settings, &columns, row) else {
+                        continue;
+                    };
+                    state.by_raw.insert(raw, index);
+                    index
+                }
+            };
+            let time = columns.time.value(row);
+            let Some(value) = state.series[index].feed_value(&columns, row) else {
+                state.changed.insert(index);
+                continue;
+            };
+            state.judge(settings, tenant, index, time, value, &mut findings, None);
+        }
+        findings
+    }
+
+    /// Feeds a committed batch of log rows (already labelled with their templates);
+    /// `template_text` names a template for explanations.
+    pub fn observe_logs(
+        &mut self,
+        tenant: &TenantId,
+        rows: &RecordBatch,
+        template_text: &dyn Fn(u64) -> Option<String>,
+    ) -> Findings {
+        let mut findings = Findings::default();
+        if !self.settings.enabled || rows.num_rows() == 0 {
+            return findings;
+        }
+        let (Some(times), Some(services), Some(ids)) = (
+            column::<TimestampNanosecondArray>(rows, TIME_COLUMN),
+            column::<StringArray>(rows, "service"),
+            column::<UInt64Array>(rows, TEMPLATE_ID_COLUMN),
+        ) else {
+            return findings;
+        };
+        let step = self.settings.pattern_step_seconds.max(1) * NANOS_PER_SECOND;
+        let settings = self.settings.clone();
+        let state = self.tenants.entry(tenant.clone()).or_default();
+        for row in 0..rows.num_rows() {
+            if ids.is_null(row) {
+                continue;
+            }
+            let bucket = times.value(row).div_euclid(step) * step;
+            match state.clock.step_start {
+                None => state.clock.step_start = Some(bucket),
+                Some(open) if bucket > open => {
+                    state.close_steps(
+                        &settings,
+                        tenant,
+                        bucket,
+                        step,
+                        template_text,
+                        &mut findings,
+                    );
+                }
+                // A late line counts in the open step.
+                Some(_) => {}
+            }
+            let service = services.value(row);
+            let template = ids.value(row);
+            state.clock_changed = true;
+            match state
+                .clock
+                .counts
+                .iter_mut()
+                .find(|(s, t, _)| *t == template && s == service)
+            {
+                Some(entry) => entry.2 += 1,
+                None => state.clock.counts.push((service.to_owned(), template, 1)),
+            }
+        }
+        findings
+    }
+
+    /// Applies feedback to a series; the sensitivity before and after, or `None` for a series
+    /// not watched.
+    pub fn feedback(
+        &mut self,
+        tenant: &TenantId,
+        series: &str,
+        feedback: Feedback,
+    ) -> Option<(f64, f64)> {
+        let state = self.tenants.get_mut(tenant)?;
+        let index = *state.by_key.get(series)?;
+        state.changed.insert(index);
+        Some(state.series[index].detector.feedback(feedback))
+    }
+
+    /// The states that changed since the last call, for saving: (tenant, series key, state).
+    pub fn take_changed(&mut self) -> Vec<(TenantId, String, Vec<u8>)> {
+        let mut saved = Vec::new();
+        for (tenant, state) in &mut self.tenants {
+            if std::mem::take(&mut state.clock_changed) {
+                saved.push((
+                    tenant.clone(),
+                    PATTERN_CLOCK_KEY.to_owned(),
+                    serde_json::to_vec(&state.clock).expect("a pattern clock serialises"),
+                ));
+            }
+            for index in state.changed.drain() {
+                let watched = &state.series[index];
+                saved.push((tenant.clone(), watched.key.clone(), encode_series(watched)));
+            }
+        }
+        saved.sort_by(|a, b| (a.0.as_str(), &a.1).cmp(&(b.0.as_str(), &b.1)));
+        saved
+    }
+
+    /// Marks states changed again (they were taken but not saved).
+    pub fn mark_changed(&mut self, taken: &[(TenantId, String, Vec<u8>)]) {
+        for (tenant, key, _) in taken {
+            let Some(state) = self.tenants.get_mut(tenant) else {
+                continue;
+            };
+            if key == PATTERN_CLOCK_KEY {
+                state.clock_changed = true;
+            } else if let Some(&index) = state.by_key.get(key) {
+                state.changed.insert(index);
+            }
+        }
+    }
+
+    /// Number of series watched for `tenant`.
+    pub fn series_count(&self, tenant: &TenantId) -> usize {
+        self.tenants.get(tenant).map_or(0, |s| s.series.len())
+    }
+
+    /// Drops a tenant's detectors (its data was erased).
+    pub fn forget(&mut self, tenant: &TenantId) {
+        self.tenants.remove(tenant);
+    }
+}
+
+impl TenantDetectors {
+    fn add(&mut self, watched: Watched) -> usize {
+        let index = self.series.len();
+        self.by_key.insert(watched.key.clone(), index);
+        if let Feed::PatternRate { template_id } = watched.feed {
+            self.by_pattern
+                .insert((watched.service.clone(), template_id), index);
+        }
+        self.series.push(watched);
+        index
+    }
+
+    fn has_room(&self, settings: &DetectorSettings) -> bool {
+        if self.series.len() < settings.max_series_per_tenant {
+            return true;
+        }
+        metrics::counter!("sextant_detector_series_dropped_total").increment(1);
+        false
+    }
+
+    /// The series of a metric row seen for the first time in this process (found by its
+    /// canonical key, or created).
+    fn metric_series(
+        &mut self,
+        settings: &DetectorSettings,
+        columns: &MetricColumns<'_>,
+        row: usize,
+    ) -> Option<usize> {
+        let mut labels: BTreeMap<String, String> = columns
+            .attribute_range(row)
+            .map(|entry| {
+                (
+                    columns.keys.value(entry).to_owned(),
+                    columns.values.value(entry).to_owned(),
+                )
+            })
+            .collect();
+        let service = columns.service.value(row).to_owned();
+        labels.insert("service".to_owned(), service.clone());
+        let name = columns.name.value(row);
+        let key = series_key(name, &labels);
+        if let Some(&index) = self.by_key.get(&key) {
+            return Some(index);
+        }
+        if !self.has_room(settings) {
+            return None;
+        }
+        let delta = columns.temporality.value(row) == TEMPORALITY_DELTA;
+        let feed = match columns.kind.value(row) {
+            "gauge" => Feed::Gauge,
+            "sum" if !columns.is_monotonic.value(row) => Feed::Gauge,
+            "sum" if delta => Feed::DeltaRate,
+            "sum" => Feed::CounterRate { last: None },
+            _ => Feed::Mean { last: None },
+        };
+        labels.remove("service");
+        let index = self.add(Watched {
+            key,
+            name: name.to_owned(),
+            service,
+            labels,
+            feed,
+            detector: Detector::new(&settings.detector),
+            episode: None,
+        });
+        self.changed.insert(index);
+        Some(index)
+    }
+
+    /// Closes the open pattern step (and empty steps up to `next`, at most a day's worth), then
+    /// opens `next`.
+    fn close_steps(
+        &mut self,
+        settings: &DetectorSettings,
+        tenant: &TenantId,
+        next: i64,
+        step: i64,
+        template_text: &dyn Fn(u64) -> Option<String>,
+        findings: &mut Findings,
+    ) {
+        let Some(open) = self.clock.step_start else {
+            return;
+        };
+        let counts = std::mem::take(&mut self.clock.counts);
+        for (service, template, _) in &counts {
+            if !self.by_pattern.contains_key(&(service.clone(), *template))
+                && self.has_room(settings)
+            {
+                let labels = BTreeMap::from([("template_id".to_owned(), template.to_string())]);
+                let mut key_labels = labels.clone();
+                key_labels.insert("service".to_owned(), service.clone());
+                let index = self.add(Watched {
+                    key: series_key(PATTERN_RATE_METRIC, &key_labels),
+                    name: PATTERN_RATE_METRIC.to_owned(),
+                    service: service.clone(),
+                    labels,
+                    feed: Feed::PatternRate {
+                        template_id: *template,
+                    },
+                    detector: Detector::new(&settings.detector),
+                    episode: None,
+                });
+                self.changed.insert(index);
+            }
+        }
+        let per_step: HashMap<(&str, u64), u64> = counts
+            .iter()
+            .map(|(service, template, count)| ((service.as_str(), *template), *count))
+            .collect();
+        let mut patterns: Vec<(usize, u64, String)> = self
+            .by_pattern
+            .iter()
+            .map(|((service, template), &index)| (index, *template, service.clone()))
+            .collect();
+        patterns.sort_unstable();
+        let empty_steps =
+            ((next - open) / step - 1).clamp(0, 86_400 / (step / NANOS_PER_SECOND).max(1));
+        let last_empty = next - step;
+        let first_empty = last_empty - (empty_steps - 1) * step;
+        for (index, template, service) in patterns {
+            let count = per_step
+                .get(&(service.as_str(), template))
+                .copied()
+                .unwrap_or(0);
+            let text = || template_text(template);
+            self.judge(
+                settings,
+                tenant,
+                index,
+                open,
+                count as f64,
+                findings,
+                Some(&text),
+            );
+            if empty_steps > 0 {
+                let mut at = first_empty;
+                while at <= last_empty {
+                    self.judge(settings, tenant, index, at, 0.0, findings, Some(&text));
+                    at += step;
+                }
+            }
+        }
+        self.clock.step_start = Some(next);
+        self.clock_changed = true;
+    }
+
+    /// Scores one point of series `index`, opening or closing its anomaly episode.
+    #[allow(clippy::too_many_arguments)]
+    fn judge(
+        &mut self,
+        settings: &DetectorSettings,
+        tenant: &TenantId,
+        index: usize,
+        time: i64,
+        value: f64,
+        findings: &mut Findings,
+        template_text: Option<&dyn Fn() -> Option<String>>,
+    ) {
+        self.changed.insert(index);
+        let watched = &mut self.series[index];
+        let verdict = watched
+            .detector
+            .update(&settings.detector, time / NANOS_PER_MS, value);
+        if verdict.warming_up {
+            return;
+        }
+        if verdict.score >= settings.related_score {
+            let movers = self.movers.entry(watched.service.clone()).or_default();
+            let oldest = time - settings.related_window_seconds * NANOS_PER_SECOND;
+            movers.retain(|m| m.time >= oldest && m.series != index);
+            movers.push(Mover {
+                time,
+                series: index,
+                score: verdict.score,
+                value,
+                expected: verdict.expected,
+            });
+            if movers.len() > 64 {
+                movers.remove(0);
+            }
+        }
+        let watched = &mut self.series[index];
+        match (&mut watched.episode, verdict.anomalous) {
+            (Some(episode), true) => episode.quiet = 0,
+            (Some(episode), false) => {
+                episode.quiet += 1;
+                if episode.quiet >= settings.quiet_points {
+                    let episode = watched.episode.take().expect("an open episode");
+                    findings.resolved.push((tenant.clone(), episode.event_id));
+                }
+            }
+            (None, false) => {}
+            (None, true) => {
+                let event = self.anomaly_event(
+                    settings,
+                    tenant,
+                    index,
+                    time,
+                    value,
+                    &verdict,
+                    template_text,
+                );
+                self.series[index].episode = Some(Episode {
+                    event_id: event.id.clone(),
+                    quiet: 0,
+                });
+                metrics::counter!("sextant_anomalies_total").increment(1);
+                findings.events.push(event);
+            }
+        }
+    }
+
+    /// The anomaly event of series `index` at `time`, with the other series of its service
+    /// that moved in the last window as related.
+    #[allow(clippy::too_many_arguments)]
+    fn anomaly_event(
+        &self,
+        settings: &DetectorSettings,
+        tenant: &TenantId,
+        index: usize,
+        time: i64,
+        value: f64,
+        verdict: &Verdict,
+        template_text: Option<&dyn Fn() -> Option<String>>,
+    ) -> Event {
+        let watched = &self.series[index];
+        let mut related: Vec<&Mover> = self
+            .movers
+            .get(&watched.service)
+            .map(|movers| movers.iter().filter(|m| m.series != index).collect())
+            .unwrap_or_default();
+        related.sort_by(|a, b| b.score.total_cmp(&a.score));
+        related.truncate(3);
+        let related = related
+            .into_iter()
+            .map(|m| explain::Related {
+                series: self.series[m.series].key.clone(),
+                score: m.score,
+                value: m.value,
+                expected: m.expected,
+                time: m.time,
+            })
+            .collect();
+        let template = match (&watched.feed, template_text) {
+            (Feed::PatternRate { template_id }, Some(text)) => Some((*template_id, text())),
+            _ => None,
+        };
+        explain::anomaly_event(explain::Anomaly {
+            tenant,
+            key: &watched.key,
+            name: &watched.name,
+            service: &watched.service,
+            labels: &watched.labels,
+            time,
+            value,
+            verdict,
+            threshold: watched.detector.effective_threshold(&settings.detector),
+            sensitivity: watched.detector.sensitivity(),
+            points: watched.detector.points(),
+            step_seconds: matches!(watched.feed, Feed::PatternRate { .. })
+                .then_some(settings.pattern_step_seconds),
+            template,
+            related,
+        })
+    }
+}
+
+impl Watched {
+    /// The value a metric row gives this series' detector, updating the feed's memory; `None`
+    /// when the row gives none (a counter's first point, a null value).
+    fn feed_value(&mut self, columns: &MetricColumns<'_>, row: usize) -> Option<f64> {
+        let time = columns.time.value(row);
+        let value = columns
+            .value
+            .is_valid(row)
+            .then(|| columns.value.value(row));
+        match &mut self.feed {
+            Feed::Gauge => value,
+            Feed::CounterRate { last } => {
+                let value = value?;
+                let previous = last.replace((time, value));
+                let (then, before) = previous?;
+                if time <= then {
+                    return None;
+                }
+                let increase = if value >= before {
+                    value - before
+                } else {
+                    value
+                };
+                Some(increase * NANOS_PER_SECOND as f64 / (time - then) as f64)
+            }
+            Feed::DeltaRate => {
+                let value = value?;
+                let start = columns.start_time.value(row);
+                Some(if start > 0 && start < time {
+                    value * NANOS_PER_SECOND as f64 / (time - start) as f64
+                } else {
+                    value
+                })
+            }
+            Feed::Mean { last } => {
+                let sum = value?;
+                let count = columns
+                    .count
+                    .is_valid(row)
+                    .then(|| columns.count.value(row))? as f64;
+                if columns.temporality.value(row) == TEMPORALITY_DELTA {
+                    return (count > 0.0).then(|| sum / count);
+                }
+                let previous = last.replace((sum, count));
+                let (sum_before, count_before) = previous.unwrap_or((0.0, 0.0));
+                let (sum, count) = if count >= count_before {
+                    (sum - sum_before, count - count_before)
+                } else {
+                    (sum, count)
+                };
+                (count > 0.0).then(|| sum / count)
+            }
+            Feed::PatternRate { .. } => None,
+        }
+    }
+}
+
+fn encode_series(watched: &Watched) -> Vec<u8> {
+    serde_json::to_vec(&SavedSeries {
+        name: watched.name.clone(),
+        service: watched.service.clone(),
+        labels: watched.labels.clone(),
+        feed: watched.feed.clone(),
+        episode: watched.episode.clone(),
+        detector: hex::encode(watched.detector.encode()),
+    })
+    .expect("a series state serialises")
+}
+
+fn decode_series(key: &str, bytes: &[u8]) -> std::result::Result<Watched, String> {
+    let saved: SavedSeries = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let detector = hex::decode(&saved.detector).map_err(|e| e.to_string())?;
+    let detector = Detector::decode(&detector).map_err(|e| e.to_string())?;
+    Ok(Watched {
+        key: key.to_owned(),
+        name: saved.name,
+        service: saved.service,
+        labels: saved.labels,
+        feed: saved.feed,
+        detector,
+        episode: saved.episode,
+    })
+}
