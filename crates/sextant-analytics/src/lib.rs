@@ -7,6 +7,7 @@
 //! - [`anomaly::Detector`]: one series' streaming anomaly model, scoring each point in `[0, 1]`.
 //! - [`nab`]: the Numenta Anomaly Benchmark's scoring (windows, profiles, one threshold per
 //!   profile over the corpus, normalised scores).
+//! - [`text`]: numbers and durations written for people (explanations' sentences).
 //! - [`forecast::forecast`]: a forecast with prediction intervals; [`forecast::smape`] and
 //!   [`forecast::mase`] score one.
 //!
@@ -34,5 +35,6 @@ pub mod eval;
 pub mod forecast;
 pub mod nab;
 pub mod patterns;
+pub mod text;
 
 pub use error::{Error, Result};

@@ -6,18 +6,24 @@ use std::str::FromStr;
 use crate::{Error, Signal};
 
 /// A queryable table. Each signal fills one stored table; `templates` is derived (the log
-/// templates the tenant's miner knows); `events` (alerts and anomalies) comes with the
-/// detectors.
+/// templates the tenant's miner knows); `events` holds anomalies, capacity warnings and alerts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Table {
     Logs,
     Spans,
     Metrics,
     Templates,
+    Events,
 }
 
 impl Table {
-    pub const ALL: [Table; 4] = [Table::Logs, Table::Spans, Table::Metrics, Table::Templates];
+    pub const ALL: [Table; 5] = [
+        Table::Logs,
+        Table::Spans,
+        Table::Metrics,
+        Table::Templates,
+        Table::Events,
+    ];
     /// The tables kept as rows in segment files.
     pub const STORED: [Table; 3] = [Table::Logs, Table::Spans, Table::Metrics];
 
@@ -28,6 +34,7 @@ impl Table {
             Table::Spans => "spans",
             Table::Metrics => "metrics",
             Table::Templates => "templates",
+            Table::Events => "events",
         }
     }
 

@@ -104,6 +104,11 @@ impl Role {
         matches!(self, Role::Admin | Role::Editor | Role::Viewer)
     }
 
+    /// May change rules, give feedback and act on incidents.
+    pub fn can_edit(self) -> bool {
+        matches!(self, Role::Admin | Role::Editor)
+    }
+
     /// May administer the tenant (tokens, retention, data deletion).
     pub fn can_administer(self) -> bool {
         matches!(self, Role::Admin)

@@ -22,6 +22,10 @@
 //!     together; for cumulative points the step's last point is used (the distribution since
 //!     the series started). Points of other kinds are skipped.
 //!
+//! - `band`: `true` adds each series' expected band (see [`SeriesBuilder::finish`]): the live
+//!   detectors' model run over the answer's points, so the band at a point is what was expected
+//!   from the points before it.
+//!
 //! A series is one distinct (service, attributes); its labels are the attributes and `service`
 //! (which replaces an attribute of that name). Buckets start at multiples of `step` since the
 //! epoch and are reported by their start in Unix seconds; a bucket without points has no entry.
@@ -62,38 +66,33 @@ async fn run(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<String, ApiError> {
     let principal = crate::api_sql::query_principal(state, headers)?;
-    let params = Params::new(query, &["name", "match", "from", "to", "step", "agg"])?;
+    let params = Params::new(
+        query,
+        &["name", "match", "from", "to", "step", "agg", "band"],
+    )?;
     let request = RangeQuery::from_params(&params)?;
-    let services = state.services()?;
-    let snapshot = services.tables.snapshot(&principal.tenant, Table::Metrics);
-    let builder = SeriesBuilder::new(
-        request.agg,
-        request.from,
-        request.to,
-        request.step_seconds,
-        MAX_POINTS,
-    );
-    let builder = services
-        .query
-        .fold(vec![snapshot], &request.sql(), builder, |builder, batch| {
-            builder.add(batch)
-        })
-        .await?;
-    Ok(builder.finish())
+    let band = match params.get("band") {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(bad("band", "must be `true` or `false`")),
+    };
+    let builder = request.run(state, &principal).await?;
+    let config = band.then(|| state.services().map(|s| s.events.detector_config()));
+    Ok(builder.finish(config.transpose()?.as_ref()))
 }
 
 /// A checked request.
 #[derive(Debug, PartialEq)]
-struct RangeQuery {
-    name: String,
-    matchers: Vec<(String, String)>,
-    from: i64,
-    to: i64,
-    step_seconds: i64,
-    agg: Aggregation,
+pub(crate) struct RangeQuery {
+    pub name: String,
+    pub matchers: Vec<(String, String)>,
+    pub from: i64,
+    pub to: i64,
+    pub step_seconds: i64,
+    pub agg: Aggregation,
 }
 
-fn parse_matchers(text: &str) -> Option<Vec<(String, String)>> {
+pub(crate) fn parse_matchers(text: &str) -> Option<Vec<(String, String)>> {
     text.split(',')
         .map(|pair| {
             let (label, value) = pair.split_once('=')?;
@@ -104,7 +103,25 @@ fn parse_matchers(text: &str) -> Option<Vec<(String, String)>> {
 }
 
 impl RangeQuery {
-    fn from_params(params: &Params) -> Result<RangeQuery, ApiError> {
+    /// Streams the query's rows into its series.
+    pub async fn run(
+        &self,
+        state: &AppState,
+        principal: &crate::Principal,
+    ) -> Result<SeriesBuilder, ApiError> {
+        let services = state.services()?;
+        let snapshot = services.tables.snapshot(&principal.tenant, Table::Metrics);
+        let builder =
+            SeriesBuilder::new(self.agg, self.from, self.to, self.step_seconds, MAX_POINTS);
+        Ok(services
+            .query
+            .fold(vec![snapshot], &self.sql(), builder, |builder, batch| {
+                builder.add(batch)
+            })
+            .await?)
+    }
+
+    pub fn from_params(params: &Params) -> Result<RangeQuery, ApiError> {
         let name = params
             .get("name")
             .ok_or_else(|| bad("name", "is required"))?
@@ -192,7 +209,7 @@ mod tests {
             .collect();
         Params::new(
             Ok(Query(map)),
-            &["name", "match", "from", "to", "step", "agg"],
+            &["name", "match", "from", "to", "step", "agg", "band"],
         )
         .unwrap()
     }

@@ -54,10 +54,10 @@ async fn run(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Respo
     })?;
     let services = state.services()?;
     // `templates` is built from the tenant's template miner, under the lock that ingest takes
-    // too: only for a query that can name it.
+    // too, and `events` is read from the metadata store: only for a query that can name them.
     let snapshots = Table::ALL
         .into_iter()
-        .filter(|&table| table != Table::Templates || mentions(&request.sql, table.as_str()))
+        .filter(|&table| Table::STORED.contains(&table) || mentions(&request.sql, table.as_str()))
         .map(|table| services.tables.snapshot(&principal.tenant, table))
         .collect();
     let output = services.query.sql(snapshots, &request.sql).await?;

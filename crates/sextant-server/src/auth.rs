@@ -123,6 +123,18 @@ pub fn authorize_query(principal: &Principal) -> Result<(), ApiError> {
     }
 }
 
+/// Checks that a principal may change things (feedback, rules, incident actions).
+pub fn authorize_edit(principal: &Principal) -> Result<(), ApiError> {
+    if principal.role.can_edit() {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "role `{}` may not change anything; an `editor` or `admin` token may",
+            principal.role
+        )))
+    }
+}
+
 /// Header a client may send to state which tenant it means; it must match the token.
 pub const TENANT_HEADER: &str = "x-sextant-tenant";
 

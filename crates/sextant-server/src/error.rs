@@ -28,6 +28,20 @@ pub enum ApiError {
     NotFound(String),
 }
 
+impl From<sextant_store::Error> for ApiError {
+    /// A storage failure: "not found" is the caller's to know; anything else is logged and
+    /// reported as internal.
+    fn from(err: sextant_store::Error) -> ApiError {
+        match err {
+            sextant_store::Error::NotFound(message) => ApiError::NotFound(message),
+            other => {
+                tracing::error!(error = %other, "storage failure behind an API request");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
 impl ApiError {
     /// The small public code of this error.
     pub fn code(&self) -> &'static str {

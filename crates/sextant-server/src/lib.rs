@@ -19,6 +19,8 @@
 //! # }
 //! ```
 
+mod api_anomalies;
+mod api_forecast;
 mod api_logs;
 mod api_metrics;
 mod api_patterns;
@@ -26,6 +28,7 @@ mod api_sql;
 mod api_tenant;
 mod api_traces;
 pub mod auth;
+pub mod capacity;
 mod error;
 mod health;
 mod otlp_grpc;
@@ -41,8 +44,8 @@ use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use sextant_ingest::IngestPipeline;
 use sextant_query::QueryEngine;
-use sextant_store::TableSource;
 use sextant_store::meta::MetadataStore;
+use sextant_store::{EventSource, TableSource};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use auth::{Authenticator, Principal};
@@ -53,12 +56,15 @@ pub struct Services {
     pub pipeline: Arc<IngestPipeline>,
     pub tables: Arc<dyn TableSource>,
     pub query: Arc<QueryEngine>,
+    /// Anomalies, capacity warnings and the detectors' feedback.
+    pub events: Arc<dyn EventSource>,
 }
 
 /// State shared by every handler. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     auth: Arc<Authenticator>,
+    meta: Arc<dyn MetadataStore>,
     services: Arc<OnceLock<Services>>,
     request_slots: Arc<Semaphore>,
     metrics: Option<PrometheusHandle>,
@@ -74,7 +80,8 @@ impl AppState {
         metrics: Option<PrometheusHandle>,
     ) -> AppState {
         AppState {
-            auth: Arc::new(Authenticator::new(meta)),
+            auth: Arc::new(Authenticator::new(meta.clone())),
+            meta,
             services: Arc::new(OnceLock::new()),
             request_slots: Arc::new(Semaphore::new(max_concurrent_requests)),
             metrics,
@@ -124,6 +131,13 @@ pub fn router(state: AppState, max_grpc_message_bytes: usize) -> Router {
         .route("/api/v1/traces/{trace_id}", get(api_traces::trace))
         .route("/api/v1/patterns", get(api_patterns::patterns))
         .route("/api/v1/patterns/{id}/series", get(api_patterns::series))
+        .route("/api/v1/anomalies", get(api_anomalies::list))
+        .route("/api/v1/anomalies/{id}", get(api_anomalies::one))
+        .route(
+            "/api/v1/anomalies/{id}/feedback",
+            post(api_anomalies::feedback),
+        )
+        .route("/api/v1/forecast", get(api_forecast::forecast))
         .with_state(state.clone())
         .merge(otlp_grpc::router(state, max_grpc_message_bytes))
         .fallback(health::not_found)

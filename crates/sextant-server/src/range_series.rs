@@ -13,7 +13,12 @@ use arrow::array::{
 };
 use arrow::record_batch::RecordBatch;
 
+use sextant_analytics::anomaly::{Detector, DetectorConfig};
+
 use crate::read_params::NANOS_PER_SECOND;
+
+/// One series of an answer: its labels and its (bucket start in Unix seconds, value) points.
+pub type LabeledPoints = (BTreeMap<String, String>, Vec<(i64, f64)>);
 
 /// OTLP `AggregationTemporality` of delta points.
 const TEMPORALITY_DELTA: i32 = 1;
@@ -318,39 +323,70 @@ impl SeriesBuilder {
         }
     }
 
-    /// The answer: `{"series": [{"labels": {...}, "points": [[unix_seconds, value], ...]}]}`,
-    /// series ordered by labels, steps without a value left out.
-    pub fn finish(mut self) -> String {
+    /// The series ordered by labels, each with its (bucket start in Unix seconds, value) points;
+    /// steps without a value are left out, and so are series without any.
+    pub fn into_series(mut self) -> Vec<LabeledPoints> {
         self.series.sort_by(|a, b| a.labels.cmp(&b.labels));
-        let mut out = String::from("{\"series\":[");
-        let mut first_series = true;
+        let mut out = Vec::with_capacity(self.series.len());
         for series in &self.series {
-            let mut points = String::new();
-            for (step, cell) in series.cells.iter().enumerate() {
-                let Some(value) = self.value(series, step, cell) else {
-                    continue;
-                };
-                let Some(number) = serde_json::Number::from_f64(value) else {
-                    continue;
-                };
-                let seconds = (self.first_bucket + step as i64 * self.step_ns) / NANOS_PER_SECOND;
-                if !points.is_empty() {
-                    points.push(',');
-                }
-                let _ = write!(points, "[{seconds},{number}]");
+            let points: Vec<(i64, f64)> = series
+                .cells
+                .iter()
+                .enumerate()
+                .filter_map(|(step, cell)| {
+                    let value = self.value(series, step, cell)?;
+                    let seconds =
+                        (self.first_bucket + step as i64 * self.step_ns) / NANOS_PER_SECOND;
+                    Some((seconds, value))
+                })
+                .collect();
+            if !points.is_empty() {
+                out.push((series.labels.clone(), points));
             }
-            if points.is_empty() {
-                continue;
-            }
-            if !first_series {
+        }
+        out
+    }
+
+    /// The answer: `{"series": [{"labels": {...}, "points": [[unix_seconds, value], ...]}]}`,
+    /// series ordered by labels, steps without a value left out. With `band`, each series also
+    /// has `"band": [[unix_seconds, expected, lower, upper], ...]`: the band a fresh detector
+    /// (this configuration) expected at each point, having seen the points before it in the
+    /// answer (null while it warms up).
+    pub fn finish(self, band: Option<&DetectorConfig>) -> String {
+        let mut out = String::from("{\"series\":[");
+        for (i, (labels, points)) in self.into_series().iter().enumerate() {
+            if i > 0 {
                 out.push(',');
             }
-            first_series = false;
             out.push_str("{\"labels\":");
-            out.push_str(&serde_json::to_string(&series.labels).unwrap_or_default());
+            out.push_str(&serde_json::to_string(labels).unwrap_or_default());
             out.push_str(",\"points\":[");
-            out.push_str(&points);
-            out.push_str("]}");
+            for (j, (seconds, value)) in points.iter().enumerate() {
+                if j > 0 {
+                    out.push(',');
+                }
+                let _ = write!(out, "[{seconds},{}]", json_number(*value));
+            }
+            out.push(']');
+            if let Some(config) = band {
+                out.push_str(",\"band\":[");
+                let mut detector = Detector::new(config);
+                for (j, (seconds, value)) in points.iter().enumerate() {
+                    let verdict = detector.update(config, seconds * 1000, *value);
+                    if j > 0 {
+                        out.push(',');
+                    }
+                    let _ = write!(
+                        out,
+                        "[{seconds},{},{},{}]",
+                        json_number(verdict.expected),
+                        json_number(verdict.lower),
+                        json_number(verdict.upper)
+                    );
+                }
+                out.push(']');
+            }
+            out.push('}');
         }
         out.push_str("]}");
         out
@@ -383,6 +419,11 @@ impl SeriesBuilder {
         };
         value.is_finite().then_some(value)
     }
+}
+
+/// A JSON number, or `null` for NaN and infinities.
+fn json_number(value: f64) -> String {
+    serde_json::Number::from_f64(value).map_or_else(|| "null".to_owned(), |n| n.to_string())
 }
 
 fn floats(list: &dyn Array) -> Vec<f64> {
@@ -468,7 +509,7 @@ mod tests {
         for batch in batches {
             builder.add(batch).unwrap();
         }
-        let answer: serde_json::Value = serde_json::from_str(&builder.finish()).unwrap();
+        let answer: serde_json::Value = serde_json::from_str(&builder.finish(None)).unwrap();
         // Through text as well: serde_json's parser may round the last digit differently.
         let expected: serde_json::Value = serde_json::from_str(&expected.to_string()).unwrap();
         assert_eq!(answer, expected, "{agg:?}");

@@ -75,6 +75,36 @@ impl Params {
 
 pub(crate) const NANOS_PER_SECOND: i64 = 1_000_000_000;
 
+/// `unix_nanos` as RFC 3339 in UTC with millisecond precision (`2026-11-23T15:00:00.000Z`).
+pub(crate) fn format_time(unix_nanos: i64) -> String {
+    let millis = unix_nanos.div_euclid(1_000_000);
+    let seconds = millis.div_euclid(1000);
+    let days = seconds.div_euclid(86_400);
+    let of_day = seconds.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (proleptic Gregorian), by 400-year eras.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        of_day / 3600,
+        of_day / 60 % 60,
+        of_day % 60,
+        millis.rem_euclid(1000)
+    )
+}
+
 /// A 400 naming the parameter.
 pub(crate) fn bad(name: &str, problem: &str) -> ApiError {
     ApiError::BadRequest(format!("parameter `{name}` {problem}"))
@@ -308,6 +338,24 @@ mod tests {
         ] {
             check(input, None);
         }
+    }
+
+    #[test]
+    fn times_format_as_rfc3339_and_parse_back() {
+        for ns in [
+            0,
+            1_700_000_000_123_000_000,
+            1_709_164_800 * NANOS_PER_SECOND,
+            4_102_444_799 * NANOS_PER_SECOND,
+        ] {
+            let text = format_time(ns);
+            assert_eq!(parse_time(&text), Some(ns), "{text}");
+        }
+        assert_eq!(format_time(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            format_time(1_709_164_800 * NANOS_PER_SECOND),
+            "2024-02-29T00:00:00.000Z"
+        );
     }
 
     #[test]

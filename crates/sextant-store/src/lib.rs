@@ -28,6 +28,7 @@
 
 mod detectors;
 mod error;
+mod event_source;
 mod maintenance;
 pub mod meta;
 mod reader;
@@ -41,6 +42,7 @@ pub mod wal;
 
 pub use detectors::{DetectorSettings, PATTERN_RATE_METRIC};
 pub use error::{Error, Result};
+pub use event_source::EventSource;
 pub use reader::{TelemetryReader, metadata_path, wal_dir};
 pub use snapshot::{ErasureReport, SegmentFile, TIME_COLUMN, TableSnapshot, TableSource};
 pub use store::{StoreConfig, TelemetryStore, segments_dir};

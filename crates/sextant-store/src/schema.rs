@@ -18,7 +18,8 @@ use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
     ArrayRef, BooleanBuilder, Float64Array, Float64Builder, Int32Array, Int64Array, ListBuilder,
-    MapBuilder, StringBuilder, TimestampNanosecondArray, UInt32Array, UInt64Array, UInt64Builder,
+    MapBuilder, StringArray, StringBuilder, TimestampNanosecondArray, UInt32Array, UInt64Array,
+    UInt64Builder,
 };
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
@@ -44,11 +45,13 @@ pub fn schema(table: Table) -> SchemaRef {
     static SPANS: LazyLock<SchemaRef> = LazyLock::new(span_schema);
     static METRICS: LazyLock<SchemaRef> = LazyLock::new(metric_schema);
     static TEMPLATES: LazyLock<SchemaRef> = LazyLock::new(template_schema);
+    static EVENTS: LazyLock<SchemaRef> = LazyLock::new(event_schema);
     match table {
         Table::Logs => Arc::clone(&LOGS),
         Table::Spans => Arc::clone(&SPANS),
         Table::Metrics => Arc::clone(&METRICS),
         Table::Templates => Arc::clone(&TEMPLATES),
+        Table::Events => Arc::clone(&EVENTS),
     }
 }
 
@@ -113,6 +116,59 @@ fn template_schema() -> SchemaRef {
         non_null("last_seen", timestamp_type()),
         non_null("example", DataType::Utf8),
     ]))
+}
+
+/// One row per event (anomaly, capacity warning, alert); `labels` and `details` (the
+/// structured explanation) are JSON text; `feedback` is the last verdict given, if any.
+fn event_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        non_null(TIME_COLUMN, timestamp_type()),
+        non_null("id", DataType::Utf8),
+        non_null("kind", DataType::Utf8),
+        non_null("source", DataType::Utf8),
+        non_null("service", DataType::Utf8),
+        non_null("severity", DataType::Utf8),
+        non_null("title", DataType::Utf8),
+        non_null("summary", DataType::Utf8),
+        non_null("fingerprint", DataType::Utf8),
+        non_null("status", DataType::Utf8),
+        non_null("labels", DataType::Utf8),
+        non_null("details", DataType::Utf8),
+        Field::new("feedback", DataType::Utf8, true),
+    ]))
+}
+
+/// The `events` batch of `events` (each with its feedback).
+pub fn event_batch(events: &[(sextant_model::Event, Option<String>)]) -> RecordBatch {
+    let text = |f: &dyn Fn(&sextant_model::Event) -> String| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(
+            events.iter().map(|(e, _)| f(e)),
+        ))
+    };
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(
+            TimestampNanosecondArray::from_iter_values(
+                events.iter().map(|(e, _)| e.time_unix_nano),
+            )
+            .with_timezone(UTC),
+        ),
+        text(&|e| e.id.clone()),
+        text(&|e| e.kind.as_str().to_owned()),
+        text(&|e| e.source.clone()),
+        text(&|e| e.service.clone()),
+        text(&|e| e.severity.clone()),
+        text(&|e| e.title.clone()),
+        text(&|e| e.summary.clone()),
+        text(&|e| e.fingerprint.clone()),
+        text(&|e| e.status.clone()),
+        text(&|e| serde_json::to_string(&e.labels).unwrap_or_default()),
+        text(&|e| e.details.to_string()),
+        Arc::new(StringArray::from_iter(
+            events.iter().map(|(_, f)| f.clone()),
+        )),
+    ];
+    RecordBatch::try_new(schema(Table::Events), columns)
+        .expect("the events columns match their schema")
 }
 
 fn span_schema() -> SchemaRef {

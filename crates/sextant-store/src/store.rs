@@ -38,7 +38,7 @@ use crate::schema::{self, batch_from_payload};
 use crate::segments::SegmentStore;
 use crate::templates::{TemplateMiners, encode_state};
 use crate::wal::{CommitHook, PendingAppend, ReplayReport, Wal, WalConfig, WalRecord};
-use crate::{ErasureReport, Error, Result, SegmentFile, TableSnapshot, TableSource};
+use crate::{ErasureReport, Error, EventSource, Result, SegmentFile, TableSnapshot, TableSource};
 
 /// Settings of the embedded store.
 #[derive(Clone, Debug)]
@@ -384,9 +384,85 @@ impl TelemetryStore {
         self.shared.enforce_retention(now)
     }
 
+    /// The live detectors' settings.
+    pub fn detector_settings(&self) -> DetectorSettings {
+        self.shared.detectors.lock().settings().clone()
+    }
+
+    /// Series the detectors watch for `tenant`.
+    pub fn watched_series(&self, tenant: &TenantId) -> usize {
+        self.shared.detectors.lock().series_count(tenant)
+    }
+
+    /// Commits what is queued, flushes every buffer to segments, and stops. Safe to call twice.
+    pub fn close(&self) {
+        self.wal.close();
+        let Some(flusher) = self.flusher.lock().take() else {
+            return;
+        };
+        if let Err(err) = self.flush() {
+            tracing::error!(error = %err, "final flush failed; rows stay in the write-ahead log");
+        }
+        self.shared.control.lock().stop = true;
+        self.shared.wake.notify_all();
+        let _ = flusher.join();
+    }
+}
+
+impl TableSource for TelemetryStore {
+    /// What a query of `tenant`'s `table` sees right now.
+    fn snapshot(&self, tenant: &TenantId, table: Table) -> TableSnapshot {
+        if table == Table::Events {
+            let events = self
+                .shared
+                .meta
+                .events(tenant, &EventFilter::default())
+                .unwrap_or_else(|err| {
+                    tracing::error!(%tenant, error = %err, "events could not be read for a query");
+                    Vec::new()
+                });
+            return TableSnapshot {
+                table,
+                schema: schema::schema(table),
+                files: Vec::new(),
+                buffered: vec![schema::event_batch(&events)],
+            };
+        }
+        if table == Table::Templates {
+            let rows = self.shared.templates.lock().table(tenant);
+            return TableSnapshot {
+                table,
+                schema: schema::schema(table),
+                files: Vec::new(),
+                buffered: rows.into_iter().collect(),
+            };
+        }
+        let visible = self.shared.visible.read();
+        let state = visible.tables.get(&(tenant.clone(), table));
+        TableSnapshot {
+            table,
+            schema: schema::schema(table),
+            files: state.map(|s| s.files.clone()).unwrap_or_default(),
+            buffered: state
+                .map(|s| s.flushing.iter().chain(&s.buffered).cloned().collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The object store holding segment files (for the query engine).
+    fn segment_store(&self) -> Arc<dyn object_store::ObjectStore> {
+        self.shared.segments.store.clone()
+    }
+
+    fn erase_tenant(&self, tenant: &TenantId) -> Result<ErasureReport> {
+        self.shared.erase_tenant(tenant)
+    }
+}
+
+impl EventSource for TelemetryStore {
     /// A tenant's events (anomalies, capacity warnings, alerts), newest first, each with the
     /// feedback it got.
-    pub fn events(
+    fn events(
         &self,
         tenant: &TenantId,
         filter: &EventFilter,
@@ -395,19 +471,19 @@ impl TelemetryStore {
     }
 
     /// One event of a tenant, with the feedback it got.
-    pub fn event(&self, tenant: &TenantId, id: &str) -> Result<Option<(Event, Option<String>)>> {
+    fn event(&self, tenant: &TenantId, id: &str) -> Result<Option<(Event, Option<String>)>> {
         self.shared.meta.event(tenant, id)
     }
 
     /// Stores events made outside the store (capacity warnings, alerts); returns how many were
     /// new (an id already stored is kept as it was).
-    pub fn insert_events(&self, events: &[Event]) -> Result<usize> {
+    fn insert_events(&self, events: &[Event]) -> Result<usize> {
         self.shared.meta.insert_events(events)
     }
 
     /// Applies an engineer's feedback on anomaly `event_id` to its series' sensitivity and
     /// records it (who, why, the sensitivity before and after).
-    pub fn anomaly_feedback(
+    fn anomaly_feedback(
         &self,
         tenant: &TenantId,
         event_id: &str,
@@ -455,66 +531,12 @@ impl TelemetryStore {
     }
 
     /// The feedback given on an event, oldest first.
-    pub fn feedback(&self, tenant: &TenantId, event_id: &str) -> Result<Vec<FeedbackRecord>> {
+    fn feedback(&self, tenant: &TenantId, event_id: &str) -> Result<Vec<FeedbackRecord>> {
         self.shared.meta.feedback(tenant, event_id)
     }
 
-    /// The live detectors' settings.
-    pub fn detector_settings(&self) -> DetectorSettings {
-        self.shared.detectors.lock().settings().clone()
-    }
-
-    /// Series the detectors watch for `tenant`.
-    pub fn watched_series(&self, tenant: &TenantId) -> usize {
-        self.shared.detectors.lock().series_count(tenant)
-    }
-
-    /// Commits what is queued, flushes every buffer to segments, and stops. Safe to call twice.
-    pub fn close(&self) {
-        self.wal.close();
-        let Some(flusher) = self.flusher.lock().take() else {
-            return;
-        };
-        if let Err(err) = self.flush() {
-            tracing::error!(error = %err, "final flush failed; rows stay in the write-ahead log");
-        }
-        self.shared.control.lock().stop = true;
-        self.shared.wake.notify_all();
-        let _ = flusher.join();
-    }
-}
-
-impl TableSource for TelemetryStore {
-    /// What a query of `tenant`'s `table` sees right now.
-    fn snapshot(&self, tenant: &TenantId, table: Table) -> TableSnapshot {
-        if table == Table::Templates {
-            let rows = self.shared.templates.lock().table(tenant);
-            return TableSnapshot {
-                table,
-                schema: schema::schema(table),
-                files: Vec::new(),
-                buffered: rows.into_iter().collect(),
-            };
-        }
-        let visible = self.shared.visible.read();
-        let state = visible.tables.get(&(tenant.clone(), table));
-        TableSnapshot {
-            table,
-            schema: schema::schema(table),
-            files: state.map(|s| s.files.clone()).unwrap_or_default(),
-            buffered: state
-                .map(|s| s.flushing.iter().chain(&s.buffered).cloned().collect())
-                .unwrap_or_default(),
-        }
-    }
-
-    /// The object store holding segment files (for the query engine).
-    fn segment_store(&self) -> Arc<dyn object_store::ObjectStore> {
-        self.shared.segments.store.clone()
-    }
-
-    fn erase_tenant(&self, tenant: &TenantId) -> Result<ErasureReport> {
-        self.shared.erase_tenant(tenant)
+    fn detector_config(&self) -> sextant_analytics::anomaly::DetectorConfig {
+        self.shared.config.detectors.detector.clone()
     }
 }
 

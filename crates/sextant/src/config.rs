@@ -10,8 +10,9 @@ use sextant_analytics::patterns::MinerConfig;
 use sextant_ingest::IngestConfig;
 use sextant_model::TenantId;
 use sextant_query::QueryLimits;
-use sextant_store::StoreConfig;
+use sextant_server::capacity::CapacityRule;
 use sextant_store::wal::WalConfig;
+use sextant_store::{DetectorSettings, StoreConfig};
 
 /// Default address: loopback only, port 7300.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7300";
@@ -32,6 +33,78 @@ pub struct SextantConfig {
     pub query: QuerySettings,
     /// The `[patterns]` section: the log template miner of every tenant.
     pub patterns: MinerConfig,
+    /// The `[anomaly]` section: live anomaly detection and capacity warnings.
+    pub anomaly: AnomalySettings,
+}
+
+/// The `[anomaly]` section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnomalySettings {
+    /// Watch every metric series and log pattern rate. Default true.
+    pub enabled: bool,
+    /// Score (0 to 1) at or above which a point is an anomaly, before a series' feedback moves
+    /// it. Default: the detector's (the NAB standard-profile threshold).
+    pub threshold: f64,
+    /// Series watched per tenant; new series past it are not watched. Default 100,000.
+    pub max_series_per_tenant: usize,
+    /// Log pattern rates are counted per this many seconds of log time. Default 60.
+    pub pattern_step_seconds: i64,
+    /// An anomaly episode closes after this many points in a row inside the band. Default 5.
+    pub quiet_points: u32,
+    /// Capacity rules are checked this often, in seconds. Default 300.
+    pub capacity_check_seconds: u64,
+    /// `[[anomaly.capacity]]` rules: a metric with a limit, warned about when its forecast
+    /// reaches the limit within the rule's horizon. Default none.
+    pub capacity: Vec<CapacityRule>,
+}
+
+impl Default for AnomalySettings {
+    fn default() -> AnomalySettings {
+        let live = DetectorSettings::default();
+        AnomalySettings {
+            enabled: live.enabled,
+            threshold: live.detector.threshold,
+            max_series_per_tenant: live.max_series_per_tenant,
+            pattern_step_seconds: live.pattern_step_seconds,
+            quiet_points: live.quiet_points,
+            capacity_check_seconds: 300,
+            capacity: Vec::new(),
+        }
+    }
+}
+
+impl AnomalySettings {
+    /// The store's detector settings.
+    pub fn detector_settings(&self) -> DetectorSettings {
+        let mut settings = DetectorSettings {
+            enabled: self.enabled,
+            max_series_per_tenant: self.max_series_per_tenant,
+            pattern_step_seconds: self.pattern_step_seconds,
+            quiet_points: self.quiet_points,
+            ..DetectorSettings::default()
+        };
+        settings.detector.threshold = self.threshold;
+        settings
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        self.detector_settings()
+            .detector
+            .validate()
+            .map_err(|e| anyhow::anyhow!("`anomaly`: {e}"))?;
+        if self.pattern_step_seconds < 1 || self.quiet_points == 0 {
+            bail!("`anomaly.pattern_step_seconds` and `anomaly.quiet_points` must be at least 1");
+        }
+        if self.capacity_check_seconds == 0 {
+            bail!("`anomaly.capacity_check_seconds` must be greater than 0");
+        }
+        for rule in &self.capacity {
+            rule.validate()
+                .map_err(|e| anyhow::anyhow!("`anomaly.capacity`: {e}"))?;
+        }
+        Ok(())
+    }
 }
 
 impl Default for SextantConfig {
@@ -45,6 +118,7 @@ impl Default for SextantConfig {
             storage: StorageSettings::default(),
             query: QuerySettings::default(),
             patterns: MinerConfig::default(),
+            anomaly: AnomalySettings::default(),
         }
     }
 }
@@ -248,6 +322,7 @@ impl SextantConfig {
             std::time::Duration::from_secs(self.storage.retention_interval_seconds);
         store.delete_grace = std::time::Duration::from_secs(self.storage.delete_grace_seconds);
         store.patterns = self.patterns.clone();
+        store.detectors = self.anomaly.detector_settings();
         store
     }
 
@@ -263,6 +338,7 @@ impl SextantConfig {
             bail!("`wal.segment_bytes` must be at least 1 MiB");
         }
         self.storage.validate()?;
+        self.anomaly.validate()?;
         self.patterns
             .validate()
             .map_err(|e| anyhow::anyhow!("`patterns`: {e}"))?;

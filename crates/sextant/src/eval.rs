@@ -1,4 +1,5 @@
-//! `sextant eval loghub`: template mining accuracy on the loghub-2k benchmark.
+//! `sextant eval`: template mining accuracy on loghub-2k (here), anomaly detection on NAB and
+//! forecasting on M4 hourly (`eval_series.rs`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -21,11 +22,30 @@ pub enum EvalCommand {
         #[arg(long)]
         labels: PathBuf,
     },
+    /// Score the anomaly detector on the Numenta Anomaly Benchmark (`data/`, `labels/`,
+    /// `config/profiles.json` under DIR): the standard, reward-low-FP and reward-low-FN
+    /// profiles, each at the one threshold that suits it best over the whole corpus.
+    Nab {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Score the forecaster on M4's hourly series: sMAPE and MASE over the 48 steps after
+    /// each training series.
+    M4 {
+        /// `Hourly-train.csv`.
+        #[arg(long)]
+        train: PathBuf,
+        /// `Hourly-test.csv`.
+        #[arg(long)]
+        test: PathBuf,
+    },
 }
 
 pub fn run(command: EvalCommand) -> anyhow::Result<()> {
     match command {
         EvalCommand::Loghub { dir, labels } => loghub(&dir, &labels),
+        EvalCommand::Nab { dir } => crate::eval_series::nab(&dir),
+        EvalCommand::M4 { train, test } => crate::eval_series::m4(&train, &test),
     }
 }
 

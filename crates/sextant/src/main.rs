@@ -1,8 +1,11 @@
 //! The `sextant` binary: `serve` runs the engine, `query` asks it SQL, `tokens` manages who may
-//! talk to it, `patterns` and `eval` mine log templates offline and score them.
+//! talk to it; `patterns`, `detect` and `forecast` run the analytics offline and `eval` scores
+//! them on public benchmarks.
 
 mod config;
+mod detect;
 mod eval;
+mod eval_series;
 mod patterns;
 mod query;
 mod serve;
@@ -33,6 +36,10 @@ enum Command {
     /// Mine log templates offline.
     #[command(subcommand)]
     Patterns(patterns::PatternsCommand),
+    /// Score a `timestamp,value` CSV with the anomaly detector, streaming (one score per row).
+    Detect(detect::DetectArgs),
+    /// Forecast each series of a long `series_id,timestamp,value` CSV.
+    Forecast(detect::ForecastArgs),
     /// Score analytics against public benchmarks.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
@@ -53,6 +60,8 @@ fn main() -> ExitCode {
         Command::Query(args) => query::run(args),
         Command::Tokens(command) => tokens::run(command),
         Command::Patterns(command) => patterns::run(command),
+        Command::Detect(args) => detect::detect(args),
+        Command::Forecast(args) => detect::forecast_csv(args),
         Command::Eval(command) => eval::run(command),
     };
     match result {

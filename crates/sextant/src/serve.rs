@@ -133,8 +133,14 @@ async fn serve(config: SextantConfig) -> anyhow::Result<()> {
             store.segment_store(),
             config.query.to_limits(),
         )),
-        tables: store,
+        tables: store.clone(),
+        events: store,
     });
+    tokio::spawn(sextant_server::capacity::run(
+        state.clone(),
+        config.anomaly.capacity.clone(),
+        Duration::from_secs(config.anomaly.capacity_check_seconds),
+    ));
 
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight requests");

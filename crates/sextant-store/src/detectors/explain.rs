@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 use sextant_analytics::anomaly::{METHOD, MODEL_VERSION, Verdict};
+use sextant_analytics::text::number;
 use sextant_model::{Event, EventKind, TenantId};
 use sha2::{Digest, Sha256};
 
@@ -50,31 +51,6 @@ pub(crate) fn event_id(tenant: &TenantId, key: &str, time: i64) -> String {
     hash.update([0]);
     hash.update(time.to_le_bytes());
     hex::encode(&hash.finalize()[..8])
-}
-
-/// A number for people: up to four significant digits, no exponent for everyday sizes.
-pub(crate) fn number(value: f64) -> String {
-    if !value.is_finite() {
-        return "unknown".to_owned();
-    }
-    let magnitude = value.abs();
-    let text = if magnitude >= 1e15 || (magnitude > 0.0 && magnitude < 1e-4) {
-        format!("{value:.3e}")
-    } else if magnitude >= 1000.0 {
-        format!("{value:.0}")
-    } else {
-        let decimals = if magnitude >= 100.0 {
-            1
-        } else if magnitude >= 1.0 {
-            2
-        } else {
-            4
-        };
-        let text = format!("{value:.decimals$}");
-        let text = text.trim_end_matches('0').trim_end_matches('.');
-        text.to_owned()
-    };
-    if text == "-0" { "0".to_owned() } else { text }
 }
 
 fn finite(value: f64) -> serde_json::Value {
@@ -204,23 +180,6 @@ pub(crate) fn anomaly_event(anomaly: Anomaly<'_>) -> Event {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn numbers_read_like_people_write_them() {
-        for (value, text) in [
-            (0.0, "0"),
-            (1.0, "1"),
-            (1.23456, "1.23"),
-            (812.345, "812.3"),
-            (12_345.6, "12346"),
-            (0.012_345, "0.0123"),
-            (-3.5, "-3.5"),
-            (f64::NAN, "unknown"),
-            (2e20, "2.000e20"),
-        ] {
-            assert_eq!(number(value), text, "{value}");
-        }
-    }
 
     #[test]
     fn an_anomaly_explains_itself() {
