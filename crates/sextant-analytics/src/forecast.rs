@@ -196,6 +196,67 @@ pub fn forecast(
     })
 }
 
+/// The name [`linear_trend`] gives its forecasts.
+pub const LINEAR_TREND: &str = "linear-trend";
+
+/// A straight line fitted by least squares to the history's finite values, extended `horizon`
+/// steps, with prediction intervals from the residuals and the uncertainty of the line itself
+/// (`s·√(1 + 1/n + (t − t̄)²/Sₜₜ)`, `s` the residuals' standard deviation). This is what
+/// capacity warnings extrapolate: a filling disk keeps its recent rate rather than following a
+/// damped curve, and a daily swing around the line widens the interval instead of bending it.
+/// Needs at least three finite values.
+pub fn linear_trend(history: &[f64], horizon: usize, config: &ForecastConfig) -> Result<Forecast> {
+    config.validate()?;
+    let points: Vec<(f64, f64)> = history
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.is_finite())
+        .map(|(t, &v)| (t as f64, v))
+        .collect();
+    if points.len() < 3 {
+        return Err(Error::InvalidInput {
+            reason: "a trend needs at least three finite values",
+        });
+    }
+    let n = points.len() as f64;
+    let mean_t = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let mean_v = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let (mut stt, mut stv) = (0.0, 0.0);
+    for &(t, v) in &points {
+        stt += (t - mean_t) * (t - mean_t);
+        stv += (t - mean_t) * (v - mean_v);
+    }
+    let slope = if stt > 0.0 { stv / stt } else { 0.0 };
+    let intercept = mean_v - slope * mean_t;
+    let squared: f64 = points
+        .iter()
+        .map(|&(t, v)| (v - intercept - slope * t).powi(2))
+        .sum();
+    let s = (squared / (n - 2.0)).sqrt();
+    let quantile = normal_quantile(0.5 + config.level / 2.0);
+    let last = history.len() as f64 - 1.0;
+    let (mut mean, mut lower, mut upper) = (
+        Vec::with_capacity(horizon),
+        Vec::with_capacity(horizon),
+        Vec::with_capacity(horizon),
+    );
+    for h in 1..=horizon {
+        let t = last + h as f64;
+        let m = intercept + slope * t;
+        let half = quantile * s * (1.0 + 1.0 / n + (t - mean_t).powi(2) / stt.max(1.0)).sqrt();
+        mean.push(m);
+        lower.push(m - half);
+        upper.push(m + half);
+    }
+    Ok(Forecast {
+        mean,
+        lower,
+        upper,
+        method: LINEAR_TREND,
+        season: None,
+    })
+}
+
 /// Every candidate method's forecast of `horizon` steps after `history`, by method name, in
 /// the history's scale: what [`forecast`] chooses among. Methods that need more history than
 /// there is are left out.

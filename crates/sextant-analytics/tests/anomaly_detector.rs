@@ -193,6 +193,45 @@ fn flat_noise_rarely_fires_and_a_spike_fires_at_once() {
 }
 
 #[test]
+fn magnitude_and_offset_do_not_matter() {
+    // The same noise and spike, scaled by tiny and huge factors and shifted far from zero:
+    // the verdicts agree with the plain series.
+    let config = DetectorConfig::default();
+    let run_scaled = |scale: f64, offset: f64| {
+        let mut rng = 3;
+        let mut detector = Detector::new(&config);
+        let mut fired = 0;
+        for i in 0..5000 {
+            let value = offset + scale * (50.0 + noise(&mut rng));
+            fired += usize::from(detector.update(&config, i * MINUTE, value).anomalous);
+        }
+        // The band brackets the usual values and is about as wide as the noise.
+        let (_, lower, upper) = detector.expected(&config, 5000 * MINUTE).unwrap();
+        let usual = offset + scale * 50.0;
+        assert!(lower < usual && usual < upper, "{lower} {usual} {upper}");
+        assert!(upper - lower < scale * 10.0, "{lower} {upper}");
+        let spike = detector.update(&config, 5000 * MINUTE, offset + scale * 80.0);
+        Detector::decode(&detector.encode()).unwrap();
+        (fired, spike.anomalous)
+    };
+    let (fired, spiked) = run_scaled(1.0, 0.0);
+    assert!(fired <= 5 && spiked, "{fired} {spiked}");
+    for (scale, offset) in [
+        (1e-30, 0.0),
+        (1e-300, 0.0),
+        (1e30, 0.0),
+        (1e120, 0.0),
+        (1.0, 1e9),
+    ] {
+        let (f, s) = run_scaled(scale, offset);
+        assert!(
+            f <= 5 && s,
+            "scale {scale} offset {offset}: {f} alarms, spike {s}"
+        );
+    }
+}
+
+#[test]
 fn a_level_shift_fires_quickly_then_the_model_adapts() {
     let config = DetectorConfig::default();
     let mut rng = 11;
@@ -222,25 +261,34 @@ fn a_level_shift_fires_quickly_then_the_model_adapts() {
 
 #[test]
 fn the_seasonal_band_follows_the_day() {
-    let config = DetectorConfig::default();
     let series = seasonal_series(14 * 288);
-    let mut detector = Detector::new(&config);
-    for &(t, v) in &series {
-        detector.update(&config, t, v);
+    let weekly = DetectorConfig {
+        seasonality: Seasonality::Weekly,
+        ..DetectorConfig::default()
+    };
+    for config in [DetectorConfig::default(), weekly] {
+        let mut detector = Detector::new(&config);
+        for &(t, v) in &series {
+            detector.update(&config, t, v);
+        }
+        // Predict a whole next day: the band should follow the daily sine (amplitude 30).
+        let last = series.last().unwrap().0;
+        let mut worst: f64 = 0.0;
+        for step in 1..=288 {
+            let t = last + step * 5 * MINUTE;
+            let day = (t % DAY) as f64 / DAY as f64 * std::f64::consts::TAU;
+            let weekend = if (t / DAY) % 7 < 2 { -20.0 } else { 0.0 };
+            let truth = 100.0 + 30.0 * day.sin() + weekend;
+            let (expected, lower, upper) = detector.expected(&config, t).unwrap();
+            assert!(lower < expected && expected < upper);
+            worst = worst.max((expected - truth).abs());
+        }
+        assert!(
+            worst < 10.0,
+            "{:?}: seasonal forecast off by {worst}",
+            config.seasonality
+        );
     }
-    // Predict a whole next day: the band should follow the daily sine (amplitude 30).
-    let last = series.last().unwrap().0;
-    let mut worst: f64 = 0.0;
-    for step in 1..=288 {
-        let t = last + step * 5 * MINUTE;
-        let day = (t % DAY) as f64 / DAY as f64 * std::f64::consts::TAU;
-        let weekend = if (t / DAY) % 7 < 2 { -20.0 } else { 0.0 };
-        let truth = 100.0 + 30.0 * day.sin() + weekend;
-        let (expected, lower, upper) = detector.expected(&config, t).unwrap();
-        assert!(lower < expected && expected < upper);
-        worst = worst.max((expected - truth).abs());
-    }
-    assert!(worst < 10.0, "seasonal forecast off by {worst}");
     // Without seasonality the forecast is flat and much further off.
     let flat = DetectorConfig {
         seasonality: Seasonality::None,
@@ -316,6 +364,12 @@ proptest! {
             let verdict = detector.update(&config, t, *value);
             prop_assert!((0.0..=1.0).contains(&verdict.score));
             prop_assert!(!(verdict.warming_up && verdict.anomalous));
+            // An anomaly is always outside the band it is shown with.
+            let value = value.clamp(-1e150, 1e150);
+            prop_assert!(
+                !verdict.anomalous || value < verdict.lower || value > verdict.upper,
+                "{value} inside {verdict:?}"
+            );
         }
         let restored = Detector::decode(&detector.encode()).unwrap();
         prop_assert_eq!(restored, detector);

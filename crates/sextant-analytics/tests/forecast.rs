@@ -4,7 +4,9 @@
 
 use proptest::prelude::Just;
 use sextant_analytics::Error;
-use sextant_analytics::forecast::{Forecast, ForecastConfig, find_season, forecast};
+use sextant_analytics::forecast::{
+    Forecast, ForecastConfig, LINEAR_TREND, find_season, forecast, linear_trend,
+};
 
 /// A small deterministic noise source in [-1, 1] (xorshift).
 fn noise(seed: u64) -> impl FnMut() -> f64 {
@@ -198,4 +200,28 @@ proptest::proptest! {
             Err(error) => proptest::prop_assert_eq!(error.code(), "invalid_input"),
         }
     }
+}
+
+#[test]
+fn a_linear_trend_reaches_a_limit_when_the_line_does() {
+    // A disk filling by 4 a step from 400, give or take 1, for 72 steps, with a gap: the line
+    // reaches 1000 about 78 steps after the last (at 1000 = 400 + 4·t, t = 150).
+    let mut next = noise(5);
+    let mut history: Vec<f64> = (0..72).map(|t| 400.0 + 4.0 * t as f64 + next()).collect();
+    history[30] = f64::NAN;
+    let f = linear_trend(&history, 144, &ForecastConfig::default()).unwrap();
+    assert_eq!(f.method, LINEAR_TREND);
+    assert_eq!(f.mean.len(), 144);
+    let crossing = f.mean.iter().position(|&v| v >= 1000.0).unwrap() + 1;
+    assert!((76..=80).contains(&crossing), "{crossing}");
+    for h in 0..144 {
+        assert!(f.lower[h] < f.mean[h] && f.mean[h] < f.upper[h]);
+        // The truth stays inside the interval, which widens with the distance.
+        let truth = 400.0 + 4.0 * (71 + h + 1) as f64;
+        assert!(f.lower[h] < truth && truth < f.upper[h], "step {h}");
+    }
+    assert!(f.upper[143] - f.lower[143] > f.upper[0] - f.lower[0]);
+    // Too little to draw a line through.
+    let err = linear_trend(&[1.0, f64::NAN, 2.0], 3, &ForecastConfig::default()).unwrap_err();
+    assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
 }

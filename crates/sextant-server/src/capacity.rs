@@ -1,13 +1,15 @@
 //! Capacity and trend warnings: for each configured rule (a metric with a limit), forecast its
 //! series every check and raise a `capacity` event when the forecast reaches the limit within
-//! the rule's horizon ("reaches LIMIT in about T (between A and B)").
+//! the rule's horizon ("reaches LIMIT in about T (between A and B)"). The forecast is the
+//! history's linear trend with its prediction interval ([`linear_trend`]): how a filling disk
+//! or a growing queue is extrapolated by people too.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sextant_analytics::forecast::{ForecastConfig, forecast};
+use sextant_analytics::forecast::{ForecastConfig, linear_trend};
 use sextant_analytics::text::{duration, number};
 use sextant_model::{Event, EventKind, Role, TenantId};
 use sha2::{Digest, Sha256};
@@ -215,7 +217,7 @@ async fn check_rule(
         for (seconds, value) in &points {
             history[((seconds - first) / step) as usize] = *value;
         }
-        let Ok(result) = forecast(&history, horizon, None, &ForecastConfig::default()) else {
+        let Ok(result) = linear_trend(&history, horizon, &ForecastConfig::default()) else {
             continue;
         };
         let limit = rule.rule.limit;

@@ -625,11 +625,14 @@ impl TenantDetectors {
     ) {
         self.changed.insert(index);
         let watched = &mut self.series[index];
-        let verdict = watched
+        let mut verdict = watched
             .detector
             .update(&settings.detector, time / NANOS_PER_MS, value);
         if verdict.warming_up {
             return;
+        }
+        if matches!(watched.feed, Feed::PatternRate { .. }) {
+            widen_to_count_noise(&mut verdict, value);
         }
         if verdict.score >= settings.related_score {
             let movers = self.movers.entry(watched.service.clone()).or_default();
@@ -789,6 +792,21 @@ impl Watched {
     }
 }
 
+/// Line counts are noisy even when nothing changes (about Poisson: a spread of the square root
+/// of the mean), so a count's band is at least `expected ± (3·√expected + 1)`, never below zero,
+/// and only a count outside it is an anomaly. A pattern seen once a minute for hours, then
+/// twice, is not news; then 150 times is.
+fn widen_to_count_noise(verdict: &mut Verdict, count: f64) {
+    if !verdict.expected.is_finite() {
+        return;
+    }
+    let expected = verdict.expected.max(0.0);
+    let half = 3.0 * expected.sqrt() + 1.0;
+    verdict.lower = verdict.lower.min(expected - half).max(0.0);
+    verdict.upper = verdict.upper.max(expected + half);
+    verdict.anomalous &= count < verdict.lower || count > verdict.upper;
+}
+
 fn encode_series(watched: &Watched) -> Vec<u8> {
     serde_json::to_vec(&SavedSeries {
         name: watched.name.clone(),
@@ -814,4 +832,37 @@ fn decode_series(key: &str, bytes: &[u8]) -> std::result::Result<Watched, String
         detector,
         episode: saved.episode,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The band and verdict a count gets: (expected, lower, upper, anomalous) in, the same out.
+    fn check(count: f64, given: (f64, f64, f64, bool), widened: (f64, f64, bool)) {
+        let mut verdict = Verdict {
+            score: 0.9,
+            expected: given.0,
+            lower: given.1,
+            upper: given.2,
+            anomalous: given.3,
+            warming_up: false,
+        };
+        widen_to_count_noise(&mut verdict, count);
+        assert_eq!(
+            (verdict.lower, verdict.upper, verdict.anomalous),
+            widened,
+            "{count} {given:?}"
+        );
+    }
+
+    #[test]
+    fn count_bands_are_at_least_the_poisson_spread() {
+        // A pattern always seen once a minute: twice is inside, 150 times is not.
+        check(2.0, (1.0, 1.0, 1.0, true), (0.0, 5.0, false));
+        check(150.0, (1.0, 1.0, 1.0, true), (0.0, 5.0, true));
+        // A wide band stays as it is; a drop of a rare pattern to zero is not news.
+        check(0.0, (4.0, -10.0, 30.0, false), (0.0, 30.0, false));
+        check(0.0, (100.0, 90.0, 110.0, true), (69.0, 131.0, true));
+    }
 }
