@@ -317,11 +317,24 @@ impl Prepared {
         horizon: usize,
         seasons: methods::Seasons,
     ) -> Vec<(&'static str, Vec<f64>)> {
-        methods::candidates(z, horizon, seasons)
+        let mut out: Vec<(&'static str, Vec<f64>)> = methods::candidates(z, horizon, seasons)
             .into_iter()
             .filter(|(_, f)| f.iter().all(|v| v.is_finite()))
             .map(|(name, f)| (name, f.into_iter().map(|v| self.back(v)).collect()))
-            .collect()
+            .collect();
+        // In logarithms a straight line becomes a curve; the line in the history's own scale
+        // competes too, so a steadily growing series keeps its rate.
+        if self.log && z.len() >= 3 {
+            let raw: Vec<f64> = z.iter().map(|&v| self.back(v)).collect();
+            let line: Vec<f64> = methods::linear(&raw, horizon)
+                .into_iter()
+                .map(|v| if self.nonnegative { v.max(0.0) } else { v })
+                .collect();
+            if line.iter().all(|v| v.is_finite()) {
+                out.push(("linear_raw", line));
+            }
+        }
+        out
     }
 
     /// A value of the history's scale in the prepared one (the inverse of [`Prepared::back`]).

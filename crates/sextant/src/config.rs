@@ -372,7 +372,8 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/sextant.example.toml");
         let config = SextantConfig::from_file(&path).unwrap();
         config.validate().unwrap();
-        // The example documents the defaults; only the per-tenant override differs.
+        // The example documents the defaults; only the per-tenant overrides and the capacity rule
+        // differ.
         let mut expected = SextantConfig::default();
         expected.ingest.limits.tenants.insert(
             "noisy-team".into(),
@@ -385,6 +386,15 @@ mod tests {
             .storage
             .retention_days_per_tenant
             .insert("short-lived".into(), 7);
+        expected.anomaly.capacity.push(CapacityRule {
+            name: "system.filesystem.usage".into(),
+            r#match: "state=used".into(),
+            limit: 500e9,
+            horizon: "1d".into(),
+            step: "5m".into(),
+            history: "3d".into(),
+            agg: "avg".into(),
+        });
         assert_eq!(config, expected);
     }
 
@@ -458,5 +468,40 @@ mod tests {
             err.contains("`patterns`") && err.contains("max_templates"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn anomaly_settings_reach_the_store_and_bad_ones_are_named() {
+        let mut config: SextantConfig = toml::from_str(
+            "[anomaly]\nthreshold = 0.5\nquiet_points = 3\nmax_series_per_tenant = 10\n",
+        )
+        .unwrap();
+        config.validate().unwrap();
+        let store = config.store_config();
+        assert_eq!(store.detectors.detector.threshold, 0.5);
+        assert_eq!(store.detectors.quiet_points, 3);
+        assert_eq!(store.detectors.max_series_per_tenant, 10);
+
+        for (toml, named) in [
+            ("[anomaly]\nthreshold = 1.5\n", "threshold"),
+            ("[anomaly]\nquiet_points = 0\n", "quiet_points"),
+            (
+                "[anomaly]\ncapacity_check_seconds = 0\n",
+                "capacity_check_seconds",
+            ),
+            (
+                "[[anomaly.capacity]]\nname = \"disk\"\nlimit = 1\nhorizon = \"soon\"\n",
+                "horizon",
+            ),
+            (
+                "[[anomaly.capacity]]\nname = \"disk\"\nlimit = 1\nagg = \"p99\"\n",
+                "agg",
+            ),
+        ] {
+            let config: SextantConfig = toml::from_str(toml).unwrap();
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(named), "{toml}: {err}");
+        }
+        assert!(toml::from_str::<SextantConfig>("[anomaly]\nsensitivity = 2\n").is_err());
     }
 }

@@ -71,7 +71,7 @@ pub(crate) fn candidates(
 }
 
 /// A straight least-squares line through the whole series, continued.
-fn linear(z: &[f64], horizon: usize) -> Vec<f64> {
+pub(crate) fn linear(z: &[f64], horizon: usize) -> Vec<f64> {
     let (intercept, slope) = least_squares_line(z);
     let n = z.len();
     (0..horizon)

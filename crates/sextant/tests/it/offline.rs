@@ -1,0 +1,236 @@
+//! The offline analytics commands through the real binary: `sextant detect` (one score per row,
+//! streaming: a prefix scores the same), `sextant forecast` (long CSV in, one row per step
+//! out), `sextant eval nab` and `sextant eval m4` (their tables), and their errors on bad input.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::support::{binary, datasets_dir};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(binary()).args(args).output().unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn stderr_of_failure(output: &Output) -> String {
+    assert!(!output.status.success(), "should have failed");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+/// NAB's `timestamp,value` rows: five-minute steps, a daily wave, one spike.
+fn nab_style_csv(rows: usize) -> String {
+    let mut text = String::from("timestamp,value\n");
+    for i in 0..rows {
+        let minutes = i * 5;
+        let (day, hour, minute) = (1 + minutes / 1440, minutes / 60 % 24, minutes % 60);
+        let wave = (i as f64 / 288.0 * std::f64::consts::TAU).sin();
+        let value = if i == 1500 {
+            400.0
+        } else {
+            100.0 + 20.0 * wave
+        };
+        text.push_str(&format!(
+            "2024-03-{day:02} {hour:02}:{minute:02}:00,{value:.3}\n"
+        ));
+    }
+    text
+}
+
+fn scores(csv: &str) -> Vec<f64> {
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("timestamp,value,anomaly_score"));
+    lines
+        .map(|line| line.rsplit(',').next().unwrap().parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn detect_scores_every_row_streaming() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = write(dir.path(), "full.csv", &nab_style_csv(2000));
+    let prefix = write(dir.path(), "prefix.csv", &nab_style_csv(1600));
+    let out = dir.path().join("scores.csv");
+    stdout(&run(&[
+        "detect",
+        "--input",
+        &full,
+        "--output",
+        out.to_str().unwrap(),
+    ]));
+    let all = scores(&std::fs::read_to_string(&out).unwrap());
+    assert_eq!(all.len(), 2000);
+    assert!(all.iter().all(|s| (0.0..=1.0).contains(s)));
+    // The spike scores highest of all, and far above the wave around it.
+    let top = (0..all.len())
+        .max_by(|&a, &b| all[a].total_cmp(&all[b]))
+        .unwrap();
+    assert_eq!(top, 1500, "{:?}", &all[1490..1510]);
+    // No look-ahead: the first 1,600 rows score the same without the rest.
+    let head = scores(&stdout(&run(&["detect", "--input", &prefix])));
+    assert_eq!(head[..], all[..1600]);
+
+    let bad_header = write(dir.path(), "h.csv", "time,v\n2024-03-01 00:00:00,1\n");
+    let err = stderr_of_failure(&run(&["detect", "--input", &bad_header]));
+    assert!(err.contains("timestamp,value"), "{err}");
+    let bad_value = write(
+        dir.path(),
+        "v.csv",
+        "timestamp,value\n2024-03-01 00:00:00,1\n2024-03-01 00:05:00,lots\n",
+    );
+    let err = stderr_of_failure(&run(&["detect", "--input", &bad_value]));
+    assert!(err.contains("line 3") && err.contains("lots"), "{err}");
+    let err = stderr_of_failure(&run(&["detect", "--input", "/no/such/file.csv"]));
+    assert!(err.contains("/no/such/file.csv"), "{err}");
+}
+
+#[test]
+fn forecast_writes_each_series_steps_with_intervals() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from("series_id,timestamp,value\n");
+    for t in 0..48 {
+        // `daily`: a season of 4 steps; `trend`: a line.
+        text.push_str(&format!("daily,{t},{}\n", [10.0, 20.0, 30.0, 20.0][t % 4]));
+        text.push_str(&format!("trend,{t},{}\n", 5.0 + 2.0 * t as f64));
+    }
+    let input = write(dir.path(), "long.csv", &text);
+    let out = stdout(&run(&[
+        "forecast",
+        "--input",
+        &input,
+        "--horizon",
+        "8",
+        "--season",
+        "4",
+    ]));
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("series_id,step,forecast,lo,hi"));
+    let rows: Vec<Vec<String>> = lines
+        .map(|l| l.split(',').map(str::to_owned).collect())
+        .collect();
+    assert_eq!(rows.len(), 16);
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row[0], if i < 8 { "daily" } else { "trend" });
+        assert_eq!(row[1], ((i % 8) + 1).to_string());
+        let (f, lo, hi): (f64, f64, f64) = (
+            row[2].parse().unwrap(),
+            row[3].parse().unwrap(),
+            row[4].parse().unwrap(),
+        );
+        assert!(lo <= f && f <= hi, "{row:?}");
+    }
+    // The season's shape and the line are continued.
+    let value = |i: usize| rows[i][2].parse::<f64>().unwrap();
+    assert!((value(0) - 10.0).abs() < 1.0 && (value(2) - 30.0).abs() < 1.0);
+    assert!((value(8) - 101.0).abs() < 2.0, "{}", value(8));
+
+    // Gaps are fine where the times keep to one grid (here every 2); off the grid, not.
+    let gappy = write(
+        dir.path(),
+        "gappy.csv",
+        "series_id,timestamp,value\na,0,1\na,2,1\na,6,1\na,8,1\n",
+    );
+    let out = stdout(&run(&["forecast", "--input", &gappy, "--horizon", "2"]));
+    assert_eq!(out.lines().count(), 3, "{out}");
+    let irregular = write(
+        dir.path(),
+        "irregular.csv",
+        "series_id,timestamp,value\na,0,1\na,2,1\na,5,1\n",
+    );
+    let err = stderr_of_failure(&run(&["forecast", "--input", &irregular, "--horizon", "2"]));
+    assert!(
+        err.contains("series `a`") && err.contains("regularly spaced"),
+        "{err}"
+    );
+    let err = stderr_of_failure(&run(&["forecast", "--input", &input, "--horizon", "0"]));
+    assert!(err.contains("--horizon"), "{err}");
+    let bad = write(dir.path(), "bad.csv", "id,t,v\n");
+    let err = stderr_of_failure(&run(&["forecast", "--input", &bad, "--horizon", "2"]));
+    assert!(err.contains("series_id,timestamp,value"), "{err}");
+}
+
+#[test]
+fn eval_nab_prints_the_three_profiles() {
+    let nab = datasets_dir().join("nab");
+    if !nab.join("labels/combined_windows.json").exists() {
+        println!("skipped: NAB not found at {}", nab.display());
+        return;
+    }
+    let out = stdout(&run(&["eval", "nab", "--dir", nab.to_str().unwrap()]));
+    assert!(out.starts_with("NAB: 58 files, 365558 points"), "{out}");
+    for profile in ["standard", "reward_low_FP_rate", "reward_low_FN_rate"] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(profile))
+            .unwrap_or_else(|| panic!("no {profile} line in {out}"));
+        let score: f64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!((0.0..=100.0).contains(&score), "{line}");
+    }
+    let err = stderr_of_failure(&run(&["eval", "nab", "--dir", "/no/such/nab"]));
+    assert!(err.contains("/no/such/nab"), "{err}");
+}
+
+#[test]
+fn eval_m4_scores_forecasts_of_a_small_set() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two hourly series in M4's wide format: 10 days of a daily shape, then the next 48 hours.
+    let shape = |h: usize| 50.0 + 10.0 * (h as f64 / 24.0 * std::f64::consts::TAU).sin();
+    let row = |id: &str, range: std::ops::Range<usize>| {
+        let values: Vec<String> = range.map(|h| format!("\"{:.4}\"", shape(h))).collect();
+        format!("\"{id}\",{}\n", values.join(","))
+    };
+    let header = |n: usize| {
+        let names: Vec<String> = (1..=n + 1).map(|i| format!("\"V{i}\"")).collect();
+        format!("{}\n", names.join(","))
+    };
+    let train = write(
+        dir.path(),
+        "train.csv",
+        &format!("{}{}{}", header(240), row("H1", 0..240), row("H2", 0..240)),
+    );
+    let test = write(
+        dir.path(),
+        "test.csv",
+        &format!(
+            "{}{}{}",
+            header(48),
+            row("H1", 240..288),
+            row("H2", 240..288)
+        ),
+    );
+    let out = stdout(&run(&["eval", "m4", "--train", &train, "--test", &test]));
+    assert!(out.contains("M4 hourly: 2 series"), "{out}");
+    let line = out.lines().find(|l| l.starts_with("sextant")).unwrap();
+    let smape: f64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(
+        smape < 1.0,
+        "a clean daily shape is forecast almost exactly: {line}"
+    );
+    let mismatched = write(
+        dir.path(),
+        "short.csv",
+        &format!("{}{}", header(48), row("H1", 0..48)),
+    );
+    let err = stderr_of_failure(&run(&[
+        "eval",
+        "m4",
+        "--train",
+        &train,
+        "--test",
+        &mismatched,
+    ]));
+    assert!(err.contains("2 training series but 1 test series"), "{err}");
+}
