@@ -472,7 +472,7 @@ mod tests {
 
     #[test]
     fn anomaly_settings_reach_the_store_and_bad_ones_are_named() {
-        let mut config: SextantConfig = toml::from_str(
+        let config: SextantConfig = toml::from_str(
             "[anomaly]\nthreshold = 0.5\nquiet_points = 3\nmax_series_per_tenant = 10\n",
         )
         .unwrap();
