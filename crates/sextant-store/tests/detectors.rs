@@ -19,7 +19,7 @@ use prost::Message;
 use sextant_analytics::anomaly::Feedback;
 use sextant_model::{Event, EventKind, Signal, TenantId};
 use sextant_store::meta::{EventFilter, SqliteMetadata};
-use sextant_store::{EventSource, StoreConfig, TelemetryStore};
+use sextant_store::{EventSource, StoreConfig, TableSource, TelemetryStore};
 
 /// 2023-11-14 22:13:20 UTC, on a minute boundary.
 const START_S: i64 = 1_700_000_000 - 1_700_000_000 % 60;
@@ -366,4 +366,23 @@ fn feedback_moves_the_series_sensitivity_and_is_kept() {
     assert!((record.after - 0.88).abs() < 1e-12, "{}", record.after);
     let (_, feedback) = store.event(&tenant(), &id).unwrap().unwrap();
     assert_eq!(feedback.as_deref(), Some("confirmed"));
+}
+
+#[test]
+fn erasing_a_tenant_erases_its_anomalies_and_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    append(&store, Signal::Metrics, gauge(0..300, normal));
+    store.flush().unwrap();
+    append(&store, Signal::Metrics, gauge(300..301, |_| 400.0));
+    assert_eq!(anomalies(&store).len(), 1);
+    store.erase_tenant(&tenant()).unwrap();
+    assert!(anomalies(&store).is_empty());
+    assert_eq!(store.watched_series(&tenant()), 0);
+    // A crash: the erased records are still in the log, but neither they nor the saved models
+    // come back.
+    std::mem::forget(store);
+    let store = open(dir.path());
+    assert!(anomalies(&store).is_empty());
+    assert_eq!(store.watched_series(&tenant()), 0);
 }
