@@ -134,6 +134,41 @@ struct PatternClock {
     step_start: Option<i64>,
     /// Lines per (service, template) in the open step.
     counts: Vec<(String, u64, u64)>,
+    /// Where each template's entries are in `counts`, and how many entries that covers
+    /// (rebuilt when it falls out of step, as after loading a saved clock).
+    #[serde(skip)]
+    positions: HashMap<u64, Vec<usize>>,
+    #[serde(skip)]
+    indexed: usize,
+}
+
+impl PatternClock {
+    /// Counts one line of `template` from `service` in the open step.
+    fn count(&mut self, service: &str, template: u64) {
+        if self.indexed != self.counts.len() {
+            self.positions.clear();
+            for (i, (_, t, _)) in self.counts.iter().enumerate() {
+                self.positions.entry(*t).or_default().push(i);
+            }
+            self.indexed = self.counts.len();
+        }
+        let positions = self.positions.entry(template).or_default();
+        match positions.iter().find(|&&i| self.counts[i].0 == service) {
+            Some(&i) => self.counts[i].2 += 1,
+            None => {
+                positions.push(self.counts.len());
+                self.counts.push((service.to_owned(), template, 1));
+                self.indexed += 1;
+            }
+        }
+    }
+
+    /// The open step's counts, leaving it empty.
+    fn take_counts(&mut self) -> Vec<(String, u64, u64)> {
+        self.positions.clear();
+        self.indexed = 0;
+        std::mem::take(&mut self.counts)
+    }
 }
 
 /// A series that moved recently, for explanations.
@@ -393,15 +428,7 @@ impl SeriesDetectors {
             let service = services.value(row);
             let template = ids.value(row);
             state.clock_changed = true;
-            match state
-                .clock
-                .counts
-                .iter_mut()
-                .find(|(s, t, _)| *t == template && s == service)
-            {
-                Some(entry) => entry.2 += 1,
-                None => state.clock.counts.push((service.to_owned(), template, 1)),
-            }
+            state.clock.count(service, template);
         }
         findings
     }
@@ -548,7 +575,7 @@ impl TenantDetectors {
         let Some(open) = self.clock.step_start else {
             return;
         };
-        let counts = std::mem::take(&mut self.clock.counts);
+        let counts = self.clock.take_counts();
         for (service, template, _) in &counts {
             if !self.by_pattern.contains_key(&(service.clone(), *template))
                 && self.has_room(settings)
@@ -864,5 +891,28 @@ mod tests {
         // A wide band stays as it is; a drop of a rare pattern to zero is not news.
         check(0.0, (4.0, -10.0, 30.0, false), (0.0, 30.0, false));
         check(0.0, (100.0, 90.0, 110.0, true), (69.0, 131.0, true));
+    }
+
+    #[test]
+    fn pattern_counts_carry_on_after_the_clock_is_saved_and_loaded() {
+        let mut clock = PatternClock::default();
+        for (service, template) in [("a", 1), ("b", 1), ("a", 2), ("a", 1)] {
+            clock.count(service, template);
+        }
+        let mut clock: PatternClock =
+            serde_json::from_slice(&serde_json::to_vec(&clock).unwrap()).unwrap();
+        clock.count("b", 1);
+        clock.count("c", 3);
+        assert_eq!(
+            clock.take_counts(),
+            [
+                ("a".to_owned(), 1, 2),
+                ("b".to_owned(), 1, 2),
+                ("a".to_owned(), 2, 1),
+                ("c".to_owned(), 3, 1)
+            ]
+        );
+        clock.count("a", 1);
+        assert_eq!(clock.take_counts(), [("a".to_owned(), 1, 1)]);
     }
 }

@@ -24,7 +24,7 @@ mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
@@ -35,7 +35,9 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use serde_json::Value;
 
-use support::{Machine, Server, agent, create_token, dir_size, get_text, sql, time_runs};
+use support::{
+    Machine, Server, agent, create_token, dir_size, get_text, post_protobuf, sql, time_runs,
+};
 
 const METRIC: &str = "node.cpu.utilization";
 const SERVICES: usize = 50;
@@ -106,7 +108,7 @@ fn main() {
                     let first = block * SERIES_PER_REQUEST;
                     let last = (first + SERIES_PER_REQUEST).min(options.series);
                     let body = metrics_request(start, minute, first..last).encode_to_vec();
-                    send(&agent, &url, &auth, &body, &retries);
+                    post_protobuf(&agent, &url, &auth, &body, &retries);
                     sent_bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
                 }
             });
@@ -208,31 +210,6 @@ fn main() {
         "SQL per-minute average of all series: {:.1} ms",
         sql_runs.median_ms()
     );
-}
-
-fn send(agent: &ureq::Agent, url: &str, auth: &str, body: &[u8], retries: &AtomicU64) {
-    for _ in 0..1000 {
-        let result = agent
-            .post(url)
-            .header("Content-Type", "application/x-protobuf")
-            .header("Authorization", auth)
-            .send(body);
-        match result {
-            Ok(mut response) => {
-                let status = response.status().as_u16();
-                let answer = response.body_mut().read_to_vec().unwrap_or_default();
-                match status {
-                    200 => return,
-                    429 | 503 => {}
-                    _ => panic!("HTTP {status}: {}", String::from_utf8_lossy(&answer)),
-                }
-            }
-            Err(err) => eprintln!("transport error, retrying: {err}"),
-        }
-        retries.fetch_add(1, Ordering::Relaxed);
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("a request was refused 1000 times");
 }
 
 fn text(s: &str) -> Option<AnyValue> {

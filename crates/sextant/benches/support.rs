@@ -7,6 +7,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
@@ -180,6 +181,19 @@ pub fn cpu_ticks(pid: &str) -> u64 {
     field(11) + field(12)
 }
 
+/// A process's resident memory now and at its peak (`VmRSS`, `VmHWM`), in KiB.
+pub fn resident_kib(pid: &str) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
 /// Sum of a counter's samples whose labels contain every one of `labels`.
 pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> Option<u64> {
     let mut found = false;
@@ -229,9 +243,19 @@ pub struct Server {
 
 impl Server {
     pub fn start(data_dir: &Path) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sextant"))
+        Server::start_with_config(data_dir, None)
+    }
+
+    /// Same, with `--config FILE`.
+    pub fn start_with_config(data_dir: &Path, config: Option<&Path>) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sextant"));
+        command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
+            .arg(data_dir);
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        let mut child = command
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -303,6 +327,33 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// POSTs an OTLP protobuf body until it gets 200, counting retries after 429 and 503 (and
+/// transport errors) in `retries`; panics on any other answer.
+pub fn post_protobuf(agent: &ureq::Agent, url: &str, auth: &str, body: &[u8], retries: &AtomicU64) {
+    for _ in 0..1000 {
+        let result = agent
+            .post(url)
+            .header("Content-Type", "application/x-protobuf")
+            .header("Authorization", auth)
+            .send(body);
+        match result {
+            Ok(mut response) => {
+                let status = response.status().as_u16();
+                let answer = response.body_mut().read_to_vec().unwrap_or_default();
+                match status {
+                    200 => return,
+                    429 | 503 => {}
+                    _ => panic!("HTTP {status}: {}", String::from_utf8_lossy(&answer)),
+                }
+            }
+            Err(err) => eprintln!("transport error, retrying: {err}"),
+        }
+        retries.fetch_add(1, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("a request was refused 1000 times");
 }
 
 pub fn agent() -> ureq::Agent {
