@@ -193,6 +193,31 @@ fn flat_noise_rarely_fires_and_a_spike_fires_at_once() {
 }
 
 #[test]
+fn a_new_series_is_quiet_after_warm_up() {
+    // Ordinary noise right after warm-up raises nothing, whatever the seed.
+    let config = DetectorConfig::default();
+    for seed in 1..=8 {
+        let mut rng = seed;
+        let mut detector = Detector::new(&config);
+        for i in 0..2000 {
+            let verdict = detector.update(&config, i * MINUTE, 10.0 + noise(&mut rng));
+            assert!(!verdict.anomalous, "seed {seed}, point {i}: {verdict:?}");
+        }
+    }
+}
+
+#[test]
+fn a_long_flat_series_that_moves_scores_high() {
+    let config = DetectorConfig::default();
+    let mut detector = Detector::new(&config);
+    for i in 0..1000 {
+        detector.update(&config, i * MINUTE, 5.0);
+    }
+    let moved = detector.update(&config, 1000 * MINUTE, 5.5);
+    assert!(moved.anomalous && moved.score > 0.5, "{moved:?}");
+}
+
+#[test]
 fn magnitude_and_offset_do_not_matter() {
     // The same noise and spike, scaled by tiny and huge factors and shifted far from zero:
     // the verdicts agree with the plain series.

@@ -54,10 +54,8 @@ pub struct DetectorSettings {
     pub pattern_step_seconds: i64,
     /// An anomaly episode closes after this many points in a row inside the band. Default 5.
     pub quiet_points: u32,
-    /// A series whose score reached this counts as having moved, for the "related series" of
-    /// another anomaly of its service within `related_window_seconds`. Default 0.5.
-    pub related_score: f64,
-    /// Default 300 s.
+    /// A series whose score reached the detector's threshold within this many seconds before
+    /// another's anomaly (same service) is named among its related series. Default 300.
     pub related_window_seconds: i64,
 }
 
@@ -69,7 +67,6 @@ impl Default for DetectorSettings {
             max_series_per_tenant: 100_000,
             pattern_step_seconds: 60,
             quiet_points: 5,
-            related_score: 0.5,
             related_window_seconds: 300,
         }
     }
@@ -661,7 +658,7 @@ impl TenantDetectors {
         if matches!(watched.feed, Feed::PatternRate { .. }) {
             widen_to_count_noise(&mut verdict, value);
         }
-        if verdict.score >= settings.related_score {
+        if verdict.score >= settings.detector.threshold {
             let movers = self.movers.entry(watched.service.clone()).or_default();
             let oldest = time - settings.related_window_seconds * NANOS_PER_SECOND;
             movers.retain(|m| m.time >= oldest && m.series != index);

@@ -40,6 +40,9 @@ use crate::templates::{TemplateMiners, encode_state};
 use crate::wal::{CommitHook, PendingAppend, ReplayReport, Wal, WalConfig, WalRecord};
 use crate::{ErasureReport, Error, EventSource, Result, SegmentFile, TableSnapshot, TableSource};
 
+/// The `events` table a query sees holds at most this many of the tenant's newest events.
+pub const MAX_EVENTS_IN_QUERIES: usize = 100_000;
+
 /// Settings of the embedded store.
 #[derive(Clone, Debug)]
 pub struct StoreConfig {
@@ -413,10 +416,15 @@ impl TableSource for TelemetryStore {
     /// What a query of `tenant`'s `table` sees right now.
     fn snapshot(&self, tenant: &TenantId, table: Table) -> TableSnapshot {
         if table == Table::Events {
+            // The newest events only, so a query cannot pull an unbounded history into memory.
+            let newest = EventFilter {
+                limit: MAX_EVENTS_IN_QUERIES,
+                ..EventFilter::default()
+            };
             let events = self
                 .shared
                 .meta
-                .events(tenant, &EventFilter::default())
+                .events(tenant, &newest)
                 .unwrap_or_else(|err| {
                     tracing::error!(%tenant, error = %err, "events could not be read for a query");
                     Vec::new()

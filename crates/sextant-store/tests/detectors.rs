@@ -311,6 +311,8 @@ fn a_burst_of_one_log_pattern_is_an_anomaly_naming_its_template() {
         sextant_store::PATTERN_RATE_METRIC
     );
     assert_eq!(event.details["observed"], 150.0);
+    assert_eq!(event.details["window"]["start_unix_nano"], minute(300));
+    assert_eq!(event.details["window"]["end_unix_nano"], minute(301));
     let factor = &event.details["factors"][0];
     assert_eq!(factor["kind"], "log_template", "{}", event.details);
     assert_eq!(factor["template"], "connection to <*> reset");

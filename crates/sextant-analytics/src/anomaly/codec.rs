@@ -33,11 +33,11 @@ impl Slot<'_> {
     }
 }
 
-/// Bytes of the model between the version and the checksum: 2 counters, 2 times, 9 scalars,
-/// 2 ranges and 3 likelihoods of 3 numbers, the frame, the daily profile (`f32`) and weekly
+/// Bytes of the model between the version and the checksum: 2 counters, 2 times, 11 scalars,
+/// 3 ranges and 4 likelihoods of 3 numbers, the frame, the daily profile (`f32`) and weekly
 /// offsets, and the pattern view (7 numbers, its samples and its prototypes' boxes and
 /// stamps).
-const BODY_LEN: usize = 8 * (2 + 2 + 9 + 2 * 3 + 3 * 3 + 2)
+const BODY_LEN: usize = 8 * (2 + 2 + 11 + 3 * 3 + 4 * 3 + 2)
     + 4 * 2 * DAILY_BINS
     + 8 * WEEKLY_BINS
     + 8 * 7
@@ -63,16 +63,23 @@ impl Detector {
             &mut self.smooth,
             &mut self.season_error,
             &mut self.peak,
+            &mut self.previous,
+            &mut self.volatility,
         ] {
             f(Slot::Float(v));
         }
-        for range in [&mut self.value_range, &mut self.smooth_range] {
+        for range in [
+            &mut self.value_range,
+            &mut self.smooth_range,
+            &mut self.volatility_range,
+        ] {
             visit_range(range, f);
         }
         for view in [
             &mut self.value_view,
             &mut self.smooth_view,
             &mut self.season_view,
+            &mut self.volatility_view,
         ] {
             visit_likelihood(view, f);
         }
@@ -192,6 +199,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Detector> {
         || !(MIN_SENSITIVITY..=MAX_SENSITIVITY).contains(&detector.sensitivity)
         || detector.scored > detector.points
         || detector.frame.unit < 0.0
+        || detector.volatility < 0.0
     {
         return Err(Error::InvalidState {
             reason: "detector state holds impossible values",

@@ -149,9 +149,10 @@ pub(crate) fn anomaly_event(anomaly: Anomaly<'_>) -> Event {
         "score": finite(verdict.score),
         "threshold": finite(anomaly.threshold),
         "sensitivity": finite(anomaly.sensitivity),
+        // A point's own time; for a pattern rate, the step its lines were counted in.
         "window": {
-            "start_unix_nano": anomaly.time - step * 1_000_000_000,
-            "end_unix_nano": anomaly.time,
+            "start_unix_nano": anomaly.time,
+            "end_unix_nano": anomaly.time + step * 1_000_000_000,
         },
         "method": METHOD,
         "model_version": MODEL_VERSION,

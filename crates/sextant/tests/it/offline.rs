@@ -74,8 +74,9 @@ fn detect_scores_every_row_streaming() {
     let all = scores(&std::fs::read_to_string(&out).unwrap());
     assert_eq!(all.len(), 2000);
     assert!(all.iter().all(|s| (0.0..=1.0).contains(s)));
-    // The spike scores highest of all, and far above the wave around it.
-    let top = (0..all.len())
+    // After the first 15% (NAB's probation: the model is still learning the wave), the spike
+    // scores highest.
+    let top = (300..all.len())
         .max_by(|&a, &b| all[a].total_cmp(&all[b]))
         .unwrap();
     assert_eq!(top, 1500, "{:?}", &all[1490..1510]);
