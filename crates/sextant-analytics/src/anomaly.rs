@@ -26,7 +26,12 @@
 //! view's recent average surprise is under its long-run distribution; with `x` the tail's
 //! `−log10`, a view scores `x / (x + 10)` (the volatility view's score is then halved). The
 //! views combine as a noisy-or, `1 − Π(1 − s)`. After a high score the next are damped (by
-//! `(1 − peak)²`, the peak halving every 100 points), so one event is reported once. The band
+//! `(1 − peak)²`, the peak halving every 100 points), so one event is reported once; a like
+//! spike within the next hundred or so points is reported less, or not at all. The likelihood
+//! needs history to be calibrated, so for the first 100 points after warm-up its score grows
+//! from nothing to full while an uncalibrated extreme view stands in for it (a point more than
+//! 8 standard deviations of the error from its expected value), fading out as it grows: a young
+//! series' ordinary noise raises nothing and a huge spike is still seen. The band
 //! shown with each point is the daily bin's mean ± 3 standard deviations (from the bin's mean
 //! absolute deviation) when the profile is in use, else a fast level ± 3 standard deviations
 //! of its error. A point is anomalous (what the live path turns into an event) when its score
@@ -152,6 +157,14 @@ pub struct DetectorConfig {
     pub damping: f64,
     /// Half-width of the expected band, in standard deviations of the error. Default 3.
     pub band_sigmas: f64,
+    /// The extreme view: a point further than this many standard deviations of the error from
+    /// its expected value scores on its own, uncalibrated, however young the series; 0 turns
+    /// the view off. Default 8.
+    pub extreme_sigmas: f64,
+    /// Scores (and the damping they cause) grow from 0 to full over this many points after
+    /// warm-up, while the views' calibration is still young; the extreme view is not held
+    /// back. Default 100.
+    pub confidence_points: f64,
 }
 
 impl Default for DetectorConfig {
@@ -182,6 +195,8 @@ impl Default for DetectorConfig {
             damping_half_life: 100.0,
             damping: 1.0,
             band_sigmas: 3.0,
+            extreme_sigmas: 8.0,
+            confidence_points: 100.0,
         }
     }
 }
@@ -279,6 +294,16 @@ impl DetectorConfig {
             within(self.damping, 0.0, 1.0),
             "damping",
             "must be in [0, 1]",
+        )?;
+        check(
+            (0.0..=1e3).contains(&self.extreme_sigmas),
+            "extreme_sigmas",
+            "must be in [0, 1e3]",
+        )?;
+        check(
+            (0.0..=1e9).contains(&self.confidence_points),
+            "confidence_points",
+            "must be in [0, 1e9]",
         )?;
         check(
             self.band_sigmas > 0.0 && self.band_sigmas <= 1e3,
@@ -537,10 +562,27 @@ impl Detector {
         let range = self.value_range.high - self.value_range.low;
         let novelty = self.pattern.step(config, self.frame, value, range);
 
+        let extreme = match self.forecast_if_warm(config, time_ms) {
+            Some(forecast) if config.extreme_sigmas > 0.0 => {
+                let sigmas = (value - forecast.expected).abs() / (MAD_TO_SIGMA * forecast.scale);
+                let beyond = (sigmas - config.extreme_sigmas).max(0.0);
+                if beyond.is_finite() {
+                    beyond / (beyond + config.extreme_sigmas)
+                } else {
+                    1.0
+                }
+            }
+            _ => 0.0,
+        };
         let score = if warming_up {
             0.0
         } else {
-            self.score(config, [value_s, smooth_s, season_s, volatility_s], novelty)
+            self.score(
+                config,
+                [value_s, smooth_s, season_s, volatility_s],
+                novelty,
+                extreme,
+            )
         };
         self.learn(config, time_ms, value, smooth);
         self.previous = value;
@@ -636,6 +678,11 @@ impl Detector {
     }
 
     /// The band's centre and scale: the daily profile when in use, else the fast level.
+    /// The forecast once warmed up.
+    fn forecast_if_warm(&self, config: &DetectorConfig, time_ms: i64) -> Option<Forecast> {
+        (self.points >= config.warm_up_points.max(2)).then(|| self.forecast(config, time_ms))
+    }
+
     fn forecast(&self, config: &DetectorConfig, time_ms: i64) -> Forecast {
         if self.season_in_use(config) {
             self.season_forecast(config, time_ms)
@@ -666,7 +713,13 @@ impl Detector {
 
     /// The score of a point: the calibrated views and the pattern view as a noisy-or, damped
     /// after a high score.
-    fn score(&mut self, config: &DetectorConfig, surprises: [f64; 4], novelty: f64) -> f64 {
+    fn score(
+        &mut self,
+        config: &DetectorConfig,
+        surprises: [f64; 4],
+        novelty: f64,
+        extreme: f64,
+    ) -> f64 {
         self.scored += 1;
         let rate = (1.0 / self.scored as f64).max(1.0 / config.long_points);
         let first = self.scored == 1;
@@ -682,7 +735,15 @@ impl Detector {
         }
         let beyond = (novelty - 1.0).max(0.0);
         calm *= 1.0 - config.pattern_weight * beyond / (beyond + config.pattern_half);
-        let raw = 1.0 - calm;
+        let confidence = if config.confidence_points > 0.0 {
+            (self.scored as f64 / config.confidence_points).min(1.0)
+        } else {
+            1.0
+        };
+        // While the calibration is young its views are held back and the extreme view stands
+        // in for them; once it is grown the extreme view is left out (the calibrated views
+        // judge spikes against what this series' spikes look like).
+        let raw = 1.0 - (1.0 - confidence * (1.0 - calm)) * (1.0 - (1.0 - confidence) * extreme);
         let previous_peak = self.peak;
         let decay = (-1.0 / config.damping_half_life).exp2();
         self.peak = raw.max(self.peak * decay);

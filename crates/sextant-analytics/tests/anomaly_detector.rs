@@ -207,6 +207,22 @@ fn a_new_series_is_quiet_after_warm_up() {
 }
 
 #[test]
+fn a_young_series_flags_a_huge_spike() {
+    // Twenty points after warm-up the likelihood is not calibrated yet; the extreme view still
+    // sees a spike of 20 on noise of ±0.5.
+    let config = DetectorConfig::default();
+    for seed in 1..=8 {
+        let mut rng = seed;
+        let mut detector = Detector::new(&config);
+        for i in 0..50 {
+            detector.update(&config, i * MINUTE, 50.0 + noise(&mut rng));
+        }
+        let spike = detector.update(&config, 50 * MINUTE, 70.0);
+        assert!(spike.anomalous, "seed {seed}: {spike:?}");
+    }
+}
+
+#[test]
 fn a_long_flat_series_that_moves_scores_high() {
     let config = DetectorConfig::default();
     let mut detector = Detector::new(&config);

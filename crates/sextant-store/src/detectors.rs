@@ -54,6 +54,10 @@ pub struct DetectorSettings {
     pub pattern_step_seconds: i64,
     /// An anomaly episode closes after this many points in a row inside the band. Default 5.
     pub quiet_points: u32,
+    /// Series states are saved with a flush's checkpoint at most this often (pattern clocks at
+    /// every flush, everything on a clean stop): after a crash a model misses at most this
+    /// long of learning. Default 60 s.
+    pub save_interval: std::time::Duration,
     /// A series whose score reached the detector's threshold within this many seconds before
     /// another's anomaly (same service) is named among its related series. Default 300.
     pub related_window_seconds: i64,
@@ -67,6 +71,7 @@ impl Default for DetectorSettings {
             max_series_per_tenant: 100_000,
             pattern_step_seconds: 60,
             quiet_points: 5,
+            save_interval: std::time::Duration::from_secs(60),
             related_window_seconds: 300,
         }
     }
@@ -113,7 +118,8 @@ struct Watched {
     episode: Option<Episode>,
 }
 
-/// A series as saved: everything but the detector, whose own encoding follows.
+/// A series as saved: everything but the detector, whose own encoding follows it (see
+/// [`encode_series`]).
 #[derive(Serialize, Deserialize)]
 struct SavedSeries {
     name: String,
@@ -121,7 +127,6 @@ struct SavedSeries {
     labels: BTreeMap<String, String>,
     feed: Feed,
     episode: Option<Episode>,
-    detector: String,
 }
 
 /// A tenant's open pattern-rate step.
@@ -183,14 +188,14 @@ struct TenantDetectors {
     series: Vec<Watched>,
     by_key: HashMap<String, usize>,
     /// Hash of (name, service, attributes in arrival order) to series.
-    by_raw: HashMap<u64, usize>,
+    by_raw: HashMap<u64, usize, foldhash::fast::RandomState>,
     /// (service, template) to series.
     by_pattern: HashMap<(String, u64), usize>,
     clock: PatternClock,
     clock_changed: bool,
     /// Per service, series that moved lately (oldest first).
     movers: HashMap<String, Vec<Mover>>,
-    changed: HashSet<usize>,
+    changed: HashSet<usize, foldhash::fast::RandomState>,
 }
 
 /// What a batch of rows made of the detectors: new anomaly events, and episodes that closed.
@@ -211,6 +216,8 @@ impl Findings {
 #[derive(Debug)]
 pub(crate) struct SeriesDetectors {
     settings: DetectorSettings,
+    /// When series states were last taken for saving.
+    last_saved: Option<std::time::Instant>,
     tenants: HashMap<TenantId, TenantDetectors>,
     hasher: foldhash::fast::FixedState,
 }
@@ -299,6 +306,7 @@ impl SeriesDetectors {
             .map_err(|e| Error::Decode(format!("detector settings: {e}")))?;
         let mut detectors = SeriesDetectors {
             settings,
+            last_saved: None,
             tenants: HashMap::new(),
             hasher: foldhash::fast::FixedState::with_seed(0x5e47a47),
         };
@@ -445,7 +453,17 @@ impl SeriesDetectors {
     }
 
     /// The states that changed since the last call, for saving: (tenant, series key, state).
-    pub fn take_changed(&mut self) -> Vec<(TenantId, String, Vec<u8>)> {
+    /// Series states are taken at most every `save_interval` unless `all`; pattern clocks
+    /// always.
+    pub fn take_changed(&mut self, all: bool) -> Vec<(TenantId, String, Vec<u8>)> {
+        let now = std::time::Instant::now();
+        let series_due = all
+            || self
+                .last_saved
+                .is_none_or(|at| now.duration_since(at) >= self.settings.save_interval);
+        if series_due {
+            self.last_saved = Some(now);
+        }
         let mut saved = Vec::new();
         for (tenant, state) in &mut self.tenants {
             if std::mem::take(&mut state.clock_changed) {
@@ -454,6 +472,9 @@ impl SeriesDetectors {
                     PATTERN_CLOCK_KEY.to_owned(),
                     serde_json::to_vec(&state.clock).expect("a pattern clock serialises"),
                 ));
+            }
+            if !series_due {
+                continue;
             }
             for index in state.changed.drain() {
                 let watched = &state.series[index];
@@ -831,22 +852,36 @@ fn widen_to_count_noise(verdict: &mut Verdict, count: f64) {
     verdict.anomalous &= count < verdict.lower || count > verdict.upper;
 }
 
+/// A saved series: the length of its JSON description (`u32`, little-endian), the description,
+/// then the detector's own encoding as it is.
 fn encode_series(watched: &Watched) -> Vec<u8> {
-    serde_json::to_vec(&SavedSeries {
+    let description = serde_json::to_vec(&SavedSeries {
         name: watched.name.clone(),
         service: watched.service.clone(),
         labels: watched.labels.clone(),
         feed: watched.feed.clone(),
         episode: watched.episode.clone(),
-        detector: hex::encode(watched.detector.encode()),
     })
-    .expect("a series state serialises")
+    .expect("a series description serialises");
+    let detector = watched.detector.encode();
+    let mut bytes = Vec::with_capacity(4 + description.len() + detector.len());
+    bytes.extend_from_slice(&(description.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&description);
+    bytes.extend_from_slice(&detector);
+    bytes
 }
 
 fn decode_series(key: &str, bytes: &[u8]) -> std::result::Result<Watched, String> {
-    let saved: SavedSeries = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-    let detector = hex::decode(&saved.detector).map_err(|e| e.to_string())?;
-    let detector = Detector::decode(&detector).map_err(|e| e.to_string())?;
+    let (length, rest) = bytes
+        .split_first_chunk::<4>()
+        .ok_or("a saved series is too short")?;
+    let length = u32::from_le_bytes(*length) as usize;
+    if rest.len() < length {
+        return Err("a saved series' description is cut short".to_owned());
+    }
+    let (description, detector) = rest.split_at(length);
+    let saved: SavedSeries = serde_json::from_slice(description).map_err(|e| e.to_string())?;
+    let detector = Detector::decode(detector).map_err(|e| e.to_string())?;
     Ok(Watched {
         key: key.to_owned(),
         name: saved.name,

@@ -172,6 +172,8 @@ struct Shared {
     catalog_writer: Mutex<()>,
     /// Files no longer in the catalog, with the moment they may be deleted.
     doomed: Mutex<Vec<(String, Instant)>>,
+    /// Set by `close`: the last flush saves every detector state.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 /// The embedded store. Share it behind an `Arc`.
@@ -255,6 +257,7 @@ impl TelemetryStore {
             wake: Condvar::new(),
             catalog_writer: Mutex::new(()),
             doomed: Mutex::new(Vec::new()),
+            closing: std::sync::atomic::AtomicBool::new(false),
         });
         let hook_shared = shared.clone();
         let hook: CommitHook = Box::new(move |record, rows| {
@@ -403,6 +406,9 @@ impl TelemetryStore {
         let Some(flusher) = self.flusher.lock().take() else {
             return;
         };
+        self.shared
+            .closing
+            .store(true, std::sync::atomic::Ordering::Release);
         if let Err(err) = self.flush() {
             tracing::error!(error = %err, "final flush failed; rows stay in the write-ahead log");
         }
@@ -657,7 +663,7 @@ impl Shared {
                 work,
                 visible.applied_seq,
                 templates.take_changed(),
-                detectors.take_changed(),
+                detectors.take_changed(self.closing.load(std::sync::atomic::Ordering::Acquire)),
             )
         };
         let result = self.write_and_commit(runtime, &work, checkpoint, &miners, &detectors);

@@ -388,3 +388,41 @@ fn erasing_a_tenant_erases_its_anomalies_and_models() {
     assert!(anomalies(&store).is_empty());
     assert_eq!(store.watched_series(&tenant()), 0);
 }
+
+#[test]
+fn series_states_are_saved_at_most_every_interval_and_all_on_a_clean_stop() {
+    let open_hourly = |dir: &Path| {
+        let meta = Arc::new(SqliteMetadata::open(&sextant_store::metadata_path(dir)).unwrap());
+        let mut config = StoreConfig::new(dir);
+        config.wal.fsync = false;
+        config.detectors.save_interval = std::time::Duration::from_secs(3600);
+        TelemetryStore::open(config, meta).unwrap().0
+    };
+    let points_learnt =
+        |store: &TelemetryStore| anomalies(store)[0].details["points_learnt"].clone();
+
+    // The first flush saves the models; a second within the hour does not. After a crash the
+    // model carries on from the first (300 points), having missed the 300 between.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_hourly(dir.path());
+    append(&store, Signal::Metrics, gauge(0..300, normal));
+    store.flush().unwrap();
+    append(&store, Signal::Metrics, gauge(300..600, normal));
+    store.flush().unwrap();
+    std::mem::forget(store);
+    let store = open_hourly(dir.path());
+    append(&store, Signal::Metrics, gauge(600..601, |_| 400.0));
+    assert_eq!(points_learnt(&store), 301);
+
+    // A clean stop saves them all.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_hourly(dir.path());
+    append(&store, Signal::Metrics, gauge(0..300, normal));
+    store.flush().unwrap();
+    append(&store, Signal::Metrics, gauge(300..600, normal));
+    store.close();
+    drop(store);
+    let store = open_hourly(dir.path());
+    append(&store, Signal::Metrics, gauge(600..601, |_| 400.0));
+    assert_eq!(points_learnt(&store), 601);
+}

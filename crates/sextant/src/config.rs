@@ -52,6 +52,9 @@ pub struct AnomalySettings {
     pub pattern_step_seconds: i64,
     /// An anomaly episode closes after this many points in a row inside the band. Default 5.
     pub quiet_points: u32,
+    /// Series models are saved with a flush at most this often, in seconds (all of them on a
+    /// clean stop); after a crash a model misses at most this long of learning. Default 60.
+    pub state_save_seconds: u64,
     /// Capacity rules are checked this often, in seconds. Default 300.
     pub capacity_check_seconds: u64,
     /// `[[anomaly.capacity]]` rules: a metric with a limit, warned about when its forecast
@@ -68,6 +71,7 @@ impl Default for AnomalySettings {
             max_series_per_tenant: live.max_series_per_tenant,
             pattern_step_seconds: live.pattern_step_seconds,
             quiet_points: live.quiet_points,
+            state_save_seconds: live.save_interval.as_secs(),
             capacity_check_seconds: 300,
             capacity: Vec::new(),
         }
@@ -82,6 +86,7 @@ impl AnomalySettings {
             max_series_per_tenant: self.max_series_per_tenant,
             pattern_step_seconds: self.pattern_step_seconds,
             quiet_points: self.quiet_points,
+            save_interval: std::time::Duration::from_secs(self.state_save_seconds),
             ..DetectorSettings::default()
         };
         settings.detector.threshold = self.threshold;
