@@ -198,6 +198,28 @@ struct TenantDetectors {
     changed: HashSet<usize, foldhash::fast::RandomState>,
 }
 
+/// Detector states taken for saving: all encoded into one buffer (one allocation, handed
+/// back whole when saved, rather than one per series), each entry naming its range.
+#[derive(Debug, Default)]
+pub(crate) struct SavedStates {
+    bytes: Vec<u8>,
+    entries: Vec<(TenantId, String, std::ops::Range<usize>)>,
+}
+
+impl SavedStates {
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The states as the metadata store saves them.
+    pub fn views(&self) -> Vec<crate::meta::DetectorState<'_>> {
+        self.entries
+            .iter()
+            .map(|(tenant, key, range)| (tenant, key.as_str(), &self.bytes[range.clone()]))
+            .collect()
+    }
+}
+
 /// What a batch of rows made of the detectors: new anomaly events, and episodes that closed.
 #[derive(Debug, Default)]
 pub(crate) struct Findings {
@@ -452,10 +474,9 @@ impl SeriesDetectors {
         Some(state.series[index].detector.feedback(feedback))
     }
 
-    /// The states that changed since the last call, for saving: (tenant, series key, state).
-    /// Series states are taken at most every `save_interval` unless `all`; pattern clocks
-    /// always.
-    pub fn take_changed(&mut self, all: bool) -> Vec<(TenantId, String, Vec<u8>)> {
+    /// The states that changed since the last call, for saving. Series states are taken at
+    /// most every `save_interval` unless `all`; pattern clocks always.
+    pub fn take_changed(&mut self, all: bool) -> SavedStates {
         let now = std::time::Instant::now();
         let series_due = all
             || self
@@ -464,13 +485,16 @@ impl SeriesDetectors {
         if series_due {
             self.last_saved = Some(now);
         }
-        let mut saved = Vec::new();
+        let mut saved = SavedStates::default();
         for (tenant, state) in &mut self.tenants {
             if std::mem::take(&mut state.clock_changed) {
-                saved.push((
+                let start = saved.bytes.len();
+                serde_json::to_writer(&mut saved.bytes, &state.clock)
+                    .expect("a pattern clock serialises");
+                saved.entries.push((
                     tenant.clone(),
                     PATTERN_CLOCK_KEY.to_owned(),
-                    serde_json::to_vec(&state.clock).expect("a pattern clock serialises"),
+                    start..saved.bytes.len(),
                 ));
             }
             if !series_due {
@@ -478,16 +502,24 @@ impl SeriesDetectors {
             }
             for index in state.changed.drain() {
                 let watched = &state.series[index];
-                saved.push((tenant.clone(), watched.key.clone(), encode_series(watched)));
+                let start = saved.bytes.len();
+                encode_series(watched, &mut saved.bytes);
+                saved.entries.push((
+                    tenant.clone(),
+                    watched.key.clone(),
+                    start..saved.bytes.len(),
+                ));
             }
         }
-        saved.sort_by(|a, b| (a.0.as_str(), &a.1).cmp(&(b.0.as_str(), &b.1)));
+        saved
+            .entries
+            .sort_by(|a, b| (a.0.as_str(), &a.1).cmp(&(b.0.as_str(), &b.1)));
         saved
     }
 
     /// Marks states changed again (they were taken but not saved).
-    pub fn mark_changed(&mut self, taken: &[(TenantId, String, Vec<u8>)]) {
-        for (tenant, key, _) in taken {
+    pub fn mark_changed(&mut self, taken: &SavedStates) {
+        for (tenant, key, _) in &taken.entries {
             let Some(state) = self.tenants.get_mut(tenant) else {
                 continue;
             };
@@ -854,21 +886,23 @@ fn widen_to_count_noise(verdict: &mut Verdict, count: f64) {
 
 /// A saved series: the length of its JSON description (`u32`, little-endian), the description,
 /// then the detector's own encoding as it is.
-fn encode_series(watched: &Watched) -> Vec<u8> {
-    let description = serde_json::to_vec(&SavedSeries {
-        name: watched.name.clone(),
-        service: watched.service.clone(),
-        labels: watched.labels.clone(),
-        feed: watched.feed.clone(),
-        episode: watched.episode.clone(),
-    })
+fn encode_series(watched: &Watched, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    serde_json::to_writer(
+        &mut *out,
+        &SavedSeries {
+            name: watched.name.clone(),
+            service: watched.service.clone(),
+            labels: watched.labels.clone(),
+            feed: watched.feed.clone(),
+            episode: watched.episode.clone(),
+        },
+    )
     .expect("a series description serialises");
-    let detector = watched.detector.encode();
-    let mut bytes = Vec::with_capacity(4 + description.len() + detector.len());
-    bytes.extend_from_slice(&(description.len() as u32).to_le_bytes());
-    bytes.extend_from_slice(&description);
-    bytes.extend_from_slice(&detector);
-    bytes
+    let length = (out.len() - start - 4) as u32;
+    out[start..start + 4].copy_from_slice(&length.to_le_bytes());
+    out.extend_from_slice(&watched.detector.encode());
 }
 
 fn decode_series(key: &str, bytes: &[u8]) -> std::result::Result<Watched, String> {

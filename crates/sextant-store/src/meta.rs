@@ -41,6 +41,9 @@ pub struct NewToken {
     pub info: TokenInfo,
 }
 
+/// One detector state to save: (tenant, series key, encoded state).
+pub type DetectorState<'a> = (&'a TenantId, &'a str, &'a [u8]);
+
 /// Where tenants and tokens live. Embedded: [`SqliteMetadata`]; cluster mode: PostgreSQL.
 pub trait MetadataStore: Send + Sync {
     /// Creates a token for `tenant` (creating the tenant if new).
@@ -66,7 +69,7 @@ pub trait MetadataStore: Send + Sync {
         added: &[CatalogEntry],
         checkpoint: u64,
         miners: &[(TenantId, Vec<u8>)],
-        detectors: &[(TenantId, String, Vec<u8>)],
+        detectors: &[DetectorState<'_>],
     ) -> Result<()>;
     /// Each saved detector state (tenant, series key, state), as of the checkpoint.
     fn detector_states(&self) -> Result<Vec<(TenantId, String, Vec<u8>)>>;
@@ -342,7 +345,7 @@ impl MetadataStore for SqliteMetadata {
         added: &[CatalogEntry],
         checkpoint: u64,
         miners: &[(TenantId, Vec<u8>)],
-        detectors: &[(TenantId, String, Vec<u8>)],
+        detectors: &[DetectorState<'_>],
     ) -> Result<()> {
         let mut connection = self.connection.lock();
         let tx = connection.transaction()?;

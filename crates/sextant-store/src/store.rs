@@ -31,7 +31,7 @@ use sextant_analytics::anomaly::Feedback;
 use sextant_analytics::patterns::{MinerConfig, MinerState};
 use sextant_model::{Event, Signal, Table, TenantId};
 
-use crate::detectors::{DetectorSettings, Findings, SeriesDetectors};
+use crate::detectors::{DetectorSettings, Findings, SavedStates, SeriesDetectors};
 use crate::maintenance::{expired_files, plan_compactions};
 use crate::meta::{CatalogEntry, EventFilter, FeedbackRecord, MetadataStore};
 use crate::schema::{self, batch_from_payload};
@@ -718,7 +718,7 @@ impl Shared {
         work: &[(TenantId, Table, Vec<RecordBatch>)],
         checkpoint: u64,
         miners: &[(TenantId, MinerState)],
-        detectors: &[(TenantId, String, Vec<u8>)],
+        detectors: &SavedStates,
     ) -> Result<Option<Vec<CatalogEntry>>> {
         let mut added = Vec::new();
         for (tenant, table, batches) in work {
@@ -738,7 +738,7 @@ impl Shared {
             .map(|(tenant, state)| (tenant.clone(), encode_state(state)))
             .collect();
         self.meta
-            .commit_flush(&added, checkpoint, &states, detectors)?;
+            .commit_flush(&added, checkpoint, &states, &detectors.views())?;
         Ok(Some(added))
     }
 

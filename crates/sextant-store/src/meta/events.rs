@@ -208,13 +208,13 @@ pub(super) fn select_one(
 
 pub(super) fn save_detectors(
     tx: &Transaction<'_>,
-    states: &[(TenantId, String, Vec<u8>)],
+    states: &[super::DetectorState<'_>],
 ) -> Result<()> {
     let mut save = tx.prepare(
         "INSERT INTO detectors (tenant, series, state) VALUES (?1, ?2, ?3)
          ON CONFLICT(tenant, series) DO UPDATE SET state = excluded.state",
     )?;
-    for (tenant, series, state) in states {
+    for &(tenant, series, state) in states {
         save.execute(params![tenant.as_str(), series, state])?;
     }
     Ok(())
