@@ -112,7 +112,8 @@ struct Watched {
     key: String,
     name: String,
     service: String,
-    labels: BTreeMap<String, String>,
+    /// Sorted by label; a slice, not a map, as most series have only a few.
+    labels: Box<[(String, String)]>,
     feed: Feed,
     detector: Detector,
     episode: Option<Episode>,
@@ -120,13 +121,23 @@ struct Watched {
 
 /// A series as saved: everything but the detector, whose own encoding follows it (see
 /// [`encode_series`]).
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct SavedSeries {
     name: String,
     service: String,
-    labels: BTreeMap<String, String>,
+    labels: Vec<(String, String)>,
     feed: Feed,
     episode: Option<Episode>,
+}
+
+/// [`SavedSeries`] borrowed from a watched series, for writing.
+#[derive(Serialize)]
+struct SavedSeriesRef<'a> {
+    name: &'a str,
+    service: &'a str,
+    labels: &'a [(String, String)],
+    feed: &'a Feed,
+    episode: &'a Option<Episode>,
 }
 
 /// A tenant's open pattern-rate step.
@@ -602,7 +613,7 @@ impl TenantDetectors {
             key,
             name: name.to_owned(),
             service,
-            labels,
+            labels: labels.into_iter().collect(),
             feed,
             detector: Detector::new(&settings.detector),
             episode: None,
@@ -630,8 +641,8 @@ impl TenantDetectors {
             if !self.by_pattern.contains_key(&(service.clone(), *template))
                 && self.has_room(settings)
             {
-                let labels = BTreeMap::from([("template_id".to_owned(), template.to_string())]);
-                let mut key_labels = labels.clone();
+                let labels = Box::new([("template_id".to_owned(), template.to_string())]);
+                let mut key_labels: BTreeMap<String, String> = labels.iter().cloned().collect();
                 key_labels.insert("service".to_owned(), service.clone());
                 let index = self.add(Watched {
                     key: series_key(PATTERN_RATE_METRIC, &key_labels),
@@ -797,7 +808,7 @@ impl TenantDetectors {
             key: &watched.key,
             name: &watched.name,
             service: &watched.service,
-            labels: &watched.labels,
+            labels: &watched.labels.iter().cloned().collect(),
             time,
             value,
             verdict,
@@ -891,12 +902,12 @@ fn encode_series(watched: &Watched, out: &mut Vec<u8>) {
     out.extend_from_slice(&[0; 4]);
     serde_json::to_writer(
         &mut *out,
-        &SavedSeries {
-            name: watched.name.clone(),
-            service: watched.service.clone(),
-            labels: watched.labels.clone(),
-            feed: watched.feed.clone(),
-            episode: watched.episode.clone(),
+        &SavedSeriesRef {
+            name: &watched.name,
+            service: &watched.service,
+            labels: &watched.labels,
+            feed: &watched.feed,
+            episode: &watched.episode,
         },
     )
     .expect("a series description serialises");
@@ -920,7 +931,7 @@ fn decode_series(key: &str, bytes: &[u8]) -> std::result::Result<Watched, String
         key: key.to_owned(),
         name: saved.name,
         service: saved.service,
-        labels: saved.labels,
+        labels: saved.labels.into_boxed_slice(),
         feed: saved.feed,
         detector,
         episode: saved.episode,
