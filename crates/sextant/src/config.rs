@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
+use sextant_analytics::anomaly::Seasonality;
 use sextant_analytics::patterns::MinerConfig;
 use sextant_ingest::IngestConfig;
 use sextant_model::TenantId;
@@ -46,6 +47,9 @@ pub struct AnomalySettings {
     /// Score (0 to 1) at or above which a point is an anomaly, before a series' feedback moves
     /// it. Default: the detector's (the NAB standard-profile threshold).
     pub threshold: f64,
+    /// Seasonal profiles: `auto` (a daily profile where it explains a series clearly better),
+    /// `none`, `daily`, or `weekly` (daily plus a weekday offset). Default `auto`.
+    pub seasonality: Seasonality,
     /// Series watched per tenant; new series past it are not watched. Default 100,000.
     pub max_series_per_tenant: usize,
     /// Log pattern rates are counted per this many seconds of log time. Default 60.
@@ -68,6 +72,7 @@ impl Default for AnomalySettings {
         AnomalySettings {
             enabled: live.enabled,
             threshold: live.detector.threshold,
+            seasonality: live.detector.seasonality,
             max_series_per_tenant: live.max_series_per_tenant,
             pattern_step_seconds: live.pattern_step_seconds,
             quiet_points: live.quiet_points,
@@ -90,6 +95,7 @@ impl AnomalySettings {
             ..DetectorSettings::default()
         };
         settings.detector.threshold = self.threshold;
+        settings.detector.seasonality = self.seasonality;
         settings
     }
 
@@ -478,7 +484,8 @@ mod tests {
     #[test]
     fn anomaly_settings_reach_the_store_and_bad_ones_are_named() {
         let config: SextantConfig = toml::from_str(
-            "[anomaly]\nthreshold = 0.5\nquiet_points = 3\nmax_series_per_tenant = 10\n",
+            "[anomaly]\nthreshold = 0.5\nquiet_points = 3\nmax_series_per_tenant = 10\n\
+             seasonality = \"weekly\"\n",
         )
         .unwrap();
         config.validate().unwrap();
@@ -486,6 +493,7 @@ mod tests {
         assert_eq!(store.detectors.detector.threshold, 0.5);
         assert_eq!(store.detectors.quiet_points, 3);
         assert_eq!(store.detectors.max_series_per_tenant, 10);
+        assert_eq!(store.detectors.detector.seasonality, Seasonality::Weekly);
 
         for (toml, named) in [
             ("[anomaly]\nthreshold = 1.5\n", "threshold"),
