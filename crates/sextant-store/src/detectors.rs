@@ -15,7 +15,7 @@
 
 mod explain;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
 
 use arrow::array::{
@@ -117,6 +117,8 @@ struct Watched {
     feed: Feed,
     detector: Detector,
     episode: Option<Episode>,
+    /// Listed in its tenant's `changed`.
+    dirty: bool,
 }
 
 /// A series as saved: everything but the detector, whose own encoding follows it (see
@@ -206,7 +208,9 @@ struct TenantDetectors {
     clock_changed: bool,
     /// Per service, series that moved lately (oldest first).
     movers: HashMap<String, Vec<Mover>>,
-    changed: HashSet<usize, foldhash::fast::RandomState>,
+    /// Series changed since their state was last taken for saving (each once; see
+    /// [`Watched::dirty`]).
+    changed: Vec<usize>,
 }
 
 /// Detector states taken for saving: all encoded into one buffer (one allocation, handed
@@ -413,7 +417,7 @@ impl SeriesDetectors {
             };
             let time = columns.time.value(row);
             let Some(value) = state.series[index].feed_value(&columns, row) else {
-                state.changed.insert(index);
+                state.mark(index);
                 continue;
             };
             state.judge(settings, tenant, index, time, value, &mut findings, None);
@@ -481,7 +485,7 @@ impl SeriesDetectors {
     ) -> Option<(f64, f64)> {
         let state = self.tenants.get_mut(tenant)?;
         let index = *state.by_key.get(series)?;
-        state.changed.insert(index);
+        state.mark(index);
         Some(state.series[index].detector.feedback(feedback))
     }
 
@@ -511,8 +515,10 @@ impl SeriesDetectors {
             if !series_due {
                 continue;
             }
-            for index in state.changed.drain() {
-                let watched = &state.series[index];
+            for index in std::mem::take(&mut state.changed) {
+                let watched = &mut state.series[index];
+                watched.dirty = false;
+                let watched = &*watched;
                 let start = saved.bytes.len();
                 encode_series(watched, &mut saved.bytes);
                 saved.entries.push((
@@ -537,7 +543,7 @@ impl SeriesDetectors {
             if key == PATTERN_CLOCK_KEY {
                 state.clock_changed = true;
             } else if let Some(&index) = state.by_key.get(key) {
-                state.changed.insert(index);
+                state.mark(index);
             }
         }
     }
@@ -554,6 +560,15 @@ impl SeriesDetectors {
 }
 
 impl TenantDetectors {
+    /// Notes that series `index` changed since it was last taken for saving.
+    fn mark(&mut self, index: usize) {
+        let watched = &mut self.series[index];
+        if !watched.dirty {
+            watched.dirty = true;
+            self.changed.push(index);
+        }
+    }
+
     fn add(&mut self, watched: Watched) -> usize {
         let index = self.series.len();
         self.by_key.insert(watched.key.clone(), index);
@@ -617,8 +632,9 @@ impl TenantDetectors {
             feed,
             detector: Detector::new(&settings.detector),
             episode: None,
+            dirty: false,
         });
-        self.changed.insert(index);
+        self.mark(index);
         Some(index)
     }
 
@@ -654,8 +670,9 @@ impl TenantDetectors {
                     },
                     detector: Detector::new(&settings.detector),
                     episode: None,
+                    dirty: false,
                 });
-                self.changed.insert(index);
+                self.mark(index);
             }
         }
         let per_step: HashMap<(&str, u64), u64> = counts
@@ -711,7 +728,7 @@ impl TenantDetectors {
         findings: &mut Findings,
         template_text: Option<&dyn Fn() -> Option<String>>,
     ) {
-        self.changed.insert(index);
+        self.mark(index);
         let watched = &mut self.series[index];
         let mut verdict = watched
             .detector
@@ -935,6 +952,7 @@ fn decode_series(key: &str, bytes: &[u8]) -> std::result::Result<Watched, String
         feed: saved.feed,
         detector,
         episode: saved.episode,
+        dirty: false,
     })
 }
 
