@@ -22,7 +22,7 @@ use axum::http::HeaderMap;
 use serde_json::{Value, json};
 use sextant_analytics::forecast::{self, ForecastConfig};
 
-use crate::api_metrics::{RangeQuery, parse_matchers};
+use crate::api_metrics::RangeQuery;
 use crate::range_series::Aggregation;
 use crate::read_params::{NANOS_PER_SECOND, Params, bad, now_ns, parse_step};
 use crate::{ApiError, AppState};
@@ -84,15 +84,7 @@ fn duration(params: &Params, name: &str) -> Result<Option<i64>, ApiError> {
 
 impl ForecastRequest {
     pub fn from_params(params: &Params) -> Result<ForecastRequest, ApiError> {
-        let name = params
-            .get("name")
-            .ok_or_else(|| bad("name", "is required"))?
-            .to_owned();
-        let matchers = match params.get("match") {
-            None => Vec::new(),
-            Some(text) => parse_matchers(text)
-                .ok_or_else(|| bad("match", "must be `label=value` pairs separated by commas"))?,
-        };
+        let (name, matchers) = RangeQuery::series_params(params)?;
         let step_seconds = duration(params, "step")?.unwrap_or(DEFAULT_STEP_SECONDS);
         let agg = match params.get("agg") {
             None => Aggregation::Avg,

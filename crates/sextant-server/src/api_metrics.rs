@@ -121,7 +121,8 @@ impl RangeQuery {
             .await?)
     }
 
-    pub fn from_params(params: &Params) -> Result<RangeQuery, ApiError> {
+    /// The `name` (required) and `match` parameters, as `query_range` and `forecast` take them.
+    pub fn series_params(params: &Params) -> Result<(String, Vec<(String, String)>), ApiError> {
         let name = params
             .get("name")
             .ok_or_else(|| bad("name", "is required"))?
@@ -131,6 +132,11 @@ impl RangeQuery {
             Some(text) => parse_matchers(text)
                 .ok_or_else(|| bad("match", "must be `label=value` pairs separated by commas"))?,
         };
+        Ok((name, matchers))
+    }
+
+    pub fn from_params(params: &Params) -> Result<RangeQuery, ApiError> {
+        let (name, matchers) = RangeQuery::series_params(params)?;
         let step_seconds = match params.get("step") {
             None => DEFAULT_STEP_SECONDS,
             Some(text) => parse_step(text).ok_or_else(|| {

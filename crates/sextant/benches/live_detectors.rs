@@ -21,18 +21,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
-use opentelemetry_proto::tonic::metrics::v1::{
-    Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
-};
-use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::metrics::v1::{NumberDataPoint, number_data_point};
 use prost::Message;
 use serde_json::Value;
 
 use support::{
-    Machine, Server, agent, clock_ticks, cpu_ticks, create_token, get_json, post_protobuf,
-    resident_kib, sql, string_value,
+    Machine, Server, agent, clock_ticks, cpu_ticks, create_token, gauge_request, get_json,
+    post_protobuf, resident_kib, sql, string_value,
 };
 
 const METRIC: &str = "queue.depth";
@@ -244,31 +240,7 @@ fn request_body(
             ..Default::default()
         });
     }
-    let resource_metrics = by_service
-        .into_iter()
-        .enumerate()
-        .filter(|(_, points)| !points.is_empty())
-        .map(|(service, data_points)| ResourceMetrics {
-            resource: Some(Resource {
-                attributes: vec![KeyValue {
-                    key: "service.name".into(),
-                    value: string_value(&format!("svc-{service}")),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            scope_metrics: vec![ScopeMetrics {
-                metrics: vec![Metric {
-                    name: METRIC.into(),
-                    data: Some(metric::Data::Gauge(Gauge { data_points })),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        })
-        .collect();
-    ExportMetricsServiceRequest { resource_metrics }.encode_to_vec()
+    gauge_request(METRIC, "", by_service).encode_to_vec()
 }
 
 impl Options {

@@ -28,15 +28,13 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::metrics::v1::{
-    Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
-};
-use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::metrics::v1::{NumberDataPoint, number_data_point};
 use prost::Message;
 use serde_json::Value;
 
 use support::{
-    Machine, Server, agent, create_token, dir_size, get_text, post_protobuf, sql, time_runs,
+    Machine, Server, agent, create_token, dir_size, gauge_request, get_text, post_protobuf, sql,
+    time_runs,
 };
 
 const METRIC: &str = "node.cpu.utilization";
@@ -242,32 +240,7 @@ fn metrics_request(
             ..Default::default()
         });
     }
-    let resource_metrics = by_service
-        .into_iter()
-        .enumerate()
-        .filter(|(_, points)| !points.is_empty())
-        .map(|(service, data_points)| ResourceMetrics {
-            resource: Some(Resource {
-                attributes: vec![KeyValue {
-                    key: "service.name".into(),
-                    value: text(&format!("svc-{service}")),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            scope_metrics: vec![ScopeMetrics {
-                metrics: vec![Metric {
-                    name: METRIC.into(),
-                    unit: "%".into(),
-                    data: Some(metric::Data::Gauge(Gauge { data_points })),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        })
-        .collect();
-    ExportMetricsServiceRequest { resource_metrics }
+    gauge_request(METRIC, "%", by_service)
 }
 
 struct Options {

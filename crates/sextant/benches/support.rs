@@ -10,7 +10,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{
+    Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use serde_json::Value;
 
 /// Timings of repeated runs after one untimed warm-up, and what the last run found.
@@ -354,6 +359,41 @@ pub fn post_protobuf(agent: &ureq::Agent, url: &str, auth: &str, body: &[u8], re
         std::thread::sleep(Duration::from_millis(100));
     }
     panic!("a request was refused 1000 times");
+}
+
+/// An export request of gauge `name` (in `unit`): `by_service[i]` are the points of service
+/// `svc-<i>`, one resource per service that has any.
+pub fn gauge_request(
+    name: &str,
+    unit: &str,
+    by_service: Vec<Vec<NumberDataPoint>>,
+) -> ExportMetricsServiceRequest {
+    let resource_metrics = by_service
+        .into_iter()
+        .enumerate()
+        .filter(|(_, points)| !points.is_empty())
+        .map(|(service, data_points)| ResourceMetrics {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: string_value(&format!("svc-{service}")),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: name.into(),
+                    unit: unit.into(),
+                    data: Some(metric::Data::Gauge(Gauge { data_points })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .collect();
+    ExportMetricsServiceRequest { resource_metrics }
 }
 
 pub fn agent() -> ureq::Agent {
