@@ -61,4 +61,18 @@ pub struct Event {
     pub status: String,
     pub labels: BTreeMap<String, String>,
     pub details: serde_json::Value,
+    /// Notifications received for it (an alert's repeats update one event); 1 when new.
+    #[serde(default = "one")]
+    pub count: u64,
+    /// The newest notification's time (equal to `time_unix_nano` when new).
+    #[serde(default)]
+    pub last_seen_unix_nano: i64,
+    /// What the correlator did with it (joined an incident and why, silenced, inhibited, ...);
+    /// `None` until it has looked.
+    #[serde(default)]
+    pub decision: Option<serde_json::Value>,
+}
+
+fn one() -> u64 {
+    1
 }

@@ -25,6 +25,7 @@ async fn run(state: &AppState, headers: &HeaderMap) -> Result<Response, ApiError
         )));
     }
     let tables = state.services()?.tables.clone();
+    let correlation = state.services()?.correlation.clone();
     let tenant = principal.tenant.clone();
     // Erasure takes the store's catalog lock and commits to SQLite: not for an async worker.
     let report = tokio::task::spawn_blocking(move || tables.erase_tenant(&tenant))
@@ -34,6 +35,9 @@ async fn run(state: &AppState, headers: &HeaderMap) -> Result<Response, ApiError
             tracing::error!(tenant = %principal.tenant, error = %err, "erasure failed");
             ApiError::Internal
         })?;
+    // The erasure removed the tenant's incidents and correlator state; what memory holds of
+    // them goes too.
+    correlation.forget(&principal.tenant).await;
     tracing::info!(
         tenant = %principal.tenant,
         token_id = %principal.token_id,

@@ -345,6 +345,9 @@ fn capacity_event(finding: CapacityFinding<'_>) -> Event {
             "method": finding.method,
             "rule": {"name": rule.name, "match": rule.r#match, "step": rule.step, "history": rule.history, "agg": rule.agg},
         }),
+        count: 1,
+        last_seen_unix_nano: finding.now,
+        decision: None,
     }
 }
 

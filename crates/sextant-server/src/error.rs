@@ -26,6 +26,9 @@ pub enum ApiError {
     /// The thing asked for does not exist (in the caller's tenant).
     #[error("{0}")]
     NotFound(String),
+    /// The thing exists but is not in a state the request applies to (a resolved incident).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl From<sextant_store::Error> for ApiError {
@@ -55,6 +58,7 @@ impl ApiError {
             ApiError::Query(err) => err.code(),
             ApiError::BadRequest(_) => "bad_request",
             ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
         }
     }
 
@@ -64,6 +68,7 @@ impl ApiError {
             "unauthenticated" => 401,
             "forbidden" => 403,
             "not_found" => 404,
+            "conflict" => 409,
             "malformed_request" | "bad_request" | "invalid_sql" | "not_allowed"
             | "query_failed" | "scan_too_large" | "result_too_large" => 400,
             "timeout" => 504,

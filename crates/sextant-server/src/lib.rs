@@ -19,16 +19,21 @@
 //! # }
 //! ```
 
+pub mod alerts;
 mod api_anomalies;
 mod api_forecast;
+mod api_incidents;
 mod api_logs;
 mod api_metrics;
 mod api_patterns;
+mod api_rules;
 mod api_sql;
 mod api_tenant;
+mod api_topology;
 mod api_traces;
 pub mod auth;
 pub mod capacity;
+pub mod correlation;
 mod error;
 mod health;
 mod otlp_grpc;
@@ -58,6 +63,8 @@ pub struct Services {
     pub query: Arc<QueryEngine>,
     /// Anomalies, capacity warnings and the detectors' feedback.
     pub events: Arc<dyn EventSource>,
+    /// Alerts and anomalies into incidents.
+    pub correlation: Arc<correlation::Correlation>,
 }
 
 /// State shared by every handler. Cheap to clone.
@@ -138,6 +145,31 @@ pub fn router(state: AppState, max_grpc_message_bytes: usize) -> Router {
             post(api_anomalies::feedback),
         )
         .route("/api/v1/forecast", get(api_forecast::forecast))
+        .route("/api/v1/topology", get(api_topology::topology))
+        .route("/api/v1/alertmanager", post(alerts::alertmanager))
+        .route("/api/v1/events", post(alerts::events))
+        .route("/api/v1/incidents", get(api_incidents::list))
+        .route("/api/v1/incidents/{id}", get(api_incidents::one))
+        .route(
+            "/api/v1/incidents/{id}/{action}",
+            post(api_incidents::action),
+        )
+        .route(
+            "/api/v1/silences",
+            get(api_rules::list_silences).post(api_rules::create_silence),
+        )
+        .route(
+            "/api/v1/silences/{id}",
+            axum::routing::delete(api_rules::delete_silence),
+        )
+        .route(
+            "/api/v1/inhibit_rules",
+            get(api_rules::list_inhibit_rules).post(api_rules::create_inhibit_rule),
+        )
+        .route(
+            "/api/v1/inhibit_rules/{id}",
+            axum::routing::delete(api_rules::delete_inhibit_rule),
+        )
         .with_state(state.clone())
         .merge(otlp_grpc::router(state, max_grpc_message_bytes))
         .fallback(health::not_found)

@@ -5,6 +5,7 @@
 //! random 192-bit secrets, so a plain hash is enough (no password stretching needed).
 
 mod events;
+mod incidents;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -18,6 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::{Error, Result, SegmentFile};
 
 pub use events::{EventFilter, FeedbackRecord};
+pub use incidents::{CorrelationCommit, EventChange, IncidentFilter, IncidentRow};
 
 /// Prefix of every token, so leaked tokens are easy to recognise in logs and scanners.
 pub const TOKEN_PREFIX: &str = "sxt_";
@@ -104,6 +106,26 @@ pub trait MetadataStore: Send + Sync {
     /// Erasure markers: per tenant, the sequence number through which its log records are
     /// erased.
     fn erasures(&self) -> Result<HashMap<TenantId, u64>>;
+
+    /// Stores alert notifications deduplicated by (tenant, fingerprint): a repeat updates the
+    /// stored alert (status, count, newest time) instead of adding one. Returns each alert as
+    /// stored, and whether it was new.
+    fn upsert_alerts(&self, alerts: &[Event]) -> Result<Vec<(Event, bool)>>;
+    /// New events and changes of events after `after_seq`, oldest first, at most `limit`.
+    fn event_changes(&self, after_seq: u64, limit: usize) -> Result<Vec<EventChange>>;
+    /// Stores what the correlator decided, in one transaction.
+    fn commit_correlation(&self, commit: &CorrelationCommit) -> Result<()>;
+    /// A tenant's saved correlator state (JSON).
+    fn correlator_state(&self, tenant: &TenantId) -> Result<Option<String>>;
+    /// A tenant's incidents by `filter`, newest first.
+    fn incidents(&self, tenant: &TenantId, filter: &IncidentFilter) -> Result<Vec<IncidentRow>>;
+    fn incident(&self, tenant: &TenantId, id: u64) -> Result<Option<IncidentRow>>;
+    /// Adds or replaces a correlation rule (`kind`: `silence` or `inhibit`), as JSON.
+    fn put_rule(&self, tenant: &TenantId, kind: &str, id: &str, body: &str) -> Result<()>;
+    /// A tenant's rules of `kind`, oldest first, as (id, JSON).
+    fn rules(&self, tenant: &TenantId, kind: &str) -> Result<Vec<(String, String)>>;
+    /// Removes a rule; whether it existed.
+    fn delete_rule(&self, tenant: &TenantId, kind: &str, id: &str) -> Result<bool>;
 }
 
 /// One catalog row: which tenant's table a segment file belongs to, and its statistics.
@@ -200,6 +222,8 @@ impl SqliteMetadata {
         connection.pragma_update(None, "foreign_keys", "ON")?;
         connection.execute_batch(SCHEMA)?;
         connection.execute_batch(events::SCHEMA)?;
+        events::migrate(&connection)?;
+        connection.execute_batch(incidents::SCHEMA)?;
         Ok(SqliteMetadata {
             connection: Mutex::new(connection),
         })
@@ -453,6 +477,7 @@ impl MetadataStore for SqliteMetadata {
             [tenant.as_str()],
         )?;
         events::erase(&tx, tenant)?;
+        incidents::erase(&tx, tenant)?;
         tx.execute(
             "INSERT INTO erasures (tenant, up_to_seq, erased_at) VALUES (?1, ?2, ?3)
              ON CONFLICT(tenant) DO UPDATE
@@ -461,6 +486,42 @@ impl MetadataStore for SqliteMetadata {
         )?;
         tx.commit()?;
         Ok(removed)
+    }
+
+    fn upsert_alerts(&self, alerts: &[Event]) -> Result<Vec<(Event, bool)>> {
+        incidents::upsert_alerts(&mut self.connection.lock(), alerts)
+    }
+
+    fn event_changes(&self, after_seq: u64, limit: usize) -> Result<Vec<EventChange>> {
+        incidents::changes(&self.connection.lock(), after_seq, limit)
+    }
+
+    fn commit_correlation(&self, commit: &CorrelationCommit) -> Result<()> {
+        incidents::commit(&mut self.connection.lock(), commit)
+    }
+
+    fn correlator_state(&self, tenant: &TenantId) -> Result<Option<String>> {
+        incidents::correlator_state(&self.connection.lock(), tenant)
+    }
+
+    fn incidents(&self, tenant: &TenantId, filter: &IncidentFilter) -> Result<Vec<IncidentRow>> {
+        incidents::incidents(&self.connection.lock(), tenant, filter)
+    }
+
+    fn incident(&self, tenant: &TenantId, id: u64) -> Result<Option<IncidentRow>> {
+        incidents::incident(&self.connection.lock(), tenant, id)
+    }
+
+    fn put_rule(&self, tenant: &TenantId, kind: &str, id: &str, body: &str) -> Result<()> {
+        incidents::put_rule(&self.connection.lock(), tenant, kind, id, body)
+    }
+
+    fn rules(&self, tenant: &TenantId, kind: &str) -> Result<Vec<(String, String)>> {
+        incidents::rules(&self.connection.lock(), tenant, kind)
+    }
+
+    fn delete_rule(&self, tenant: &TenantId, kind: &str, id: &str) -> Result<bool> {
+        incidents::delete_rule(&self.connection.lock(), tenant, kind, id)
     }
 
     fn erasures(&self) -> Result<HashMap<TenantId, u64>> {

@@ -118,8 +118,9 @@ fn template_schema() -> SchemaRef {
     ]))
 }
 
-/// One row per event (anomaly, capacity warning, alert); `labels` and `details` (the
-/// structured explanation) are JSON text; `feedback` is the last verdict given, if any.
+/// One row per event (anomaly, capacity warning, alert); `labels`, `details` (the structured
+/// explanation) and `decision` (what the correlator did with it) are JSON text; `feedback` is
+/// the last verdict given, if any; `count` and `last_seen` sum up an alert's repeats.
 fn event_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         non_null(TIME_COLUMN, timestamp_type()),
@@ -135,6 +136,9 @@ fn event_schema() -> SchemaRef {
         non_null("labels", DataType::Utf8),
         non_null("details", DataType::Utf8),
         Field::new("feedback", DataType::Utf8, true),
+        non_null("count", DataType::UInt64),
+        non_null("last_seen", timestamp_type()),
+        Field::new("decision", DataType::Utf8, true),
     ]))
 }
 
@@ -165,6 +169,20 @@ pub fn event_batch(events: &[(sextant_model::Event, Option<String>)]) -> RecordB
         text(&|e| e.details.to_string()),
         Arc::new(StringArray::from_iter(
             events.iter().map(|(_, f)| f.clone()),
+        )),
+        Arc::new(UInt64Array::from_iter_values(
+            events.iter().map(|(e, _)| e.count),
+        )),
+        Arc::new(
+            TimestampNanosecondArray::from_iter_values(
+                events.iter().map(|(e, _)| e.last_seen_unix_nano),
+            )
+            .with_timezone(UTC),
+        ),
+        Arc::new(StringArray::from_iter(
+            events
+                .iter()
+                .map(|(e, _)| e.decision.as_ref().map(|d| d.to_string())),
         )),
     ];
     RecordBatch::try_new(schema(Table::Events), columns)

@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use sextant_analytics::anomaly::Seasonality;
 use sextant_analytics::patterns::MinerConfig;
+use sextant_incidents::correlator::CorrelatorConfig;
 use sextant_ingest::IngestConfig;
 use sextant_model::TenantId;
 use sextant_query::QueryLimits;
@@ -36,6 +37,8 @@ pub struct SextantConfig {
     pub patterns: MinerConfig,
     /// The `[anomaly]` section: live anomaly detection and capacity warnings.
     pub anomaly: AnomalySettings,
+    /// The `[incidents]` section: how alerts and anomalies are grouped into incidents.
+    pub incidents: CorrelatorConfig,
 }
 
 /// The `[anomaly]` section.
@@ -130,6 +133,7 @@ impl Default for SextantConfig {
             query: QuerySettings::default(),
             patterns: MinerConfig::default(),
             anomaly: AnomalySettings::default(),
+            incidents: CorrelatorConfig::default(),
         }
     }
 }
@@ -350,6 +354,9 @@ impl SextantConfig {
         }
         self.storage.validate()?;
         self.anomaly.validate()?;
+        self.incidents
+            .validate()
+            .map_err(|e| anyhow::anyhow!("`incidents`: {e}"))?;
         self.patterns
             .validate()
             .map_err(|e| anyhow::anyhow!("`patterns`: {e}"))?;

@@ -79,6 +79,7 @@ async fn serve(config: SextantConfig) -> anyhow::Result<()> {
     })?;
     bootstrap_token(meta.as_ref(), &config)?;
     let meta: Arc<dyn MetadataStore> = meta;
+    let meta_for_correlation = meta.clone();
 
     let addr = config.listen_addr()?;
     let listener = tokio::net::TcpListener::bind(addr)
@@ -127,6 +128,10 @@ async fn serve(config: SextantConfig) -> anyhow::Result<()> {
     );
     let store = Arc::new(store);
     let bus: Arc<dyn IngestBus> = store.clone();
+    let correlation = Arc::new(sextant_server::correlation::Correlation::new(
+        meta_for_correlation,
+        config.incidents.clone(),
+    ));
     state.set_ready(Services {
         pipeline: Arc::new(IngestPipeline::new(config.ingest.clone(), bus.clone())),
         query: Arc::new(QueryEngine::new(
@@ -135,7 +140,9 @@ async fn serve(config: SextantConfig) -> anyhow::Result<()> {
         )),
         tables: store.clone(),
         events: store,
+        correlation: correlation.clone(),
     });
+    tokio::spawn(sextant_server::correlation::run(state.clone(), correlation));
     tokio::spawn(sextant_server::capacity::run(
         state.clone(),
         config.anomaly.capacity.clone(),

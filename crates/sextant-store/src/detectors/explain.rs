@@ -175,6 +175,9 @@ pub(crate) fn anomaly_event(anomaly: Anomaly<'_>) -> Event {
         status: "firing".to_owned(),
         labels,
         details,
+        count: 1,
+        last_seen_unix_nano: anomaly.time,
+        decision: None,
     }
 }
 

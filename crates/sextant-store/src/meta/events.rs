@@ -25,9 +25,21 @@ CREATE TABLE IF NOT EXISTS events (
     labels      TEXT NOT NULL,
     details     TEXT NOT NULL,
     feedback    TEXT,
+    count       INTEGER NOT NULL DEFAULT 1,
+    last_seen   INTEGER NOT NULL DEFAULT 0,
+    decision    TEXT,
     PRIMARY KEY (tenant, id)
 );
 CREATE INDEX IF NOT EXISTS events_by_time ON events (tenant, time);
+-- Every new event and every change of one (a repeat, a resolution), in order: what the
+-- correlator reads. Rows are deleted once it has taken them.
+CREATE TABLE IF NOT EXISTS event_changes (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant   TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    time     INTEGER NOT NULL,
+    status   TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS detectors (
     tenant TEXT NOT NULL,
     series TEXT NOT NULL,
@@ -52,6 +64,44 @@ CREATE TABLE IF NOT EXISTS anomaly_feedback (
     at         INTEGER NOT NULL
 );
 ";
+
+/// Columns added after the first release: (name, definition). Added to older files on open.
+const ADDED_COLUMNS: [(&str, &str); 3] = [
+    ("count", "INTEGER NOT NULL DEFAULT 1"),
+    ("last_seen", "INTEGER NOT NULL DEFAULT 0"),
+    ("decision", "TEXT"),
+];
+
+/// Brings an `events` table written by an older version up to the current columns.
+pub(super) fn migrate(connection: &Connection) -> Result<()> {
+    let existing: Vec<String> = connection
+        .prepare("SELECT name FROM pragma_table_info('events')")?
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (name, definition) in ADDED_COLUMNS {
+        if !existing.iter().any(|c| c == name) {
+            connection.execute_batch(&format!(
+                "ALTER TABLE events ADD COLUMN {name} {definition}"
+            ))?;
+        }
+    }
+    Ok(())
+}
+
+/// Notes a new event or a change of one for the correlator.
+pub(super) fn record_change(
+    tx: &Transaction<'_>,
+    tenant: &TenantId,
+    event_id: &str,
+    time: i64,
+    status: &str,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO event_changes (tenant, event_id, time, status) VALUES (?1, ?2, ?3, ?4)",
+        params![tenant.as_str(), event_id, time, status],
+    )?;
+    Ok(())
+}
 
 /// Which events to read.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -90,11 +140,11 @@ pub(super) fn insert(connection: &mut Connection, events: &[Event]) -> Result<us
     {
         let mut statement = tx.prepare(
             "INSERT OR IGNORE INTO events (tenant, id, time, kind, source, service, severity,
-             title, summary, fingerprint, status, labels, details)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+             title, summary, fingerprint, status, labels, details, count, last_seen)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         )?;
         for event in events {
-            inserted += statement.execute(params![
+            let new = statement.execute(params![
                 event.tenant.as_str(),
                 event.id,
                 event.time_unix_nano,
@@ -108,7 +158,19 @@ pub(super) fn insert(connection: &mut Connection, events: &[Event]) -> Result<us
                 event.status,
                 serde_json::to_string(&event.labels).expect("labels serialise"),
                 event.details.to_string(),
+                event.count as i64,
+                event.last_seen_unix_nano.max(event.time_unix_nano),
             ])?;
+            if new > 0 {
+                record_change(
+                    &tx,
+                    &event.tenant,
+                    &event.id,
+                    event.time_unix_nano,
+                    &event.status,
+                )?;
+            }
+            inserted += new;
         }
     }
     tx.commit()?;
@@ -121,17 +183,20 @@ pub(super) fn resolve(connection: &mut Connection, resolved: &[(TenantId, String
         let mut statement =
             tx.prepare("UPDATE events SET status = 'resolved' WHERE tenant = ?1 AND id = ?2")?;
         for (tenant, id) in resolved {
-            statement.execute(params![tenant.as_str(), id])?;
+            if statement.execute(params![tenant.as_str(), id])? > 0 {
+                let at = super::now().saturating_mul(1_000_000_000);
+                record_change(&tx, tenant, id, at, "resolved")?;
+            }
         }
     }
     tx.commit()?;
     Ok(())
 }
 
-const EVENT_COLUMNS: &str = "tenant, id, time, kind, source, service, severity, title, summary,
-    fingerprint, status, labels, details, feedback";
+pub(super) const EVENT_COLUMNS: &str = "tenant, id, time, kind, source, service, severity,
+    title, summary, fingerprint, status, labels, details, feedback, count, last_seen, decision";
 
-fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(Event, Option<String>)> {
+pub(super) fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(Event, Option<String>)> {
     let bad = |column: usize, message: String| {
         rusqlite::Error::FromSqlConversionFailure(
             column,
@@ -143,7 +208,8 @@ fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(Event, Option<St
     let kind: String = row.get(3)?;
     let labels: String = row.get(11)?;
     let details: String = row.get(12)?;
-    let event = Event {
+    let decision: Option<String> = row.get(16)?;
+    let mut event = Event {
         tenant: TenantId::new(&tenant).map_err(|e| bad(0, e.to_string()))?,
         id: row.get(1)?,
         time_unix_nano: row.get(2)?,
@@ -158,7 +224,13 @@ fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(Event, Option<St
         labels: serde_json::from_str::<BTreeMap<String, String>>(&labels)
             .map_err(|e| bad(11, e.to_string()))?,
         details: serde_json::from_str(&details).map_err(|e| bad(12, e.to_string()))?,
+        count: row.get::<_, i64>(14)?.max(1) as u64,
+        last_seen_unix_nano: row.get(15)?,
+        decision: decision
+            .map(|d| serde_json::from_str(&d).map_err(|e| bad(16, e.to_string())))
+            .transpose()?,
     };
+    event.last_seen_unix_nano = event.last_seen_unix_nano.max(event.time_unix_nano);
     Ok((event, row.get(13)?))
 }
 
@@ -328,6 +400,7 @@ pub(super) fn sensitivities(connection: &Connection) -> Result<Vec<(TenantId, St
 pub(super) fn erase(tx: &Transaction<'_>, tenant: &TenantId) -> Result<()> {
     for table in [
         "events",
+        "event_changes",
         "detectors",
         "series_sensitivity",
         "anomaly_feedback",

@@ -5,6 +5,7 @@ mod anomalies;
 mod conventions;
 mod crash;
 mod errors;
+mod incidents;
 mod offline;
 mod otlp_sdk;
 mod patterns;

@@ -56,7 +56,7 @@ fn find_python() -> Result<PathBuf, String> {
 }
 
 /// The interpreter, or `None` after printing why the test is skipped. Panics under CI.
-fn python_or_skip() -> Option<PathBuf> {
+pub(crate) fn python_or_skip() -> Option<PathBuf> {
     match find_python() {
         Ok(python) => Some(python),
         Err(why) if std::env::var_os("CI").is_some() => panic!("CI needs the Python SDK: {why}"),

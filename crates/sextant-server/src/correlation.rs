@@ -1,0 +1,352 @@
+//! The live correlator: reads the feed of new and changed events (alerts, anomalies, capacity
+//! warnings) in order, runs each tenant's [`IncidentCorrelator`] over them with the tenant's
+//! silences, inhibition rules and service map (from the last hour of spans), and stores each
+//! decision, the incidents it changed and the correlator's state in one transaction. Incident
+//! actions (acknowledge, resolve, merge, split) go through the same lock and the same kind of
+//! transaction, so the state on disk is always one the correlator was in.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sextant_incidents::correlator::{
+    CorrelatorConfig, Incident, IncidentCorrelator, InhibitRule, Rules, Signal, Silence,
+};
+use sextant_incidents::topology::ServiceMap;
+use sextant_model::{Role, TenantId};
+use sextant_store::meta::{CorrelationCommit, IncidentRow, MetadataStore};
+use tokio::sync::{Mutex, Notify};
+
+use crate::read_params::{NANOS_PER_SECOND, now_ns};
+use crate::{ApiError, AppState, Principal};
+
+/// Changes read per step.
+const BATCH: usize = 2_000;
+/// How long a tenant's service map is reused before it is derived again.
+const MAP_TTL: Duration = Duration::from_secs(30);
+/// The spans a service map is derived from: the last hour.
+const MAP_WINDOW_SECONDS: i64 = 3_600;
+/// Most silences or inhibition rules per tenant.
+pub const MAX_RULES: usize = 1_000;
+
+/// One tenant's correlator and the rules it applies.
+struct TenantState {
+    correlator: IncidentCorrelator,
+    silences: Vec<Silence>,
+    inhibitions: Vec<InhibitRule>,
+    map: Option<(Instant, Arc<ServiceMap>)>,
+}
+
+/// The live correlation of every tenant.
+pub struct Correlation {
+    meta: Arc<dyn MetadataStore>,
+    config: CorrelatorConfig,
+    tenants: Mutex<HashMap<TenantId, TenantState>>,
+    wake: Notify,
+}
+
+impl std::fmt::Debug for Correlation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Correlation")
+    }
+}
+
+fn blocking_error(err: tokio::task::JoinError) -> ApiError {
+    tracing::error!(error = %err, "correlation task failed");
+    ApiError::Internal
+}
+
+impl Correlation {
+    pub fn new(meta: Arc<dyn MetadataStore>, config: CorrelatorConfig) -> Correlation {
+        Correlation {
+            meta,
+            config,
+            tenants: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+        }
+    }
+
+    pub fn config(&self) -> &CorrelatorConfig {
+        &self.config
+    }
+
+    /// New events are waiting: run a step now rather than at the next tick.
+    pub fn notify(&self) {
+        self.wake.notify_one();
+    }
+
+    async fn load(&self, tenant: &TenantId) -> Result<TenantState, ApiError> {
+        let meta = self.meta.clone();
+        let t = tenant.clone();
+        let (state, silences, inhibitions) = tokio::task::spawn_blocking(move || {
+            Ok::<_, sextant_store::Error>((
+                meta.correlator_state(&t)?,
+                meta.rules(&t, "silence")?,
+                meta.rules(&t, "inhibit")?,
+            ))
+        })
+        .await
+        .map_err(blocking_error)??;
+        let correlator = match state {
+            Some(json) => serde_json::from_str(&json).map_err(|e| {
+                tracing::error!(tenant = %tenant, error = %e, "saved correlator state unreadable");
+                ApiError::Internal
+            })?,
+            None => IncidentCorrelator::new(),
+        };
+        Ok(TenantState {
+            correlator,
+            silences: parse_rules(silences),
+            inhibitions: parse_rules(inhibitions),
+            map: None,
+        })
+    }
+
+    /// Forgets what is cached of `tenant` (after its data is erased, or its rules changed).
+    pub async fn forget(&self, tenant: &TenantId) {
+        self.tenants.lock().await.remove(tenant);
+    }
+
+    /// Reloads `tenant`'s silences and inhibition rules (after the API changed them).
+    pub async fn reload_rules(&self, tenant: &TenantId) -> Result<(), ApiError> {
+        let mut tenants = self.tenants.lock().await;
+        if let Some(current) = tenants.get_mut(tenant) {
+            let fresh = self.load(tenant).await?;
+            current.silences = fresh.silences;
+            current.inhibitions = fresh.inhibitions;
+        }
+        Ok(())
+    }
+
+    /// One step: takes waiting changes, correlates them, ticks every loaded tenant, stores it
+    /// all. Returns how many changes it took.
+    pub async fn step(&self, state: &AppState) -> Result<usize, ApiError> {
+        let meta = self.meta.clone();
+        let changes = tokio::task::spawn_blocking(move || meta.event_changes(0, BATCH))
+            .await
+            .map_err(blocking_error)??;
+        let mut tenants = self.tenants.lock().await;
+        if tenants.is_empty() {
+            let meta = self.meta.clone();
+            for tenant in tokio::task::spawn_blocking(move || meta.tenants())
+                .await
+                .map_err(blocking_error)??
+            {
+                let loaded = self.load(&tenant).await?;
+                tenants.insert(tenant, loaded);
+            }
+        }
+        let mut commit = CorrelationCommit {
+            through_seq: changes.last().map(|c| c.seq),
+            ..CorrelationCommit::default()
+        };
+        let mut changed: BTreeMap<(TenantId, u64), Incident> = BTreeMap::new();
+        let now = now_ns();
+        for change in &changes {
+            let tenant = &change.event.tenant;
+            if !tenants.contains_key(tenant) {
+                let loaded = self.load(tenant).await?;
+                tenants.insert(tenant.clone(), loaded);
+            }
+            let entry = tenants.get_mut(tenant).expect("loaded above");
+            if entry
+                .map
+                .as_ref()
+                .is_none_or(|(at, _)| at.elapsed() > MAP_TTL)
+            {
+                let principal = Principal {
+                    tenant: tenant.clone(),
+                    role: Role::Viewer,
+                    token_id: "sextant.correlator".into(),
+                };
+                let from = now - MAP_WINDOW_SECONDS * NANOS_PER_SECOND;
+                let map = match crate::api_topology::service_map(state, &principal, from, now).await
+                {
+                    Ok(map) => map,
+                    Err(err) => {
+                        tracing::warn!(%tenant, error = %err, "service map unavailable; correlating without it");
+                        ServiceMap::default()
+                    }
+                };
+                entry.map = Some((Instant::now(), Arc::new(map)));
+            }
+            let map = entry.map.as_ref().map(|(_, m)| m.clone());
+            let mut signal = Signal::from_event(&change.event);
+            signal.time = change.time;
+            signal.resolved = change.status == "resolved";
+            let rules = Rules {
+                silences: &entry.silences,
+                inhibitions: &entry.inhibitions,
+                map: map.as_deref(),
+            };
+            let (decision, incidents) = entry.correlator.process(&self.config, rules, &signal);
+            commit.decisions.push((
+                tenant.clone(),
+                change.event.id.clone(),
+                serde_json::to_string(&decision).expect("decisions serialise"),
+            ));
+            for incident in incidents {
+                changed.insert((tenant.clone(), incident.id), incident);
+            }
+        }
+        let mut touched: Vec<TenantId> = changes.iter().map(|c| c.event.tenant.clone()).collect();
+        for (tenant, entry) in tenants.iter_mut() {
+            let closed = entry.correlator.tick(&self.config, now);
+            if !closed.is_empty() {
+                touched.push(tenant.clone());
+            }
+            for incident in closed {
+                changed.insert((tenant.clone(), incident.id), incident);
+            }
+        }
+        touched.sort();
+        touched.dedup();
+        for tenant in &touched {
+            let entry = &tenants[tenant];
+            commit.states.push((
+                tenant.clone(),
+                serde_json::to_string(&entry.correlator).expect("correlator state serialises"),
+            ));
+            publish_metrics(tenant, &entry.correlator);
+        }
+        commit.incidents = changed
+            .into_iter()
+            .map(|((tenant, _), incident)| incident_row(&tenant, &incident))
+            .collect();
+        if commit.decisions.is_empty() && commit.incidents.is_empty() && commit.states.is_empty() {
+            return Ok(0);
+        }
+        let meta = self.meta.clone();
+        let result = tokio::task::spawn_blocking(move || meta.commit_correlation(&commit))
+            .await
+            .map_err(blocking_error)?;
+        if let Err(err) = result {
+            // Memory ran ahead of the disk: start again from what is stored.
+            tenants.clear();
+            return Err(err.into());
+        }
+        Ok(changes.len())
+    }
+
+    /// Applies an engineer's action to one of `tenant`'s open incidents and stores the
+    /// incidents it changed. `action` gets the correlator and the time.
+    pub async fn act(
+        &self,
+        tenant: &TenantId,
+        action: impl FnOnce(&mut IncidentCorrelator, i64) -> sextant_incidents::Result<Vec<Incident>>,
+    ) -> Result<Vec<Incident>, ApiError> {
+        let mut tenants = self.tenants.lock().await;
+        if !tenants.contains_key(tenant) {
+            let loaded = self.load(tenant).await?;
+            tenants.insert(tenant.clone(), loaded);
+        }
+        let entry = tenants.get_mut(tenant).expect("loaded above");
+        let before = entry.correlator.clone();
+        let incidents = match action(&mut entry.correlator, now_ns()) {
+            Ok(incidents) => incidents,
+            Err(err) => {
+                entry.correlator = before;
+                return Err(action_error(err));
+            }
+        };
+        let commit = CorrelationCommit {
+            incidents: incidents.iter().map(|i| incident_row(tenant, i)).collect(),
+            states: vec![(
+                tenant.clone(),
+                serde_json::to_string(&entry.correlator).expect("correlator state serialises"),
+            )],
+            ..CorrelationCommit::default()
+        };
+        let meta = self.meta.clone();
+        let stored = tokio::task::spawn_blocking(move || meta.commit_correlation(&commit))
+            .await
+            .map_err(blocking_error)?;
+        if let Err(err) = stored {
+            entry.correlator = before;
+            return Err(err.into());
+        }
+        publish_metrics(tenant, &entry.correlator);
+        Ok(incidents)
+    }
+
+    /// The tenant's running totals.
+    pub async fn counters(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<sextant_incidents::correlator::Counters, ApiError> {
+        let mut tenants = self.tenants.lock().await;
+        if !tenants.contains_key(tenant) {
+            let loaded = self.load(tenant).await?;
+            tenants.insert(tenant.clone(), loaded);
+        }
+        Ok(tenants[tenant].correlator.counters)
+    }
+}
+
+/// Stored rules as (id, JSON); unreadable ones are logged and skipped.
+fn parse_rules<T: serde::de::DeserializeOwned>(rules: Vec<(String, String)>) -> Vec<T> {
+    rules
+        .into_iter()
+        .filter_map(|(id, body)| match serde_json::from_str(&body) {
+            Ok(rule) => Some(rule),
+            Err(e) => {
+                tracing::error!(%id, error = %e, "stored rule unreadable; skipped");
+                None
+            }
+        })
+        .collect()
+}
+
+fn action_error(err: sextant_incidents::Error) -> ApiError {
+    match err {
+        sextant_incidents::Error::BadMatcher { .. } => ApiError::BadRequest(err.to_string()),
+        sextant_incidents::Error::NoOpenIncident { .. }
+        | sextant_incidents::Error::BadAction { .. } => ApiError::Conflict(err.to_string()),
+        sextant_incidents::Error::InvalidConfig { .. } => ApiError::BadRequest(err.to_string()),
+    }
+}
+
+fn incident_row(tenant: &TenantId, incident: &Incident) -> IncidentRow {
+    IncidentRow {
+        tenant: tenant.clone(),
+        id: incident.id,
+        status: incident.status.as_str().to_owned(),
+        opened_at: incident.opened_at,
+        updated_at: incident.updated_at,
+        body: serde_json::to_string(incident).expect("incidents serialise"),
+    }
+}
+
+fn publish_metrics(tenant: &TenantId, correlator: &IncidentCorrelator) {
+    let counters = correlator.counters;
+    let tenant = tenant.as_str().to_owned();
+    metrics::counter!("sextant_correlator_signals_total", "tenant" => tenant.clone())
+        .absolute(counters.signals);
+    metrics::counter!("sextant_correlator_suppressed_total", "tenant" => tenant.clone())
+        .absolute(counters.suppressed);
+    metrics::counter!("sextant_incidents_opened_total", "tenant" => tenant.clone())
+        .absolute(counters.incidents);
+    metrics::gauge!("sextant_incidents_open", "tenant" => tenant.clone())
+        .set(correlator.open_incidents().count() as f64);
+    metrics::gauge!("sextant_alert_reduction_ratio", "tenant" => tenant).set(counters.reduction());
+}
+
+/// Runs correlation steps every second (sooner when woken) until the process ends.
+pub async fn run(state: AppState, correlation: Arc<Correlation>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = correlation.wake.notified() => {}
+        }
+        loop {
+            match correlation.step(&state).await {
+                Ok(taken) if taken >= BATCH => continue,
+                Ok(_) => break,
+                Err(err) => {
+                    tracing::warn!(error = %err, "correlation step failed; retrying");
+                    break;
+                }
+            }
+        }
+    }
+}
