@@ -148,8 +148,8 @@ pub async fn run(state: AppState, rules: Vec<CapacityRule>, interval: Duration) 
 }
 
 /// Checks every rule for every tenant at `now`; returns how many new events were stored.
-/// Events of one series and rule get one id per `interval`, so checks do not repeat them
-/// within it.
+/// A series and rule's warning is stored once (deduplicated by fingerprint); later checks
+/// that still find it update its count, newest time, sentence and explanation.
 pub async fn check_all(
     state: &AppState,
     rules: &[CapacityRule],
@@ -171,11 +171,18 @@ pub async fn check_all(
             events.extend(check_rule(state, tenant, &rule, now, interval).await?);
         }
     }
-    let store = services.events.clone();
-    tokio::task::spawn_blocking(move || store.insert_events(&events))
+    if events.is_empty() {
+        return Ok(0);
+    }
+    // A warning that holds is one event whose count and newest time grow with each check,
+    // not a new event per check.
+    let meta = state.meta.clone();
+    let stored = tokio::task::spawn_blocking(move || meta.upsert_alerts(&events))
         .await
         .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    services.correlation.notify();
+    Ok(stored.iter().filter(|(_, new)| *new).count())
 }
 
 async fn check_rule(

@@ -34,6 +34,7 @@ mod api_traces;
 pub mod auth;
 pub mod capacity;
 pub mod correlation;
+pub mod derived_series;
 mod error;
 mod health;
 mod otlp_grpc;

@@ -107,7 +107,7 @@ pub trait MetadataStore: Send + Sync {
     /// erased.
     fn erasures(&self) -> Result<HashMap<TenantId, u64>>;
 
-    /// Stores alert notifications deduplicated by (tenant, fingerprint): a repeat updates the
+    /// Stores alert notifications deduplicated by (tenant, fingerprint, kind): a repeat updates the
     /// stored alert (status, count, newest time) instead of adding one. Returns each alert as
     /// stored, and whether it was new.
     fn upsert_alerts(&self, alerts: &[Event]) -> Result<Vec<(Event, bool)>>;

@@ -39,6 +39,31 @@ pub struct SextantConfig {
     pub anomaly: AnomalySettings,
     /// The `[incidents]` section: how alerts and anomalies are grouped into incidents.
     pub incidents: CorrelatorConfig,
+    /// The `[topology]` section: the service series derived from spans.
+    pub topology: TopologySettings,
+}
+
+/// The `[topology]` section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopologySettings {
+    /// Write each service's and edge's request rate, error rate and duration quantiles as
+    /// metric series (watched by the detectors). Default true.
+    pub derived_series: bool,
+    /// One point per series per this many seconds. Default 60.
+    pub derived_step_seconds: u64,
+    /// A step is derived this many seconds after it ends, so late spans count. Default 30.
+    pub derived_lag_seconds: u64,
+}
+
+impl Default for TopologySettings {
+    fn default() -> TopologySettings {
+        TopologySettings {
+            derived_series: true,
+            derived_step_seconds: 60,
+            derived_lag_seconds: 30,
+        }
+    }
 }
 
 /// The `[anomaly]` section.
@@ -134,6 +159,7 @@ impl Default for SextantConfig {
             patterns: MinerConfig::default(),
             anomaly: AnomalySettings::default(),
             incidents: CorrelatorConfig::default(),
+            topology: TopologySettings::default(),
         }
     }
 }
@@ -354,6 +380,9 @@ impl SextantConfig {
         }
         self.storage.validate()?;
         self.anomaly.validate()?;
+        if self.topology.derived_step_seconds == 0 {
+            bail!("`topology.derived_step_seconds` must be at least 1");
+        }
         self.incidents
             .validate()
             .map_err(|e| anyhow::anyhow!("`incidents`: {e}"))?;

@@ -143,6 +143,13 @@ async fn serve(config: SextantConfig) -> anyhow::Result<()> {
         correlation: correlation.clone(),
     });
     tokio::spawn(sextant_server::correlation::run(state.clone(), correlation));
+    if config.topology.derived_series {
+        tokio::spawn(sextant_server::derived_series::run(
+            state.clone(),
+            Duration::from_secs(config.topology.derived_step_seconds),
+            Duration::from_secs(config.topology.derived_lag_seconds),
+        ));
+    }
     tokio::spawn(sextant_server::capacity::run(
         state.clone(),
         config.anomaly.capacity.clone(),

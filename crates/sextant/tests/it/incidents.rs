@@ -1035,3 +1035,53 @@ fn alerts_posted_to_the_real_alertmanager_arrive_as_events_and_are_grouped() {
     drop(child);
     server.stop();
 }
+
+#[test]
+fn each_service_and_edge_gets_derived_series_stored_with_the_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let token = create_token(&data, "shop", "editor");
+    let config = "[topology]\nderived_step_seconds = 2\nderived_lag_seconds = 1\n";
+    let server = Sextant::start_with_config(&data, Some(config));
+    send_traces(
+        &server,
+        &token,
+        &traces_json(&[("frontend", "cart")], &[], now_ns(), 3),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let rows = loop {
+        let (status, answer) = crate::support::sql(
+            &server,
+            &token,
+            "SELECT name, service, value, attributes['caller'] AS caller FROM metrics \
+             WHERE name LIKE 'sextant.%' ORDER BY name, service",
+        );
+        assert_eq!(status, 200, "{answer}");
+        let rows = answer["rows"].as_array().unwrap().clone();
+        if rows.len() >= 15 {
+            break rows;
+        }
+        assert!(Instant::now() < deadline, "{answer}");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let value = |name: &str, service: &str| {
+        rows.iter()
+            .find(|r| r["name"] == name && r["service"] == service)
+            .unwrap_or_else(|| panic!("{name} of {service}: {rows:?}"))["value"]
+            .as_f64()
+            .unwrap()
+    };
+    // Ten calls in a two-second step, three of them failed, each 20 ms long.
+    assert_eq!(value("sextant.edge.request_rate", "cart"), 5.0);
+    assert!((value("sextant.edge.error_rate", "cart") - 0.3).abs() < 1e-9);
+    assert!((value("sextant.edge.duration_p95", "cart") - 20.0).abs() < 0.5);
+    assert_eq!(value("sextant.service.request_rate", "cart"), 5.0);
+    assert_eq!(value("sextant.service.request_rate", "frontend"), 5.0);
+    assert_eq!(value("sextant.service.error_rate", "frontend"), 0.0);
+    let edge = rows
+        .iter()
+        .find(|r| r["name"] == "sextant.edge.request_rate")
+        .unwrap();
+    assert_eq!(edge["caller"], "frontend", "{edge}");
+    server.stop();
+}
