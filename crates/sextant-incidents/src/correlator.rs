@@ -455,13 +455,14 @@ impl IncidentCorrelator {
         self.open.get(&id)
     }
 
-    /// Takes one signal; returns what became of it and the incidents it changed (to store).
+    /// Takes one signal; returns what became of it and the open incident it changed, if any
+    /// (to store: [`IncidentCorrelator::open_incident`] has it).
     pub fn process(
         &mut self,
         config: &CorrelatorConfig,
         rules: Rules<'_>,
         signal: &Signal,
-    ) -> (Decision, Vec<Incident>) {
+    ) -> (Decision, Option<u64>) {
         self.counters.signals += 1;
         let labels = signal.match_labels();
         let flap_window = secs(config.flap_window_seconds);
@@ -556,7 +557,7 @@ impl IncidentCorrelator {
                     count,
                 }
             };
-            return (decision, vec![incident.clone()]);
+            return (decision, Some(id));
         }
         alert.incident = None;
         if signal.resolved {
@@ -564,7 +565,7 @@ impl IncidentCorrelator {
                 Decision::Ignored {
                     reason: "resolved, and in no open incident".into(),
                 },
-                Vec::new(),
+                None,
             );
         }
 
@@ -580,7 +581,7 @@ impl IncidentCorrelator {
                     silence: silence.id.clone(),
                     comment: silence.comment.clone(),
                 },
-                Vec::new(),
+                None,
             );
         }
         if let Some((rule, by)) = self.inhibitor(rules.inhibitions, &signal.fingerprint, &labels) {
@@ -595,7 +596,7 @@ impl IncidentCorrelator {
                 .expect("inserted above");
             alert.suppressed = true;
             self.counters.suppressed += 1;
-            return (decision, Vec::new());
+            return (decision, None);
         }
         self.alerts
             .get_mut(&signal.fingerprint)
@@ -689,7 +690,7 @@ impl IncidentCorrelator {
             .get_mut(&signal.fingerprint)
             .expect("inserted above")
             .incident = Some(id);
-        (decision, vec![self.open[&id].clone()])
+        (decision, Some(id))
     }
 
     /// A firing, unsuppressed signal other than `fingerprint` that inhibits one with `labels`.

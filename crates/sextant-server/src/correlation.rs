@@ -5,7 +5,7 @@
 //! actions (acknowledge, resolve, merge, split) go through the same lock and the same kind of
 //! transaction, so the state on disk is always one the correlator was in.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -141,6 +141,7 @@ impl Correlation {
             ..CorrelationCommit::default()
         };
         let mut changed: BTreeMap<(TenantId, u64), Incident> = BTreeMap::new();
+        let mut changed_open: BTreeSet<(TenantId, u64)> = BTreeSet::new();
         let now = now_ns();
         for change in &changes {
             let tenant = &change.event.tenant;
@@ -179,14 +180,20 @@ impl Correlation {
                 inhibitions: &entry.inhibitions,
                 map: map.as_deref(),
             };
-            let (decision, incidents) = entry.correlator.process(&self.config, rules, &signal);
+            let (decision, incident) = entry.correlator.process(&self.config, rules, &signal);
             commit.decisions.push((
                 tenant.clone(),
                 change.event.id.clone(),
                 serde_json::to_string(&decision).expect("decisions serialise"),
             ));
-            for incident in incidents {
-                changed.insert((tenant.clone(), incident.id), incident);
+            if let Some(id) = incident {
+                changed_open.insert((tenant.clone(), id));
+            }
+        }
+        // Each changed incident once, as it is after the whole batch.
+        for (tenant, id) in changed_open {
+            if let Some(incident) = tenants[&tenant].correlator.open_incident(id) {
+                changed.insert((tenant, id), incident.clone());
             }
         }
         let mut touched: Vec<TenantId> = changes.iter().map(|c| c.event.tenant.clone()).collect();
