@@ -3,7 +3,7 @@
 //! tenant, with their explanations, and engineers' verdicts on them.
 //!
 //! List parameters (times as in [`crate::read_params`]): `from`, `to` (default: the last hour),
-//! `service`, `kind` (`anomaly` by default, or `capacity`, or `all`), `limit` (100 by default,
+//! `service`, `kind` (`anomaly` by default, or `capacity`, `alert`, or `all`), `limit` (100 by default,
 //! at most 1,000; newest first).
 //!
 //! Feedback body: `{"feedback": "false_positive" | "confirmed", "comment": "..."}` (comment
@@ -48,6 +48,9 @@ pub(crate) fn event_json(event: &Event, feedback: Option<&str>) -> Value {
         "labels": event.labels,
         "explanation": event.details,
         "feedback": feedback,
+        "count": event.count,
+        "last_seen": format_time(event.last_seen_unix_nano),
+        "decision": event.decision,
     })
 }
 
@@ -75,8 +78,13 @@ pub async fn list(
     let kind = match params.get("kind") {
         None => Some(EventKind::Anomaly),
         Some("all") => None,
-        Some(name @ ("anomaly" | "capacity")) => EventKind::from_name(name),
-        Some(_) => return Err(bad("kind", "must be `anomaly`, `capacity` or `all`")),
+        Some(name @ ("anomaly" | "capacity" | "alert")) => EventKind::from_name(name),
+        Some(_) => {
+            return Err(bad(
+                "kind",
+                "must be `anomaly`, `capacity`, `alert` or `all`",
+            ));
+        }
     };
     let limit = match params.get("limit") {
         None => DEFAULT_LIMIT,

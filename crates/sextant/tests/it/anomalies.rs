@@ -138,6 +138,35 @@ fn a_metric_spike_becomes_an_explained_anomaly_that_survives_kill_and_takes_feed
             .starts_with("checkout: queue.depth{queue=orders} at 400 is above the expected"),
         "{anomaly}"
     );
+    // The correlator folds the anomaly into an incident, saying so on the event.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let incident = loop {
+        let (status, list) = get(&server, &viewer, "/api/v1/incidents");
+        assert_eq!(status, 200, "{list}");
+        if let Some(first) = list["incidents"].as_array().unwrap().first() {
+            break first.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no incident for the anomaly: {list}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        incident["services"],
+        serde_json::json!(["checkout"]),
+        "{incident}"
+    );
+    let (_, full) = get(
+        &server,
+        &viewer,
+        &format!("/api/v1/incidents/{}", incident["id"]),
+    );
+    assert_eq!(full["members"][0]["kind"], "anomaly", "{full}");
+    assert_eq!(full["members"][0]["event_id"], id.as_str(), "{full}");
+    let (_, decided) = get(&server, &viewer, &format!("/api/v1/anomalies/{id}"));
+    assert_eq!(decided["decision"]["incident"], incident["id"], "{decided}");
+
     // Another service, another time range, another tenant: nothing.
     assert!(anomalies(&server, &viewer, "&service=payments").is_empty());
     let (_, none) = get(
