@@ -6,7 +6,8 @@ use std::str::FromStr;
 use crate::{Error, Signal};
 
 /// A queryable table. Each signal fills one stored table; `templates` is derived (the log
-/// templates the tenant's miner knows); `events` holds anomalies, capacity warnings and alerts.
+/// templates the tenant's miner knows); `events` holds anomalies, capacity warnings and alerts;
+/// `incidents` what the correlator made of them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Table {
     Logs,
@@ -14,15 +15,17 @@ pub enum Table {
     Metrics,
     Templates,
     Events,
+    Incidents,
 }
 
 impl Table {
-    pub const ALL: [Table; 5] = [
+    pub const ALL: [Table; 6] = [
         Table::Logs,
         Table::Spans,
         Table::Metrics,
         Table::Templates,
         Table::Events,
+        Table::Incidents,
     ];
     /// The tables kept as rows in segment files.
     pub const STORED: [Table; 3] = [Table::Logs, Table::Spans, Table::Metrics];
@@ -35,6 +38,7 @@ impl Table {
             Table::Metrics => "metrics",
             Table::Templates => "templates",
             Table::Events => "events",
+            Table::Incidents => "incidents",
         }
     }
 

@@ -46,12 +46,14 @@ pub fn schema(table: Table) -> SchemaRef {
     static METRICS: LazyLock<SchemaRef> = LazyLock::new(metric_schema);
     static TEMPLATES: LazyLock<SchemaRef> = LazyLock::new(template_schema);
     static EVENTS: LazyLock<SchemaRef> = LazyLock::new(event_schema);
+    static INCIDENTS: LazyLock<SchemaRef> = LazyLock::new(incident_schema);
     match table {
         Table::Logs => Arc::clone(&LOGS),
         Table::Spans => Arc::clone(&SPANS),
         Table::Metrics => Arc::clone(&METRICS),
         Table::Templates => Arc::clone(&TEMPLATES),
         Table::Events => Arc::clone(&EVENTS),
+        Table::Incidents => Arc::clone(&INCIDENTS),
     }
 }
 
@@ -187,6 +189,71 @@ pub fn event_batch(events: &[(sextant_model::Event, Option<String>)]) -> RecordB
     ];
     RecordBatch::try_new(schema(Table::Events), columns)
         .expect("the events columns match their schema")
+}
+
+/// One row per incident: `time` is when it opened; `services` and `body` (the whole incident:
+/// members with their reasons, timeline) are JSON text.
+fn incident_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        non_null(TIME_COLUMN, timestamp_type()),
+        non_null("id", DataType::UInt64),
+        non_null("status", DataType::Utf8),
+        non_null("title", DataType::Utf8),
+        non_null("severity", DataType::Utf8),
+        non_null("updated_at", timestamp_type()),
+        Field::new("resolved_at", timestamp_type(), true),
+        non_null("services", DataType::Utf8),
+        non_null("members", DataType::UInt64),
+        non_null("notifications", DataType::UInt64),
+        non_null("body", DataType::Utf8),
+    ]))
+}
+
+/// The `incidents` batch of `rows`.
+pub fn incident_batch(rows: &[crate::meta::IncidentRow]) -> RecordBatch {
+    let bodies: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| serde_json::from_str(&r.body).unwrap_or_default())
+        .collect();
+    let text = |key: &str| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(
+            bodies
+                .iter()
+                .map(|b| b[key].as_str().unwrap_or_default().to_owned()),
+        ))
+    };
+    let times = |values: Vec<Option<i64>>| -> ArrayRef {
+        Arc::new(TimestampNanosecondArray::from(values).with_timezone(UTC))
+    };
+    let columns: Vec<ArrayRef> = vec![
+        times(rows.iter().map(|r| Some(r.opened_at)).collect()),
+        Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.id))),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.status.clone()),
+        )),
+        text("title"),
+        text("severity"),
+        times(rows.iter().map(|r| Some(r.updated_at)).collect()),
+        times(bodies.iter().map(|b| b["resolved_at"].as_i64()).collect()),
+        Arc::new(StringArray::from_iter_values(
+            bodies.iter().map(|b| b["services"].to_string()),
+        )),
+        Arc::new(UInt64Array::from_iter_values(
+            bodies
+                .iter()
+                .map(|b| b["members"].as_array().map_or(0, |m| m.len() as u64)),
+        )),
+        Arc::new(UInt64Array::from_iter_values(
+            bodies
+                .iter()
+                .map(|b| b["notifications"].as_u64().unwrap_or(0)),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.body.clone()),
+        )),
+    ];
+    RecordBatch::try_new(schema(Table::Incidents), columns)
+        .expect("the incidents columns match their schema")
 }
 
 fn span_schema() -> SchemaRef {

@@ -442,6 +442,26 @@ impl TableSource for TelemetryStore {
                 buffered: vec![schema::event_batch(&events)],
             };
         }
+        if table == Table::Incidents {
+            let newest = crate::meta::IncidentFilter {
+                limit: MAX_EVENTS_IN_QUERIES,
+                ..Default::default()
+            };
+            let rows = self
+                .shared
+                .meta
+                .incidents(tenant, &newest)
+                .unwrap_or_else(|err| {
+                    tracing::error!(%tenant, error = %err, "incidents could not be read for a query");
+                    Vec::new()
+                });
+            return TableSnapshot {
+                table,
+                schema: schema::schema(table),
+                files: Vec::new(),
+                buffered: vec![schema::incident_batch(&rows)],
+            };
+        }
         if table == Table::Templates {
             let rows = self.shared.templates.lock().table(tenant);
             return TableSnapshot {

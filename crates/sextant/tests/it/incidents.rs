@@ -535,6 +535,17 @@ fn webhooks_deduplicate_incidents_resolve_and_engineers_act_on_them() {
             .contains("deduplicated"),
         "{answer}"
     );
+    let (status, rows) = crate::support::sql(
+        &server,
+        &editor,
+        "SELECT id, status, members, notifications, services FROM incidents ORDER BY id",
+    );
+    assert_eq!(status, 200, "{rows}");
+    assert_eq!(rows["rows"].as_array().unwrap().len(), 2, "{rows}");
+    assert_eq!(rows["rows"][0]["notifications"], 3, "{rows}");
+    assert_eq!(rows["rows"][0]["services"], "[\"cart\"]", "{rows}");
+    let (_, none) = crate::support::sql(&server, &stranger, "SELECT count(*) AS n FROM incidents");
+    assert_eq!(none["rows"][0]["n"], 0, "{none}");
     let stranger_list = get(&server, &stranger, "/api/v1/incidents");
     assert_eq!(
         stranger_list["incidents"],
