@@ -7,6 +7,8 @@
 //! - [`correlator::IncidentCorrelator`]: one tenant's incidents; takes one
 //!   [`correlator::Signal`] at a time and returns its [`correlator::Decision`] (opened,
 //!   joined, deduplicated, silenced, inhibited, ...) with the reason written out.
+//! - [`rca::rank`]: the root-cause ranking of an incident's candidate series, each candidate
+//!   with its [`rca::Evidence`] and a sentence.
 //! - [`scenario::Scenario`]: a correlation scenario from `testdata/incidents/`, run and scored.
 //!
 //! ```
@@ -40,6 +42,7 @@
 pub mod correlator;
 mod error;
 pub mod matcher;
+pub mod rca;
 pub mod scenario;
 pub mod topology;
 

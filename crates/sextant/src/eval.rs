@@ -31,6 +31,12 @@ pub enum EvalCommand {
     },
     /// Score the forecaster on M4's hourly series: sMAPE and MASE over the 48 steps after
     /// each training series.
+    /// Score the root-cause ranking on cases `<service>-<fault>/<run>/` (each with
+    /// `normal.csv` and `anomalous.csv`): AC@1, AC@3 and Avg@5 at service and metric level.
+    Rca {
+        #[arg(long)]
+        dir: PathBuf,
+    },
     M4 {
         /// `Hourly-train.csv`.
         #[arg(long)]
@@ -46,6 +52,7 @@ pub fn run(command: EvalCommand) -> anyhow::Result<()> {
         EvalCommand::Loghub { dir, labels } => loghub(&dir, &labels),
         EvalCommand::Nab { dir } => crate::eval_series::nab(&dir),
         EvalCommand::M4 { train, test } => crate::eval_series::m4(&train, &test),
+        EvalCommand::Rca { dir } => crate::rca::eval(&dir),
     }
 }
 

@@ -1,6 +1,6 @@
 //! The `sextant` binary: `serve` runs the engine, `query` asks it SQL, `tokens` manages who may
 //! talk to it; `patterns`, `detect` and `forecast` run the analytics offline and `eval` scores
-//! them on public benchmarks.
+//! them on public benchmarks; `rca` ranks root causes offline.
 
 mod config;
 mod detect;
@@ -8,6 +8,7 @@ mod eval;
 mod eval_series;
 mod patterns;
 mod query;
+mod rca;
 mod serve;
 mod tokens;
 
@@ -40,6 +41,8 @@ enum Command {
     Detect(detect::DetectArgs),
     /// Forecast each series of a long `series_id,timestamp,value` CSV.
     Forecast(detect::ForecastArgs),
+    /// Rank the likely root cause of an incident from two wide CSV files (before and during).
+    Rca(rca::RcaArgs),
     /// Score analytics against public benchmarks.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         Command::Patterns(command) => patterns::run(command),
         Command::Detect(args) => detect::detect(args),
         Command::Forecast(args) => detect::forecast_csv(args),
+        Command::Rca(args) => rca::run(args),
         Command::Eval(command) => eval::run(command),
     };
     match result {

@@ -1,0 +1,849 @@
+//! Root-cause ranking: which service (and which of its series) most likely caused an incident,
+//! with the evidence for each rank.
+//!
+//! Each candidate series is scored by its robust deviation from its own baseline (the values
+//! before the incident): how far the incident window strays from the baseline median, in units
+//! of the baseline's spread (the approach of BARO). Its onset is the first point of the window
+//! past [`RcaConfig::onset_sigmas`]. A service's score is its strongest series' deviation, then
+//! weighed by three more kinds of evidence, each optional: the order in which services began to
+//! depart (earlier is likelier the cause), the direction of the service map (a callee whose
+//! trouble explains its anomalous callers gains; a caller explained by an anomalous callee
+//! loses), and log evidence (a new or spiking error pattern of the service). Every factor is
+//! kept in the candidate's [`Evidence`], and a sentence is rendered from it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::topology::ServiceMap;
+use crate::{Error, Result};
+
+/// How candidates are scored. One configuration for all data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RcaConfig {
+    /// A series whose deviation reaches this many baseline spreads counts as anomalous (for
+    /// onsets, and for the services the map and the onset order compare). Default 3.
+    pub onset_sigmas: f64,
+    /// Weight of being among the first services to depart: the first gains this share, later
+    /// ones less. Default 0.2.
+    pub onset_weight: f64,
+    /// Weight of explaining anomalous callers on the service map. Default 0.5.
+    pub topology_weight: f64,
+    /// Weight of a new or spiking error log pattern. Default 0.3.
+    pub log_weight: f64,
+    /// Weight of symptom series (latency, errors, load) against resource series (cpu,
+    /// memory, ...) when a service's strongest series is chosen. Default 1.
+    pub symptom_weight: f64,
+}
+
+impl Default for RcaConfig {
+    fn default() -> RcaConfig {
+        RcaConfig {
+            onset_sigmas: 3.0,
+            onset_weight: 0.2,
+            topology_weight: 0.5,
+            log_weight: 0.3,
+            symptom_weight: 1.0,
+        }
+    }
+}
+
+impl RcaConfig {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field, reason| Err(Error::InvalidConfig { field, reason });
+        if self.onset_sigmas.is_nan() || self.onset_sigmas <= 0.0 {
+            return bad("onset_sigmas", "must be positive");
+        }
+        for (field, value) in [
+            ("onset_weight", self.onset_weight),
+            ("topology_weight", self.topology_weight),
+            ("log_weight", self.log_weight),
+            ("symptom_weight", self.symptom_weight),
+        ] {
+            if !(value >= 0.0 && value.is_finite()) {
+                return bad(field, "must be zero or positive");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a series measures, from its name (generic rules, no service names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SeriesKind {
+    /// CPU, memory, disk, file descriptors, GC: what a fault consumes.
+    Resource,
+    /// Latency and durations: what callers feel.
+    Latency,
+    /// Errors and failures.
+    Errors,
+    /// Request rates and load: what arrives.
+    Load,
+    /// Log pattern rates.
+    Logs,
+    Other,
+}
+
+impl SeriesKind {
+    /// The kind a series name suggests.
+    pub fn of(metric: &str) -> SeriesKind {
+        let name = metric.to_ascii_lowercase();
+        let has = |words: &[&str]| words.iter().any(|w| name.contains(w));
+        if has(&["log_pattern"]) {
+            SeriesKind::Logs
+        } else if has(&["lat", "duration", "p50", "p95", "p99", "response_time"]) {
+            SeriesKind::Latency
+        } else if has(&["error", "fail", "5xx", "exception"]) {
+            SeriesKind::Errors
+        } else if has(&[
+            "cpu", "mem", "heap", "gc", "disk", "fd", "thread", "io", "swap",
+        ]) {
+            SeriesKind::Resource
+        } else if has(&["lod", "load", "request", "rate", "qps", "rps", "throughput"]) {
+            SeriesKind::Load
+        } else {
+            SeriesKind::Other
+        }
+    }
+
+    fn is_symptom(self) -> bool {
+        matches!(
+            self,
+            SeriesKind::Latency | SeriesKind::Errors | SeriesKind::Load
+        )
+    }
+}
+
+/// One candidate series: its baseline values and its values during the incident.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CandidateSeries {
+    pub service: String,
+    /// The series' name (for metrics with labels, name and labels).
+    pub metric: String,
+    /// Values before the incident, in time order. Non-finite values are ignored.
+    pub normal: Vec<f64>,
+    /// (time in nanoseconds, value) during the incident, in time order.
+    pub anomalous: Vec<(i64, f64)>,
+}
+
+/// A log pattern of a service that is new, or spiking, during the incident.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogSignal {
+    pub service: String,
+    pub template_id: u64,
+    pub template: String,
+    /// Never seen before the incident.
+    pub new: bool,
+    /// Lines per minute during the incident over the baseline's (new patterns: their count).
+    pub ratio: f64,
+    /// Nanoseconds since the Unix epoch: its first line in the incident.
+    pub first_seen: i64,
+}
+
+/// What [`rank`] ranks.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RcaInput<'a> {
+    pub series: &'a [CandidateSeries],
+    pub logs: &'a [LogSignal],
+    pub map: Option<&'a ServiceMap>,
+}
+
+/// One series' deviation from its baseline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SeriesScore {
+    pub service: String,
+    pub metric: String,
+    pub kind: SeriesKind,
+    /// Largest robust deviation during the incident, in baseline spreads.
+    pub deviation: f64,
+    /// The baseline's median and spread.
+    pub baseline_median: f64,
+    pub baseline_spread: f64,
+    /// The most deviating value and its time.
+    pub peak: f64,
+    pub peak_at: i64,
+    /// `up` or `down`.
+    pub direction: String,
+    /// First time the deviation passed `onset_sigmas`; `None` if it never did.
+    pub onset: Option<i64>,
+}
+
+/// Where a candidate stands on the service map.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TopologyEvidence {
+    /// Anomalous services that depend on it (call it, directly or not).
+    pub explains: Vec<String>,
+    /// Anomalous services it depends on (which may explain it instead).
+    pub explained_by: Vec<String>,
+    /// The direct edges followed, as (caller, callee).
+    pub edges: Vec<(String, String)>,
+}
+
+/// The multipliers a service's deviation was weighed with.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScoreParts {
+    pub deviation: f64,
+    pub onset: f64,
+    pub topology: f64,
+    pub logs: f64,
+}
+
+/// Why a service ranks where it does.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// Its strongest series, then its other anomalous ones (at most five in all).
+    pub series: Vec<SeriesScore>,
+    /// 1 for the first service to depart, 2 for the next...; `None` if none of its series did.
+    pub onset_order: Option<usize>,
+    /// Services that departed (had an onset).
+    pub departed: usize,
+    pub topology: Option<TopologyEvidence>,
+    pub logs: Vec<LogSignal>,
+    pub parts: ScoreParts,
+}
+
+/// One ranked service.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RankedService {
+    pub service: String,
+    /// Its strongest series.
+    pub metric: String,
+    pub score: f64,
+    pub evidence: Evidence,
+    pub sentence: String,
+}
+
+/// The ranking: services best first, and every series by deviation.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Ranking {
+    pub services: Vec<RankedService>,
+    pub series: Vec<SeriesScore>,
+}
+
+/// The median of sorted `values`.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let at = q * (sorted.len() - 1) as f64;
+    let (lo, hi) = (at.floor() as usize, at.ceil() as usize);
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (at - lo as f64)
+}
+
+/// A series' deviation; `None` when it has no usable values.
+pub fn score_series(series: &CandidateSeries, config: &RcaConfig) -> Option<SeriesScore> {
+    let mut normal: Vec<f64> = series
+        .normal
+        .iter()
+        .copied()
+        .filter(|v| v.is_finite())
+        .collect();
+    let window: Vec<(i64, f64)> = series
+        .anomalous
+        .iter()
+        .copied()
+        .filter(|(_, v)| v.is_finite())
+        .collect();
+    if normal.is_empty() || window.is_empty() {
+        return None;
+    }
+    normal.sort_by(f64::total_cmp);
+    let median = quantile(&normal, 0.5);
+    let iqr = quantile(&normal, 0.75) - quantile(&normal, 0.25);
+    let spread = if iqr > 0.0 {
+        iqr
+    } else {
+        let mut deviations: Vec<f64> = normal.iter().map(|v| (v - median).abs()).collect();
+        deviations.sort_by(f64::total_cmp);
+        let mad = 1.4826 * quantile(&deviations, 0.5);
+        if mad > 0.0 {
+            mad
+        } else {
+            // A flat baseline: any change is a departure, sized against the level.
+            (median.abs() * 0.01).max(1e-9)
+        }
+    };
+    let mut peak = window[0];
+    let mut deviation = 0.0f64;
+    let mut onset = None;
+    for &(time, value) in &window {
+        let z = (value - median).abs() / spread;
+        if z > deviation {
+            deviation = z;
+            peak = (time, value);
+        }
+        if onset.is_none() && z >= config.onset_sigmas {
+            onset = Some(time);
+        }
+    }
+    Some(SeriesScore {
+        service: series.service.clone(),
+        metric: series.metric.clone(),
+        kind: SeriesKind::of(&series.metric),
+        deviation,
+        baseline_median: median,
+        baseline_spread: spread,
+        peak: peak.1,
+        peak_at: peak.0,
+        direction: if peak.1 >= median { "up" } else { "down" }.into(),
+        onset,
+    })
+}
+
+/// Ranks the services of `input`, best first, with their evidence.
+pub fn rank(input: &RcaInput<'_>, config: &RcaConfig) -> Ranking {
+    let mut series: Vec<SeriesScore> = input
+        .series
+        .iter()
+        .filter_map(|s| score_series(s, config))
+        .collect();
+    series.sort_by(|a, b| {
+        b.deviation
+            .total_cmp(&a.deviation)
+            .then_with(|| (&a.service, &a.metric).cmp(&(&b.service, &b.metric)))
+    });
+    let weighted = |s: &SeriesScore| {
+        if s.kind.is_symptom() {
+            s.deviation * config.symptom_weight
+        } else {
+            s.deviation
+        }
+    };
+    // Each service's series, strongest (weighted) first.
+    let mut by_service: BTreeMap<&str, Vec<&SeriesScore>> = BTreeMap::new();
+    for s in &series {
+        by_service.entry(&s.service).or_default().push(s);
+    }
+    for list in by_service.values_mut() {
+        list.sort_by(|a, b| weighted(b).total_cmp(&weighted(a)));
+    }
+    for log in input.logs {
+        by_service.entry(&log.service).or_default();
+    }
+    // Onset order of services: by the earliest onset among their series.
+    let mut onsets: Vec<(i64, &str)> = by_service
+        .iter()
+        .filter_map(|(service, list)| {
+            let log_onset = input
+                .logs
+                .iter()
+                .filter(|l| l.service == *service)
+                .map(|l| l.first_seen);
+            list.iter()
+                .filter_map(|s| s.onset)
+                .chain(log_onset)
+                .min()
+                .map(|t| (t, *service))
+        })
+        .collect();
+    onsets.sort();
+    let departed: BTreeSet<&str> = onsets.iter().map(|(_, s)| *s).collect();
+
+    let mut services: Vec<RankedService> = by_service
+        .iter()
+        .map(|(service, list)| {
+            let deviation = list.first().map_or(0.0, |s| weighted(s));
+            let onset_order = onsets.iter().position(|(_, s)| s == service).map(|i| i + 1);
+            let onset = onset_order.map_or(0.0, |order| config.onset_weight / order as f64);
+            let topology = input
+                .map
+                .map(|map| topology_evidence(map, service, &departed));
+            let topology_factor = topology.as_ref().map_or(0.0, |t| {
+                let others = departed.len().saturating_sub(1).max(1) as f64;
+                config.topology_weight * (t.explains.len() as f64 - t.explained_by.len() as f64)
+                    / others
+            });
+            let logs: Vec<LogSignal> = input
+                .logs
+                .iter()
+                .filter(|l| l.service == *service)
+                .cloned()
+                .collect();
+            let log_factor = if logs.is_empty() {
+                0.0
+            } else {
+                let strongest = logs
+                    .iter()
+                    .map(|l| {
+                        if l.new {
+                            1.0
+                        } else {
+                            (l.ratio / 10.0).min(1.0)
+                        }
+                    })
+                    .fold(0.0, f64::max);
+                config.log_weight * strongest
+            };
+            let multiplier = (1.0 + onset + topology_factor + log_factor).max(0.05);
+            let score = deviation.max(if logs.is_empty() {
+                0.0
+            } else {
+                config.onset_sigmas
+            }) * multiplier;
+            let evidence = Evidence {
+                series: list
+                    .iter()
+                    .take(5)
+                    .filter(|s| s.onset.is_some() || std::ptr::eq(**s, list[0]))
+                    .map(|s| (*s).clone())
+                    .collect(),
+                onset_order,
+                departed: departed.len(),
+                topology,
+                logs,
+                parts: ScoreParts {
+                    deviation,
+                    onset,
+                    topology: topology_factor,
+                    logs: log_factor,
+                },
+            };
+            RankedService {
+                service: (*service).to_owned(),
+                metric: list.first().map_or_else(String::new, |s| s.metric.clone()),
+                sentence: String::new(),
+                score,
+                evidence,
+            }
+        })
+        .collect();
+    services.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then_with(|| a.service.cmp(&b.service))
+    });
+    for (i, candidate) in services.iter_mut().enumerate() {
+        candidate.sentence = sentence(i + 1, candidate);
+    }
+    Ranking { services, series }
+}
+
+/// Which departed services depend on `service`, and which it depends on.
+fn topology_evidence(
+    map: &ServiceMap,
+    service: &str,
+    departed: &BTreeSet<&str>,
+) -> TopologyEvidence {
+    let reach = |forward: bool| -> BTreeSet<String> {
+        // Services reachable from `service` along (or against) the call direction.
+        let mut seen = BTreeSet::new();
+        let mut stack = vec![service.to_owned()];
+        while let Some(at) = stack.pop() {
+            for edge in map.edges() {
+                let (from, to) = if forward {
+                    (&edge.caller, &edge.callee)
+                } else {
+                    (&edge.callee, &edge.caller)
+                };
+                if *from == at && to != service && seen.insert(to.clone()) {
+                    stack.push(to.clone());
+                }
+            }
+        }
+        seen
+    };
+    let callers = reach(false);
+    let callees = reach(true);
+    let explains: Vec<String> = callers
+        .iter()
+        .filter(|s| departed.contains(s.as_str()))
+        .cloned()
+        .collect();
+    let explained_by: Vec<String> = callees
+        .iter()
+        .filter(|s| departed.contains(s.as_str()) && !callers.contains(*s))
+        .cloned()
+        .collect();
+    let edges = map
+        .edges()
+        .filter(|e| {
+            (e.callee == service && departed.contains(e.caller.as_str()))
+                || (e.caller == service && departed.contains(e.callee.as_str()))
+        })
+        .map(|e| (e.caller.clone(), e.callee.clone()))
+        .collect();
+    TopologyEvidence {
+        explains,
+        explained_by,
+        edges,
+    }
+}
+
+fn number(value: f64) -> String {
+    if value.abs() >= 100.0 || value == value.trunc() {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.3}")
+    }
+}
+
+/// A sentence or two from a candidate's evidence.
+fn sentence(rank: usize, candidate: &RankedService) -> String {
+    let evidence = &candidate.evidence;
+    let mut text = format!(
+        "#{rank} {} (score {:.2})",
+        candidate.service, candidate.score
+    );
+    match evidence.series.first() {
+        Some(top) => text.push_str(&format!(
+            ": {} went {} to {} against a baseline of {} ({:.1} spreads)",
+            top.metric,
+            top.direction,
+            number(top.peak),
+            number(top.baseline_median),
+            top.deviation
+        )),
+        None => text.push_str(": no series of it moved"),
+    }
+    if let Some(order) = evidence.onset_order {
+        text.push_str(&format!(
+            "; it was {} of {} services to depart",
+            match order {
+                1 => "the first".to_owned(),
+                n => format!("number {n}"),
+            },
+            evidence.departed
+        ));
+    }
+    text.push('.');
+    if let Some(topology) = &evidence.topology {
+        if !topology.explains.is_empty() {
+            text.push_str(&format!(
+                " It is called by {} anomalous service{} ({}), which its trouble explains.",
+                topology.explains.len(),
+                if topology.explains.len() == 1 {
+                    ""
+                } else {
+                    "s"
+                },
+                topology.explains.join(", ")
+            ));
+        }
+        if !topology.explained_by.is_empty() {
+            text.push_str(&format!(
+                " It depends on anomalous {}, which may explain it instead.",
+                topology.explained_by.join(", ")
+            ));
+        }
+    }
+    if let Some(log) = evidence.logs.first() {
+        text.push_str(&format!(
+            " Log pattern `{}` {}.",
+            log.template.chars().take(80).collect::<String>(),
+            if log.new {
+                "is new".to_owned()
+            } else {
+                format!("runs {:.1}× its usual rate", log.ratio)
+            }
+        ));
+    }
+    text
+}
+
+/// One column of a wide CSV: (service, metric, values).
+pub type WideColumn = (String, String, Vec<f64>);
+
+/// A wide CSV of one period: a `time` column (Unix seconds), then one column per series named
+/// `<service>_<metric>` (split at the first `_`). Returns the times (nanoseconds) and, per
+/// column, (service, metric, values); empty or unparsable cells are NaN.
+pub fn parse_wide_csv(text: &str) -> Result<(Vec<i64>, Vec<WideColumn>), String> {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header = lines.next().ok_or("the file is empty")?;
+    let names: Vec<&str> = header
+        .split(',')
+        .map(|h| h.trim().trim_matches('"'))
+        .collect();
+    let time_column = names
+        .iter()
+        .position(|n| *n == "time" || *n == "timestamp")
+        .ok_or("no `time` column")?;
+    let mut columns: Vec<WideColumn> = Vec::new();
+    let mut column_of = vec![None; names.len()];
+    for (i, name) in names.iter().enumerate() {
+        if i == time_column {
+            continue;
+        }
+        let (service, metric) = name
+            .split_once('_')
+            .ok_or_else(|| format!("column `{name}` is not `<service>_<metric>`"))?;
+        column_of[i] = Some(columns.len());
+        columns.push((service.to_owned(), metric.to_owned(), Vec::new()));
+    }
+    let mut times = Vec::new();
+    for (n, line) in lines.enumerate() {
+        let cells: Vec<&str> = line.split(',').collect();
+        if cells.len() != names.len() {
+            return Err(format!(
+                "row {}: {} cells, the header has {}",
+                n + 2,
+                cells.len(),
+                names.len()
+            ));
+        }
+        let time: f64 = cells[time_column]
+            .trim()
+            .parse()
+            .map_err(|_| format!("row {}: `time` is not a number", n + 2))?;
+        times.push((time * 1e9) as i64);
+        for (i, cell) in cells.iter().enumerate() {
+            if let Some(c) = column_of[i] {
+                columns[c].2.push(cell.trim().parse().unwrap_or(f64::NAN));
+            }
+        }
+    }
+    Ok((times, columns))
+}
+
+/// The candidate series of a normal and an anomalous period, each a wide CSV
+/// ([`parse_wide_csv`]); columns present in only one of them are left out.
+pub fn candidates_from_csv(normal: &str, anomalous: &str) -> Result<Vec<CandidateSeries>, String> {
+    let (_, normal) = parse_wide_csv(normal).map_err(|e| format!("normal: {e}"))?;
+    let (times, anomalous) = parse_wide_csv(anomalous).map_err(|e| format!("anomalous: {e}"))?;
+    let baseline: BTreeMap<(&str, &str), &Vec<f64>> = normal
+        .iter()
+        .map(|(s, m, v)| ((s.as_str(), m.as_str()), v))
+        .collect();
+    Ok(anomalous
+        .iter()
+        .filter_map(|(service, metric, values)| {
+            let normal = baseline.get(&(service.as_str(), metric.as_str()))?;
+            Some(CandidateSeries {
+                service: service.clone(),
+                metric: metric.clone(),
+                normal: normal.to_vec(),
+                anomalous: times.iter().copied().zip(values.iter().copied()).collect(),
+            })
+        })
+        .collect())
+}
+
+/// AC@k: the share of `ranks` (1-based rank of the true cause, `None` when not ranked) at or
+/// above `k`.
+pub fn accuracy_at(ranks: &[Option<usize>], k: usize) -> f64 {
+    if ranks.is_empty() {
+        return 0.0;
+    }
+    ranks.iter().filter(|r| r.is_some_and(|r| r <= k)).count() as f64 / ranks.len() as f64
+}
+
+/// Avg@5: the mean of AC@1 to AC@5.
+pub fn average_at_5(ranks: &[Option<usize>]) -> f64 {
+    (1..=5).map(|k| accuracy_at(ranks, k)).sum::<f64>() / 5.0
+}
+
+/// AC@1, AC@3 and Avg@5 at service and at metric level over cases.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct RcaScores {
+    pub cases: usize,
+    pub service_ac1: f64,
+    pub service_ac3: f64,
+    pub service_avg5: f64,
+    pub metric_ac1: f64,
+    pub metric_ac3: f64,
+    pub metric_avg5: f64,
+}
+
+/// Where the true cause landed in one case's ranking: its service among the ranked services and
+/// its series (`service`, `metric`) among all series, 1-based.
+pub fn case_ranks(
+    ranking: &Ranking,
+    service: &str,
+    metric: &str,
+) -> (Option<usize>, Option<usize>) {
+    (
+        ranking
+            .services
+            .iter()
+            .position(|s| s.service == service)
+            .map(|i| i + 1),
+        ranking
+            .series
+            .iter()
+            .position(|s| s.service == service && s.metric == metric)
+            .map(|i| i + 1),
+    )
+}
+
+impl RcaScores {
+    /// Scores from each case's ranks ([`case_ranks`]).
+    pub fn from_ranks(ranks: &[(Option<usize>, Option<usize>)]) -> RcaScores {
+        let services: Vec<Option<usize>> = ranks.iter().map(|r| r.0).collect();
+        let metrics: Vec<Option<usize>> = ranks.iter().map(|r| r.1).collect();
+        RcaScores {
+            cases: ranks.len(),
+            service_ac1: accuracy_at(&services, 1),
+            service_ac3: accuracy_at(&services, 3),
+            service_avg5: average_at_5(&services),
+            metric_ac1: accuracy_at(&metrics, 1),
+            metric_ac3: accuracy_at(&metrics, 3),
+            metric_avg5: average_at_5(&metrics),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wide_csv_parses_and_bad_files_say_why() {
+        let (times, columns) =
+            parse_wide_csv("time,carts_cpu,carts-db_lat_50\n10,1.5,\n11,2,3\n").unwrap();
+        assert_eq!(times, [10_000_000_000, 11_000_000_000]);
+        assert_eq!(columns[0].0, "carts");
+        assert_eq!(
+            (columns[1].0.as_str(), columns[1].1.as_str()),
+            ("carts-db", "lat_50")
+        );
+        assert!(columns[1].2[0].is_nan());
+        for (text, reason) in [
+            ("", "empty"),
+            ("a_b,c_d\n1,2", "no `time`"),
+            ("time,cpu\n1,2", "not `<service>_<metric>`"),
+            ("time,a_b\n1,2,3", "row 2: 3 cells"),
+            ("time,a_b\nx,2", "not a number"),
+        ] {
+            let error = parse_wide_csv(text).unwrap_err();
+            assert!(error.contains(reason), "{text}: {error}");
+        }
+        let ranks = [Some(1), Some(2), None, Some(6)];
+        assert_eq!(accuracy_at(&ranks, 1), 0.25);
+        assert_eq!(accuracy_at(&ranks, 3), 0.5);
+        assert_eq!(average_at_5(&ranks), (0.25 + 0.5 + 0.5 + 0.5 + 0.5) / 5.0);
+    }
+
+    fn series(service: &str, metric: &str, normal: &[f64], anomalous: &[f64]) -> CandidateSeries {
+        CandidateSeries {
+            service: service.into(),
+            metric: metric.into(),
+            normal: normal.to_vec(),
+            anomalous: anomalous
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (i as i64 * 1_000_000_000, *v))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn kinds_come_from_generic_words() {
+        for (name, kind) in [
+            ("cpu", SeriesKind::Resource),
+            ("container_memory_bytes", SeriesKind::Resource),
+            ("lat_99", SeriesKind::Latency),
+            ("sextant.service.duration_p95", SeriesKind::Latency),
+            ("sextant.service.error_rate", SeriesKind::Errors),
+            ("lod", SeriesKind::Load),
+            ("sextant.edge.request_rate", SeriesKind::Load),
+            ("log_pattern_rate{template_id=\"3\"}", SeriesKind::Logs),
+            ("queue_depth", SeriesKind::Other),
+        ] {
+            assert_eq!(SeriesKind::of(name), kind, "{name}");
+        }
+    }
+
+    #[test]
+    fn deviation_is_robust_and_flat_baselines_still_score() {
+        let config = RcaConfig::default();
+        let normal: Vec<f64> = (0..100).map(|i| 10.0 + (i % 5) as f64).collect();
+        let s = score_series(&series("a", "cpu", &normal, &[12.0, 30.0, 13.0]), &config).unwrap();
+        // median 12, IQR 2: the peak 30 is 9 spreads away.
+        assert_eq!((s.baseline_median, s.baseline_spread), (12.0, 2.0));
+        assert_eq!(
+            (s.deviation, s.peak, s.direction.as_str()),
+            (9.0, 30.0, "up")
+        );
+        assert_eq!(s.onset, Some(1_000_000_000));
+        let flat = score_series(&series("a", "mem", &[5.0; 50], &[5.0, 5.5]), &config).unwrap();
+        assert!(flat.deviation > 5.0, "{flat:?}");
+        assert!(score_series(&series("a", "x", &[f64::NAN], &[1.0]), &config).is_none());
+        assert!(score_series(&series("a", "x", &[1.0], &[f64::INFINITY]), &config).is_none());
+    }
+
+    #[test]
+    fn the_map_moves_the_blame_to_the_callee_that_explains_its_callers() {
+        let config = RcaConfig::default();
+        let normal: Vec<f64> = (0..60).map(|i| 100.0 + (i % 7) as f64).collect();
+        // The frontend's latency moves most, but it calls checkout, which calls the database
+        // whose cpu moved first.
+        let input = [
+            series("frontend", "lat_99", &normal, &[103.0, 103.0, 180.0, 200.0]),
+            series("checkout", "lat_99", &normal, &[103.0, 150.0, 170.0, 170.0]),
+            series("postgres", "cpu", &normal, &[140.0, 160.0, 160.0, 160.0]),
+            series("cart", "cpu", &normal, &[103.0, 104.0, 102.0, 103.0]),
+        ];
+        let map = ServiceMap::from_pairs([
+            ("frontend", "checkout"),
+            ("checkout", "postgres"),
+            ("frontend", "cart"),
+        ]);
+        let without = rank(
+            &RcaInput {
+                series: &input,
+                ..RcaInput::default()
+            },
+            &config,
+        );
+        assert_eq!(without.services[0].service, "frontend");
+        let with = rank(
+            &RcaInput {
+                series: &input,
+                map: Some(&map),
+                ..RcaInput::default()
+            },
+            &config,
+        );
+        let names: Vec<&str> = with.services.iter().map(|s| s.service.as_str()).collect();
+        assert_eq!(names[0], "postgres", "{with:#?}");
+        let top = &with.services[0];
+        assert_eq!(top.evidence.onset_order, Some(1));
+        let topology = top.evidence.topology.as_ref().unwrap();
+        assert_eq!(topology.explains, ["checkout", "frontend"]);
+        assert_eq!(
+            topology.edges,
+            [("checkout".to_string(), "postgres".to_string())]
+        );
+        assert!(top.sentence.starts_with("#1 postgres"), "{}", top.sentence);
+        assert!(
+            top.sentence.contains("the first of 3 services"),
+            "{}",
+            top.sentence
+        );
+        assert!(
+            top.sentence.contains("which its trouble explains"),
+            "{}",
+            top.sentence
+        );
+        assert_eq!(names.last(), Some(&"cart"));
+    }
+
+    #[test]
+    fn a_new_error_pattern_counts_as_evidence() {
+        let config = RcaConfig::default();
+        let normal: Vec<f64> = (0..60).map(|i| 10.0 + (i % 3) as f64).collect();
+        let input = [
+            series("payment", "lat_99", &normal, &[11.0, 14.0, 14.0]),
+            series("checkout", "lat_99", &normal, &[11.0, 14.0, 14.5]),
+        ];
+        let logs = [LogSignal {
+            service: "payment".into(),
+            template_id: 7,
+            template: "card processor refused: <*>".into(),
+            new: true,
+            ratio: 40.0,
+            first_seen: 500_000_000,
+        }];
+        let ranking = rank(
+            &RcaInput {
+                series: &input,
+                logs: &logs,
+                map: None,
+            },
+            &config,
+        );
+        assert_eq!(ranking.services[0].service, "payment", "{ranking:#?}");
+        assert!(ranking.services[0].sentence.contains("is new"));
+    }
+}
