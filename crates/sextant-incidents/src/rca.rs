@@ -232,6 +232,29 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[lo] + (sorted[hi] - sorted[lo]) * (at - lo as f64)
 }
 
+/// Relative floor of a baseline's spread: a spread under a thousandth of the level is taken
+/// as that thousandth. Flat baselines (a memory figure that never moved, a latency that moves
+/// by float noise) would otherwise turn any step into an enormous deviation.
+pub const RELATIVE_SPREAD_FLOOR: f64 = 1e-3;
+
+/// The spread deviations are measured in: the baseline's interquartile range, at least
+/// [`RELATIVE_SPREAD_FLOOR`] of its median; for a baseline at zero, its standard deviation,
+/// or else a thousandth of the largest value seen (a series that appears from zero).
+fn baseline_spread(sorted: &[f64], median: f64, window: &[(i64, f64)]) -> f64 {
+    let iqr = quantile(sorted, 0.75) - quantile(sorted, 0.25);
+    let spread = iqr.max(RELATIVE_SPREAD_FLOOR * median.abs());
+    if spread > 0.0 {
+        return spread;
+    }
+    let mean = sorted.iter().sum::<f64>() / sorted.len() as f64;
+    let std = (sorted.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / sorted.len() as f64).sqrt();
+    if std > 0.0 {
+        return std;
+    }
+    let largest = window.iter().map(|(_, v)| v.abs()).fold(0.0, f64::max);
+    (RELATIVE_SPREAD_FLOOR * largest).max(1e-9)
+}
+
 /// A series' deviation; `None` when it has no usable values.
 pub fn score_series(series: &CandidateSeries, config: &RcaConfig) -> Option<SeriesScore> {
     let mut normal: Vec<f64> = series
@@ -251,25 +274,17 @@ pub fn score_series(series: &CandidateSeries, config: &RcaConfig) -> Option<Seri
     }
     normal.sort_by(f64::total_cmp);
     let median = quantile(&normal, 0.5);
-    let iqr = quantile(&normal, 0.75) - quantile(&normal, 0.25);
-    let spread = if iqr > 0.0 {
-        iqr
-    } else {
-        let mut deviations: Vec<f64> = normal.iter().map(|v| (v - median).abs()).collect();
-        deviations.sort_by(f64::total_cmp);
-        let mad = 1.4826 * quantile(&deviations, 0.5);
-        if mad > 0.0 {
-            mad
-        } else {
-            // A flat baseline: any change is a departure, sized against the level.
-            (median.abs() * 0.01).max(1e-9)
-        }
-    };
+    let spread = baseline_spread(&normal, median, &window);
+    // A resource fault consumes: only a rise counts. Symptoms count either way (latency and
+    // errors rise, load may fall).
+    let kind = SeriesKind::of(&series.metric);
+    let rises_only = kind == SeriesKind::Resource;
     let mut peak = window[0];
-    let mut deviation = 0.0f64;
+    let mut deviation = f64::NEG_INFINITY;
     let mut onset = None;
     for &(time, value) in &window {
-        let z = (value - median).abs() / spread;
+        let signed = (value - median) / spread;
+        let z = if rises_only { signed } else { signed.abs() };
         if z > deviation {
             deviation = z;
             peak = (time, value);
@@ -278,10 +293,11 @@ pub fn score_series(series: &CandidateSeries, config: &RcaConfig) -> Option<Seri
             onset = Some(time);
         }
     }
+    let deviation = deviation.max(0.0);
     Some(SeriesScore {
         service: series.service.clone(),
         metric: series.metric.clone(),
-        kind: SeriesKind::of(&series.metric),
+        kind,
         deviation,
         baseline_median: median,
         baseline_spread: spread,

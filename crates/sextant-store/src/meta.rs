@@ -126,6 +126,21 @@ pub trait MetadataStore: Send + Sync {
     fn rules(&self, tenant: &TenantId, kind: &str) -> Result<Vec<(String, String)>>;
     /// Removes a rule; whether it existed.
     fn delete_rule(&self, tenant: &TenantId, kind: &str, id: &str) -> Result<bool>;
+    /// Keeps a new version of an incident's root-cause ranking (JSON); returns its version.
+    fn add_ranking(
+        &self,
+        tenant: &TenantId,
+        incident: u64,
+        computed_at: i64,
+        body: &str,
+    ) -> Result<u64>;
+    /// An incident's rankings as (version, computed at, JSON), newest first, at most `limit`.
+    fn rankings(
+        &self,
+        tenant: &TenantId,
+        incident: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, i64, String)>>;
 }
 
 /// One catalog row: which tenant's table a segment file belongs to, and its statistics.
@@ -522,6 +537,31 @@ impl MetadataStore for SqliteMetadata {
 
     fn delete_rule(&self, tenant: &TenantId, kind: &str, id: &str) -> Result<bool> {
         incidents::delete_rule(&self.connection.lock(), tenant, kind, id)
+    }
+
+    fn add_ranking(
+        &self,
+        tenant: &TenantId,
+        incident: u64,
+        computed_at: i64,
+        body: &str,
+    ) -> Result<u64> {
+        incidents::add_ranking(
+            &mut self.connection.lock(),
+            tenant,
+            incident,
+            computed_at,
+            body,
+        )
+    }
+
+    fn rankings(
+        &self,
+        tenant: &TenantId,
+        incident: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, i64, String)>> {
+        incidents::rankings(&self.connection.lock(), tenant, incident, limit)
     }
 
     fn erasures(&self) -> Result<HashMap<TenantId, u64>> {

@@ -23,6 +23,14 @@ CREATE TABLE IF NOT EXISTS correlators (
     tenant TEXT PRIMARY KEY,
     state  TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS incident_rca (
+    tenant      TEXT NOT NULL,
+    incident    INTEGER NOT NULL,
+    version     INTEGER NOT NULL,
+    computed_at INTEGER NOT NULL,
+    body        TEXT NOT NULL,
+    PRIMARY KEY (tenant, incident, version)
+);
 CREATE TABLE IF NOT EXISTS correlation_rules (
     tenant     TEXT NOT NULL,
     kind       TEXT NOT NULL,
@@ -354,9 +362,55 @@ pub(super) fn delete_rule(
     )? > 0)
 }
 
+/// Adds a new version of an incident's root-cause ranking; returns its version (1, 2, ...).
+pub(super) fn add_ranking(
+    connection: &mut Connection,
+    tenant: &TenantId,
+    incident: u64,
+    computed_at: i64,
+    body: &str,
+) -> Result<u64> {
+    let tx = connection.transaction()?;
+    let version: i64 = tx.query_row(
+        "SELECT coalesce(max(version), 0) + 1 FROM incident_rca WHERE tenant = ?1 AND incident = ?2",
+        params![tenant.as_str(), incident as i64],
+        |row| row.get(0),
+    )?;
+    tx.execute(
+        "INSERT INTO incident_rca (tenant, incident, version, computed_at, body)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![tenant.as_str(), incident as i64, version, computed_at, body],
+    )?;
+    tx.commit()?;
+    Ok(version as u64)
+}
+
+/// An incident's rankings as (version, computed at, JSON), newest first, at most `limit`.
+pub(super) fn rankings(
+    connection: &Connection,
+    tenant: &TenantId,
+    incident: u64,
+    limit: usize,
+) -> Result<Vec<(u64, i64, String)>> {
+    let mut statement = connection.prepare(
+        "SELECT version, computed_at, body FROM incident_rca WHERE tenant = ?1 AND incident = ?2
+         ORDER BY version DESC LIMIT ?3",
+    )?;
+    let rows = statement.query_map(
+        params![tenant.as_str(), incident as i64, limit as i64],
+        |row| Ok((row.get::<_, i64>(0)? as u64, row.get(1)?, row.get(2)?)),
+    )?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 /// Removes everything of `tenant` these tables hold.
 pub(super) fn erase(tx: &rusqlite::Transaction<'_>, tenant: &TenantId) -> Result<()> {
-    for table in ["incidents", "correlators", "correlation_rules"] {
+    for table in [
+        "incidents",
+        "incident_rca",
+        "correlators",
+        "correlation_rules",
+    ] {
         tx.execute(
             &format!("DELETE FROM {table} WHERE tenant = ?1"),
             [tenant.as_str()],
