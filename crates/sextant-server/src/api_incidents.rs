@@ -1,6 +1,7 @@
 //! Incidents: `GET /api/v1/incidents` (list, with the tenant's alert-to-incident totals),
 //! `GET /api/v1/incidents/{id}` (members with why each joined, timeline, affected services,
-//! explanation), and the actions `POST /api/v1/incidents/{id}/ack`, `/resolve`, `/merge`
+//! explanation, the newest root-cause ranking), `GET /api/v1/incidents/{id}/rca` (the ranking
+//! and its earlier versions), and the actions `POST /api/v1/incidents/{id}/ack`, `/resolve`, `/merge`
 //! (`{"from": ID}`: folds incident ID into this one) and `/split`
 //! (`{"fingerprints": [...]}`: moves those members to a new incident), each with an optional
 //! `comment`, from an `editor` or `admin` token, recorded on the timeline with the token id.
@@ -185,7 +186,54 @@ pub async fn one(
     let principal = crate::api_sql::query_principal(&state, &headers)?;
     let id = parse_id(&id)?;
     let incident = stored(&state, &principal.tenant, id).await?;
-    Ok(axum::Json(incident_json(&incident)))
+    let mut value = incident_json(&incident);
+    let tenant = principal.tenant.clone();
+    let state2 = state.clone();
+    let ranking =
+        tokio::task::spawn_blocking(move || crate::rca_live::latest(&state2, &tenant, id))
+            .await
+            .map_err(|_| ApiError::Internal)??;
+    value
+        .as_object_mut()
+        .expect("an object")
+        .insert("root_cause".into(), ranking.unwrap_or(Value::Null));
+    Ok(axum::Json(value))
+}
+
+/// Most ranking versions one request returns.
+const MAX_VERSIONS: usize = 100;
+
+/// `GET /api/v1/incidents/{id}/rca[?versions=N]`: the newest root-cause ranking, and the
+/// newest N versions (default 1) with their times.
+pub async fn rca(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let principal = crate::api_sql::query_principal(&state, &headers)?;
+    let params = Params::new(query, &["versions"])?;
+    let id = parse_id(&id)?;
+    let limit = match params.get("versions") {
+        None => 1,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_VERSIONS).contains(n))
+            .ok_or_else(|| bad("versions", "must be a whole number from 1 to 100"))?,
+    };
+    stored(&state, &principal.tenant, id).await?;
+    let tenant = principal.tenant.clone();
+    let state2 = state.clone();
+    let versions =
+        tokio::task::spawn_blocking(move || crate::rca_live::versions(&state2, &tenant, id, limit))
+            .await
+            .map_err(|_| ApiError::Internal)??;
+    Ok(axum::Json(json!({
+        "incident": id,
+        "ranking": versions.first().cloned().unwrap_or(Value::Null),
+        "versions": versions,
+    })))
 }
 
 #[derive(Deserialize, Default)]

@@ -276,6 +276,20 @@ impl Correlation {
         Ok(incidents)
     }
 
+    /// Every loaded tenant's open incidents, as they are now.
+    pub async fn open_snapshot(&self) -> Vec<(TenantId, Incident)> {
+        let tenants = self.tenants.lock().await;
+        tenants
+            .iter()
+            .flat_map(|(tenant, entry)| {
+                entry
+                    .correlator
+                    .open_incidents()
+                    .map(move |incident| (tenant.clone(), incident.clone()))
+            })
+            .collect()
+    }
+
     /// The tenant's running totals.
     pub async fn counters(
         &self,

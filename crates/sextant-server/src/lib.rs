@@ -40,6 +40,7 @@ mod health;
 mod otlp_grpc;
 mod otlp_http;
 mod range_series;
+pub mod rca_live;
 mod read_params;
 mod rpc_status;
 
@@ -151,6 +152,7 @@ pub fn router(state: AppState, max_grpc_message_bytes: usize) -> Router {
         .route("/api/v1/events", post(alerts::events))
         .route("/api/v1/incidents", get(api_incidents::list))
         .route("/api/v1/incidents/{id}", get(api_incidents::one))
+        .route("/api/v1/incidents/{id}/rca", get(api_incidents::rca))
         .route(
             "/api/v1/incidents/{id}/{action}",
             post(api_incidents::action),

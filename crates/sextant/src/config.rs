@@ -41,6 +41,23 @@ pub struct SextantConfig {
     pub incidents: CorrelatorConfig,
     /// The `[topology]` section: the service series derived from spans.
     pub topology: TopologySettings,
+    /// The `[rca]` section: root-cause rankings of open incidents.
+    pub rca: RcaSettings,
+}
+
+/// The `[rca]` section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RcaSettings {
+    /// Open incidents whose members changed are ranked again this often (at most every 10 s
+    /// each). Seconds; default 5.
+    pub check_seconds: u64,
+}
+
+impl Default for RcaSettings {
+    fn default() -> RcaSettings {
+        RcaSettings { check_seconds: 5 }
+    }
 }
 
 /// The `[topology]` section.
@@ -160,6 +177,7 @@ impl Default for SextantConfig {
             anomaly: AnomalySettings::default(),
             incidents: CorrelatorConfig::default(),
             topology: TopologySettings::default(),
+            rca: RcaSettings::default(),
         }
     }
 }
@@ -380,6 +398,9 @@ impl SextantConfig {
         }
         self.storage.validate()?;
         self.anomaly.validate()?;
+        if self.rca.check_seconds == 0 {
+            bail!("`rca.check_seconds` must be at least 1");
+        }
         if self.topology.derived_step_seconds == 0 {
             bail!("`topology.derived_step_seconds` must be at least 1");
         }

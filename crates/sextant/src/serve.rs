@@ -142,6 +142,11 @@ async fn serve(config: SextantConfig) -> anyhow::Result<()> {
         events: store,
         correlation: correlation.clone(),
     });
+    tokio::spawn(sextant_server::rca_live::run(
+        state.clone(),
+        correlation.clone(),
+        Duration::from_secs(config.rca.check_seconds),
+    ));
     tokio::spawn(sextant_server::correlation::run(state.clone(), correlation));
     if config.topology.derived_series {
         tokio::spawn(sextant_server::derived_series::run(

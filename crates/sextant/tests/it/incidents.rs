@@ -1096,3 +1096,183 @@ fn each_service_and_edge_gets_derived_series_stored_with_the_metrics() {
     assert_eq!(edge["caller"], "frontend", "{edge}");
     server.stop();
 }
+
+/// An OTLP/JSON gauge request: one series `name` of `service`, one point per (ns, value).
+fn gauge_json(service: &str, name: &str, points: &[(i64, f64)]) -> Value {
+    json!({"resourceMetrics": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]},
+        "scopeMetrics": [{"metrics": [{"name": name, "gauge": {"dataPoints": points.iter().map(|(t, v)| json!({
+            "timeUnixNano": t.to_string(), "asDouble": v,
+        })).collect::<Vec<_>>()}}]}],
+    }]})
+}
+
+fn send_metrics(server: &Sextant, token: &str, body: &Value) {
+    let response = agent()
+        .post(&server.url("/v1/metrics"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .header("Content-Type", "application/json")
+        .send(body.to_string().as_bytes())
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+/// A minute's noise in [-1, 1), the same on every run.
+fn wobble(i: i64) -> f64 {
+    let mut x = (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5e47;
+    x ^= x >> 31;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 29;
+    (x >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+}
+
+/// A series one point a minute from 70 minutes ago until now: `normal` give or take
+/// `noise`, and `fault` in the last `fault_minutes`.
+fn series(normal: f64, noise: f64, fault: f64, fault_minutes: i64, now: i64) -> Vec<(i64, f64)> {
+    (0..=70)
+        .map(|m| {
+            let t = now - (70 - m) * 60 * NANOS;
+            let base = if 70 - m < fault_minutes {
+                fault
+            } else {
+                normal
+            };
+            (t, base + noise * wobble(m * 7 + normal as i64))
+        })
+        .collect()
+}
+
+#[test]
+fn incidents_are_ranked_with_the_callee_that_explains_its_callers_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let token = create_token(&data, "shop", "editor");
+    let config = "[rca]\ncheck_seconds = 1\n[topology]\nderived_series = false\n";
+    let server = Sextant::start_with_config(&data, Some(config));
+    let now = now_ns();
+    send_traces(
+        &server,
+        &token,
+        &traces_json(
+            &[("frontend", "cart"), ("cart", "redis")],
+            &[],
+            now - 120 * NANOS,
+            0,
+        ),
+    );
+    // redis's cpu saturates; its callers' latency follows, the frontend's the most; cart's
+    // cpu stays as it was.
+    for (service, name, normal, noise, fault) in [
+        ("redis", "process.cpu.utilization", 20.0, 1.0, 95.0),
+        ("cart", "http.server.request.latency_p99", 50.0, 3.0, 400.0),
+        (
+            "frontend",
+            "http.server.request.latency_p99",
+            80.0,
+            5.0,
+            900.0,
+        ),
+        ("cart", "process.cpu.utilization", 30.0, 2.0, 31.0),
+    ] {
+        send_metrics(
+            &server,
+            &token,
+            &gauge_json(service, name, &series(normal, noise, fault, 6, now)),
+        );
+    }
+    let alerts: Vec<Value> = [
+        ("RedisSlow", "redis"),
+        ("HighLatency", "cart"),
+        ("HighLatency", "frontend"),
+    ]
+    .iter()
+    .map(|(title, service)| {
+        json!({"title": title, "service": service, "severity": "critical",
+                   "time": (now - 180 * NANOS).to_string()})
+    })
+    .collect();
+    post(&server, &token, "/api/v1/events", &Value::Array(alerts));
+    // The detectors find the metric jumps too: their anomalies join the same incident.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(&server, &token, "/api/v1/incidents")["stats"]["signals"]
+        .as_u64()
+        .unwrap()
+        < 3
+    {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let list = get(&server, &token, "/api/v1/incidents");
+    assert_eq!(list["incidents"].as_array().unwrap().len(), 1, "{list}");
+    let id = list["incidents"][0]["id"].as_u64().unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let incident = loop {
+        let incident = get(&server, &token, &format!("/api/v1/incidents/{id}"));
+        if !incident["root_cause"].is_null() {
+            break incident;
+        }
+        assert!(Instant::now() < deadline, "no ranking: {incident}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let ranking = &incident["root_cause"];
+    let first = &ranking["services"][0];
+    assert_eq!(first["service"], "redis", "{ranking:#}");
+    assert_eq!(first["metric"], "process.cpu.utilization", "{first}");
+    let explains = &first["evidence"]["topology"]["explains"];
+    assert_eq!(*explains, json!(["cart", "frontend"]), "{first}");
+    assert!(
+        first["sentence"].as_str().unwrap().starts_with("#1 redis"),
+        "{first}"
+    );
+    assert_eq!(ranking["version"], 1);
+    let frontend = ranking["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == "frontend")
+        .unwrap();
+    assert!(
+        frontend["evidence"]["topology"]["explained_by"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("redis")),
+        "{frontend}"
+    );
+
+    // New evidence, a new version; the old one is kept.
+    post(
+        &server,
+        &token,
+        "/api/v1/events",
+        &json!({"title": "CartErrors", "service": "cart", "time": now.to_string()}),
+    );
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let rca = get(
+            &server,
+            &token,
+            &format!("/api/v1/incidents/{id}/rca?versions=10"),
+        );
+        let versions = rca["versions"].as_array().unwrap();
+        if versions.len() >= 2 {
+            assert_eq!(rca["ranking"]["version"], versions.len());
+            assert_eq!(versions.last().unwrap()["version"], 1);
+            assert_eq!(rca["ranking"]["services"][0]["service"], "redis", "{rca}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no second version: {rca}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let (status, _) = call(&server, &token, "GET", "/api/v1/incidents/999/rca", None);
+    assert_eq!(status, 404);
+    let (status, _) = call(
+        &server,
+        &token,
+        "GET",
+        &format!("/api/v1/incidents/{id}/rca?versions=0"),
+        None,
+    );
+    assert_eq!(status, 400);
+    server.stop();
+}

@@ -1,0 +1,321 @@
+//! Root-cause rankings of open incidents, recomputed as evidence arrives: every few seconds,
+//! each open incident whose members changed since its last ranking (and whose last ranking is
+//! at least [`MIN_INTERVAL`] old) is ranked again with [`sextant_incidents::rca::rank`], and the
+//! new version is kept beside the old ones.
+//!
+//! Candidates: the incident's services and their neighbours on the service map (at most
+//! [`MAX_SERVICES`]); per service, every metric (gauges as they are, monotonic sums as rates;
+//! the derived `sextant.service.*` series included, `sextant.edge.*` left out as they repeat
+//! the callee's) averaged per minute, with the hour before the incident (less five minutes) as
+//! the baseline and from five minutes before it opened to five minutes after its last
+//! activity as the incident window; and the ERROR log patterns of those services that are new
+//! in the window or run at least three times their baseline rate. The service map gives the
+//! direction.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sextant_incidents::correlator::Incident;
+use sextant_incidents::rca::{CandidateSeries, LogSignal, RcaConfig, RcaInput, rank};
+use sextant_incidents::topology::ServiceMap;
+use sextant_model::{Role, Table, TenantId};
+
+use crate::correlation::Correlation;
+use crate::read_params::{
+    NANOS_PER_SECOND, format_time, json_rows, now_ns, run_query, run_query_over, sql_string,
+    sql_time,
+};
+use crate::{ApiError, AppState, Principal};
+
+/// Services ranked at most per incident.
+pub const MAX_SERVICES: usize = 50;
+/// An incident is ranked again at most this often.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(10);
+/// Services kept in a stored ranking.
+const KEPT: usize = 10;
+const MINUTE: i64 = 60 * NANOS_PER_SECOND;
+/// The baseline: the hour before the incident window.
+const BASELINE: i64 = 60 * MINUTE;
+/// The window starts this long before the incident opened and ends this long after its last
+/// activity.
+const MARGIN: i64 = 5 * MINUTE;
+/// A known error pattern counts as evidence at this many times its baseline rate.
+const LOG_SPIKE: f64 = 3.0;
+
+/// What a ranking was computed from: a new one is due when it changes.
+fn basis(incident: &Incident) -> Value {
+    json!({
+        "members": incident.members.len(),
+        "notifications": incident.notifications,
+        "updated_at": incident.updated_at,
+    })
+}
+
+fn principal(tenant: &TenantId) -> Principal {
+    Principal {
+        tenant: tenant.clone(),
+        role: Role::Viewer,
+        token_id: "sextant.rca".into(),
+    }
+}
+
+fn number(row: &serde_json::Map<String, Value>, key: &str) -> Option<f64> {
+    row.get(key).and_then(Value::as_f64)
+}
+
+fn text(row: &serde_json::Map<String, Value>, key: &str) -> String {
+    row.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The candidate services: the incident's, then their neighbours on the map.
+fn candidate_services(incident: &Incident, map: &ServiceMap) -> Vec<String> {
+    let mut services: Vec<String> = incident.services.iter().cloned().collect();
+    let mut seen: BTreeSet<String> = services.iter().cloned().collect();
+    for edge in map.edges() {
+        for (a, b) in [(&edge.caller, &edge.callee), (&edge.callee, &edge.caller)] {
+            if incident.services.contains(a) && seen.insert(b.clone()) {
+                services.push(b.clone());
+            }
+        }
+    }
+    services.truncate(MAX_SERVICES);
+    services
+}
+
+/// Ranks one incident now; the JSON kept as its next version.
+pub async fn rank_incident(
+    state: &AppState,
+    tenant: &TenantId,
+    incident: &Incident,
+) -> Result<Value, ApiError> {
+    let principal = principal(tenant);
+    let now = now_ns();
+    let map = crate::api_topology::service_map(state, &principal, now - BASELINE, now).await?;
+    let services = candidate_services(incident, &map);
+    let window_start = incident.opened_at - MARGIN;
+    let window_end = incident.updated_at.max(incident.opened_at) + MARGIN;
+    let baseline_start = window_start - BASELINE;
+    if services.is_empty() {
+        return Ok(
+            json!({"basis": basis(incident), "services": [], "series_considered": 0,
+            "note": "the incident names no service"}),
+        );
+    }
+    let in_list = services
+        .iter()
+        .map(|s| sql_string(s))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let bounds = format!(
+        "time >= {} AND time < {} AND service IN ({in_list})",
+        sql_time(baseline_start),
+        sql_time(window_end)
+    );
+    let sql = format!(
+        "SELECT service, name, kind, is_monotonic,
+            CAST(date_bin(INTERVAL '60 seconds', time) AS BIGINT) AS t,
+            avg(value) AS v, min(value) AS lo, max(value) AS hi
+         FROM metrics WHERE {bounds} AND value IS NOT NULL AND kind IN ('gauge', 'sum')
+           AND name NOT LIKE 'sextant.edge.%'
+         GROUP BY service, name, kind, is_monotonic, t ORDER BY t"
+    );
+    let rows = json_rows(&run_query(state, &principal, Table::Metrics, &sql).await?);
+    let mut series: BTreeMap<(String, String), CandidateSeries> = BTreeMap::new();
+    for row in &rows {
+        let (Some(t), Some(avg)) = (row.get("t").and_then(Value::as_i64), number(row, "v")) else {
+            continue;
+        };
+        let monotonic = row.get("is_monotonic").and_then(Value::as_bool) == Some(true)
+            && row.get("kind").and_then(Value::as_str) == Some("sum");
+        let value = if monotonic {
+            match (number(row, "lo"), number(row, "hi")) {
+                (Some(lo), Some(hi)) if hi >= lo => (hi - lo) / 60.0,
+                _ => continue,
+            }
+        } else {
+            avg
+        };
+        let (service, name) = (text(row, "service"), text(row, "name"));
+        let entry = series
+            .entry((service.clone(), name.clone()))
+            .or_insert_with(|| CandidateSeries {
+                service,
+                metric: name,
+                normal: Vec::new(),
+                anomalous: Vec::new(),
+            });
+        if t < window_start {
+            entry.normal.push(value);
+        } else {
+            entry.anomalous.push((t, value));
+        }
+    }
+    let series: Vec<CandidateSeries> = series.into_values().collect();
+    let log_bounds = format!(
+        "l.time >= {} AND l.time < {} AND l.service IN ({in_list})",
+        sql_time(baseline_start),
+        sql_time(window_end)
+    );
+    let logs = log_signals(
+        state,
+        &principal,
+        &log_bounds,
+        window_start,
+        window_end,
+        baseline_start,
+    )
+    .await?;
+    let config = RcaConfig::default();
+    let input = RcaInput {
+        series: &series,
+        logs: &logs,
+        map: Some(&map),
+    };
+    let ranking = rank(&input, &config);
+    Ok(json!({
+        "basis": basis(incident),
+        "window": {"baseline_from": format_time(baseline_start), "from": format_time(window_start),
+                   "to": format_time(window_end)},
+        "series_considered": series.len(),
+        "log_signals": logs.len(),
+        "services": ranking.services.iter().take(KEPT).collect::<Vec<_>>(),
+    }))
+}
+
+/// ERROR log patterns of the candidate services that are new in the window, or spiking
+/// (`bounds`: the SQL condition on `logs l` for the services and the whole period).
+async fn log_signals(
+    state: &AppState,
+    principal: &Principal,
+    bounds: &str,
+    window_start: i64,
+    window_end: i64,
+    baseline_start: i64,
+) -> Result<Vec<LogSignal>, ApiError> {
+    let sql = format!(
+        "SELECT l.service AS service, l.template_id AS template_id, max(t.template) AS template,
+            sum(CASE WHEN l.time >= {w} THEN 1 ELSE 0 END) AS in_window,
+            sum(CASE WHEN l.time < {w} THEN 1 ELSE 0 END) AS before,
+            CAST(min(CASE WHEN l.time >= {w} THEN l.time END) AS BIGINT) AS first_seen
+         FROM logs l JOIN templates t ON l.template_id = t.template_id
+         WHERE {bounds} AND l.severity_number >= 17
+         GROUP BY l.service, l.template_id",
+        w = sql_time(window_start),
+    );
+    let rows =
+        json_rows(&run_query_over(state, principal, &[Table::Logs, Table::Templates], &sql).await?);
+    let window_minutes = ((window_end - window_start) as f64 / MINUTE as f64).max(1.0);
+    let baseline_minutes = ((window_start - baseline_start) as f64 / MINUTE as f64).max(1.0);
+    let mut signals = Vec::new();
+    for row in rows {
+        let in_window = number(&row, "in_window").unwrap_or(0.0);
+        let before = number(&row, "before").unwrap_or(0.0);
+        if in_window <= 0.0 {
+            continue;
+        }
+        let new = before <= 0.0;
+        let ratio = if new {
+            in_window
+        } else {
+            (in_window / window_minutes) / (before / baseline_minutes)
+        };
+        if !new && ratio < LOG_SPIKE {
+            continue;
+        }
+        signals.push(LogSignal {
+            service: text(&row, "service"),
+            template_id: row.get("template_id").and_then(Value::as_u64).unwrap_or(0),
+            template: text(&row, "template"),
+            new,
+            ratio,
+            first_seen: row
+                .get("first_seen")
+                .and_then(Value::as_i64)
+                .unwrap_or(window_start),
+        });
+    }
+    Ok(signals)
+}
+
+/// Ranks every open incident whose evidence changed, every few seconds, until the process
+/// ends.
+pub async fn run(state: AppState, correlation: Arc<Correlation>, every: Duration) {
+    let mut last: HashMap<(TenantId, u64), (Value, Instant)> = HashMap::new();
+    loop {
+        tokio::time::sleep(every).await;
+        for (tenant, incident) in correlation.open_snapshot().await {
+            let key = (tenant.clone(), incident.id);
+            let basis = basis(&incident);
+            if let Some((seen, at)) = last.get(&key)
+                && (*seen == basis || at.elapsed() < MIN_INTERVAL)
+            {
+                continue;
+            }
+            if !last.contains_key(&key)
+                && let Ok(Some(stored)) = latest(&state, &tenant, incident.id)
+                && stored["basis"] == basis
+            {
+                // Ranked before a restart from the same evidence.
+                last.insert(key, (basis, Instant::now()));
+                continue;
+            }
+            match rank_incident(&state, &tenant, &incident).await {
+                Ok(ranking) => {
+                    let body = ranking.to_string();
+                    let meta = state.meta.clone();
+                    let t = tenant.clone();
+                    let stored = tokio::task::spawn_blocking(move || {
+                        meta.add_ranking(&t, incident.id, now_ns(), &body)
+                    })
+                    .await;
+                    match stored {
+                        Ok(Ok(_)) => {
+                            last.insert(key, (basis, Instant::now()));
+                        }
+                        Ok(Err(err)) => tracing::warn!(error = %err, "ranking not stored"),
+                        Err(err) => tracing::warn!(error = %err, "ranking task failed"),
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(%tenant, incident = incident.id, error = %err, "incident not ranked");
+                    last.insert(key, (Value::Null, Instant::now()));
+                }
+            }
+        }
+    }
+}
+
+/// The newest stored ranking of an incident, with its version and time.
+pub fn latest(
+    state: &AppState,
+    tenant: &TenantId,
+    incident: u64,
+) -> Result<Option<Value>, ApiError> {
+    Ok(versions(state, tenant, incident, 1)?.into_iter().next())
+}
+
+/// An incident's newest `limit` rankings, each with `version` and `computed_at`.
+pub fn versions(
+    state: &AppState,
+    tenant: &TenantId,
+    incident: u64,
+    limit: usize,
+) -> Result<Vec<Value>, ApiError> {
+    let rows = state.meta.rankings(tenant, incident, limit)?;
+    Ok(rows
+        .into_iter()
+        .map(|(version, at, body)| {
+            let mut value: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            if let Some(object) = value.as_object_mut() {
+                object.insert("version".into(), json!(version));
+                object.insert("computed_at".into(), json!(format_time(at)));
+            }
+            value
+        })
+        .collect())
+}
