@@ -32,8 +32,9 @@ pub struct RcaConfig {
     pub topology_weight: f64,
     /// Weight of a new or spiking error log pattern. Default 0.3.
     pub log_weight: f64,
-    /// Weight of symptom series (latency, errors, load) against resource series (cpu,
-    /// memory, ...) when a service's strongest series is chosen. Default 1.
+    /// Weight of symptom series (latency, errors, load) against resource and other series
+    /// (cpu, memory, queues, ...): a fault shows most directly in what it consumes, while
+    /// symptoms spread to every caller. Default 0.5.
     pub symptom_weight: f64,
 }
 
@@ -44,7 +45,7 @@ impl Default for RcaConfig {
             onset_weight: 0.2,
             topology_weight: 0.5,
             log_weight: 0.3,
-            symptom_weight: 1.0,
+            symptom_weight: 0.5,
         }
     }
 }
@@ -780,7 +781,11 @@ mod tests {
 
     #[test]
     fn the_map_moves_the_blame_to_the_callee_that_explains_its_callers() {
-        let config = RcaConfig::default();
+        // Symptoms weighed like resources, so only the map moves the blame.
+        let config = RcaConfig {
+            symptom_weight: 1.0,
+            ..RcaConfig::default()
+        };
         let normal: Vec<f64> = (0..60).map(|i| 100.0 + (i % 7) as f64).collect();
         // The frontend's latency moves most, but it calls checkout, which calls the database
         // whose cpu moved first.

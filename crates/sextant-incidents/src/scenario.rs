@@ -34,9 +34,19 @@
 //! target = ['alertname="ServiceDown"']
 //! equal = ["host"]
 //!
+//! [[metric]]                  # optional: a series for the root-cause ranking
+//! service = "postgres"
+//! name = "process.cpu.utilization"
+//! normal = 20.0
+//! noise = 1.0                # a fixed wobble of this size
+//! fault = 95.0               # the level from `start` to `until`
+//! start = 0
+//! until = 1200
+//!
 //! [expect]
 //! incidents = 1              # optional: exactly this many
 //! suppressed = ["noise"]     # faults whose alerts must open no incident
+//! root_causes = { db-slow = "postgres" }   # the service ranked first for a fault's incident
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -64,6 +74,8 @@ pub struct Scenario {
     pub silences: Vec<SilenceSpec>,
     #[serde(default, rename = "inhibit")]
     pub inhibitions: Vec<InhibitSpec>,
+    #[serde(default, rename = "metric")]
+    pub metrics: Vec<MetricSpec>,
     #[serde(default)]
     pub expect: Expect,
 }
@@ -119,13 +131,44 @@ pub struct InhibitSpec {
     pub equal: Vec<String>,
 }
 
+/// A metric series of a service: `normal` give or take `noise` (a fixed pseudo-random
+/// wobble), at `fault` from `start` to `until` (seconds; repeat the entry for more windows),
+/// one point a minute from an hour before the scenario starts until it ends.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricSpec {
+    pub service: String,
+    pub name: String,
+    pub normal: f64,
+    #[serde(default)]
+    pub noise: f64,
+    pub fault: f64,
+    pub start: i64,
+    pub until: i64,
+}
+
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
     pub incidents: Option<usize>,
     #[serde(default)]
     pub suppressed: Vec<String>,
+    /// Per fault, the service its incident's root-cause ranking must put first.
+    #[serde(default)]
+    pub root_causes: BTreeMap<String, String>,
 }
+
+/// A wobble in [-1, 1) that is the same on every run.
+fn wobble(i: u64) -> f64 {
+    let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5e47;
+    x ^= x >> 31;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 29;
+    (x >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+}
+
+/// A scenario's metric series: (service, name, points of (nanoseconds, value)).
+pub type MetricSeries = (String, String, Vec<(i64, f64)>);
 
 /// One notification of a scenario: when, and for which fault.
 #[derive(Clone, Debug, PartialEq)]
@@ -195,6 +238,40 @@ impl Scenario {
                 equal: r.equal.clone(),
                 comment: String::new(),
                 created_by: "scenario".into(),
+            })
+            .collect()
+    }
+
+    /// The metric series as (service, name, points of (nanoseconds, value)), one point a
+    /// minute from an hour before `base` until the scenario ends; entries with the same
+    /// service and name make one series with several fault windows.
+    pub fn metric_series(&self, base: i64) -> Vec<MetricSeries> {
+        let mut grouped: BTreeMap<(String, String), Vec<&MetricSpec>> = BTreeMap::new();
+        for spec in &self.metrics {
+            grouped
+                .entry((spec.service.clone(), spec.name.clone()))
+                .or_default()
+                .push(spec);
+        }
+        grouped
+            .into_iter()
+            .enumerate()
+            .map(|(n, ((service, name), specs))| {
+                let points = (-3600..=self.duration_seconds)
+                    .step_by(60)
+                    .enumerate()
+                    .map(|(i, at)| {
+                        let faulty = specs.iter().find(|s| (s.start..=s.until).contains(&at));
+                        let spec = specs[0];
+                        let level = faulty.map_or(spec.normal, |s| s.fault);
+                        let seed = (n as u64) << 32 | i as u64;
+                        (
+                            base + at * NANOS_PER_SECOND,
+                            level + spec.noise * wobble(seed),
+                        )
+                    })
+                    .collect();
+                (service, name, points)
             })
             .collect()
     }

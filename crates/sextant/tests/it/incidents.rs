@@ -255,6 +255,21 @@ fn scenario_files() -> Vec<PathBuf> {
     files
 }
 
+/// The service an incident's newest ranking puts first, once a ranking covers all its
+/// `members`.
+fn ranked_first(server: &Sextant, token: &str, id: u64, members: usize) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let rca = get(server, token, &format!("/api/v1/incidents/{id}/rca"));
+        let covered = rca["ranking"]["basis"]["members"].as_u64() == Some(members as u64);
+        if let (true, Some(first)) = (covered, rca["ranking"]["services"][0]["service"].as_str()) {
+            return first.to_owned();
+        }
+        assert!(Instant::now() < deadline, "incident {id} not ranked: {rca}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// The fault a scenario fingerprint belongs to (`fault/title/service/instance`).
 fn fault_of(fingerprint: &str) -> &str {
     fingerprint.split('/').next().unwrap()
@@ -275,8 +290,12 @@ fn the_scenario_suite_through_the_api_gives_few_pure_incidents() {
             )
         })
         .collect();
-    let server = Sextant::start(&data);
+    // Alerts only (the detectors would add anomalies of the scenario's metrics, which have
+    // no fault to score them by), and rankings as soon as the evidence changes.
+    let config = "[anomaly]\nenabled = false\n[topology]\nderived_series = false\n[rca]\ncheck_seconds = 1\n";
+    let server = Sextant::start_with_config(&data, Some(config));
     let (mut sent, mut incidents_total) = (0usize, 0usize);
+    let (mut ranked, mut ranked_right) = (0usize, 0usize);
     let mut failures = Vec::new();
     for (path, token) in files.iter().zip(&tokens) {
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
@@ -289,6 +308,9 @@ fn the_scenario_suite_through_the_api_gives_few_pure_incidents() {
             token,
             &traces_json(&scenario.edge_pairs(), &[], base, 0),
         );
+        for (service, name, points) in scenario.metric_series(base) {
+            send_metrics(&server, token, &gauge_json(&service, &name, &points));
+        }
         for silence in scenario.silences(base) {
             post(
                 &server,
@@ -361,6 +383,24 @@ fn the_scenario_suite_through_the_api_gives_few_pure_incidents() {
             let total: u64 = per_fault.values().sum();
             let purity = *per_fault.values().max().unwrap() as f64 / total as f64;
             min_purity = min_purity.min(purity);
+            let main_fault = per_fault
+                .iter()
+                .max_by_key(|(_, n)| **n)
+                .unwrap()
+                .0
+                .to_string();
+            if let Some(cause) = scenario.expect.root_causes.get(&main_fault) {
+                let members = incident["members"].as_array().unwrap().len();
+                let first = ranked_first(&server, token, id, members);
+                ranked += 1;
+                if first == *cause {
+                    ranked_right += 1;
+                } else {
+                    println!(
+                        "{name}: incident {id} ({main_fault}) ranks {first} first, not {cause}"
+                    );
+                }
+            }
         }
         for (fault, ids) in &fault_incidents {
             if scenario.expect.suppressed.contains(fault) {
@@ -405,8 +445,18 @@ fn the_scenario_suite_through_the_api_gives_few_pure_incidents() {
         "all: {sent} notifications, {incidents_total} incidents, reduction {:.2}%",
         100.0 * reduction
     );
+    let right = ranked_right as f64 / ranked.max(1) as f64;
+    println!(
+        "root cause ranked first in {ranked_right} of {ranked} incidents ({:.0}%)",
+        100.0 * right
+    );
     assert!(failures.is_empty(), "{failures:#?}");
     assert!(reduction >= 0.95, "{reduction}");
+    assert!(ranked >= 10, "{ranked} incidents with a known root cause");
+    assert!(
+        right >= 0.9,
+        "root cause first in {ranked_right} of {ranked}"
+    );
 
     let metrics = agent()
         .get(&server.url("/metrics"))
