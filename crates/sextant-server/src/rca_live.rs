@@ -10,7 +10,8 @@
 //! the baseline and from five minutes before it opened to five minutes after its last
 //! activity as the incident window; and the ERROR log patterns of those services that are new
 //! in the window or run at least three times their baseline rate. The service map gives the
-//! direction.
+//! direction. Each ranked service's evidence also lists the incident's anomalies of that
+//! service (the detectors' events).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -177,13 +178,30 @@ pub async fn rank_incident(
         map: Some(&map),
     };
     let ranking = rank(&input, &config);
+    // The incident's anomalies of each service: the detectors' events the ranking agrees with.
+    let services: Vec<Value> = ranking
+        .services
+        .iter()
+        .take(KEPT)
+        .map(|candidate| {
+            let mut value = serde_json::to_value(candidate).expect("rankings serialise");
+            let anomalies: Vec<Value> = incident
+                .members
+                .iter()
+                .filter(|m| m.kind == "anomaly" && m.service == candidate.service)
+                .map(|m| json!({"event_id": m.event_id, "title": m.title, "first_seen": format_time(m.first_seen)}))
+                .collect();
+            value["evidence"]["anomalies"] = Value::Array(anomalies);
+            value
+        })
+        .collect();
     Ok(json!({
         "basis": basis(incident),
         "window": {"baseline_from": format_time(baseline_start), "from": format_time(window_start),
                    "to": format_time(window_end)},
         "series_considered": series.len(),
         "log_signals": logs.len(),
-        "services": ranking.services.iter().take(KEPT).collect::<Vec<_>>(),
+        "services": services,
     }))
 }
 

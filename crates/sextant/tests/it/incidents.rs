@@ -1230,6 +1230,32 @@ fn incidents_are_ranked_with_the_callee_that_explains_its_callers_first() {
             &gauge_json(service, name, &series(normal, noise, fault, 6, now)),
         );
     }
+    // redis logs a new error in the incident (after an hour of the same info line).
+    let log = |minutes_ago: i64, severity: i32, body: &str| {
+        json!({"timeUnixNano": (now - minutes_ago * 60 * NANOS).to_string(), "severityNumber": severity,
+               "body": {"stringValue": body}})
+    };
+    let mut records: Vec<Value> = (10..70)
+        .map(|m| log(m, 9, &format!("background save took {m} ms")))
+        .collect();
+    records.extend((0..4).map(|m| {
+        log(
+            m,
+            17,
+            &format!("OOM command not allowed when used memory > maxmemory (client {m})"),
+        )
+    }));
+    let logs = json!({"resourceLogs": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "redis"}}]},
+        "scopeLogs": [{"logRecords": records}],
+    }]});
+    let response = agent()
+        .post(&server.url("/v1/logs"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .header("Content-Type", "application/json")
+        .send(logs.to_string().as_bytes())
+        .unwrap();
+    assert_eq!(response.status(), 200);
     let alerts: Vec<Value> = [
         ("RedisSlow", "redis"),
         ("HighLatency", "cart"),
@@ -1273,6 +1299,24 @@ fn incidents_are_ranked_with_the_callee_that_explains_its_callers_first() {
     assert_eq!(*explains, json!(["cart", "frontend"]), "{first}");
     assert!(
         first["sentence"].as_str().unwrap().starts_with("#1 redis"),
+        "{first}"
+    );
+    let log = &first["evidence"]["logs"][0];
+    assert_eq!(log["new"], true, "{first}");
+    assert!(
+        log["template"]
+            .as_str()
+            .unwrap()
+            .starts_with("OOM command not allowed"),
+        "{log}"
+    );
+    assert!(
+        first["sentence"].as_str().unwrap().contains("is new"),
+        "{first}"
+    );
+    let anomalies = first["evidence"]["anomalies"].as_array().unwrap();
+    assert!(
+        !anomalies.is_empty() && anomalies.iter().all(|a| a["event_id"].is_string()),
         "{first}"
     );
     assert_eq!(ranking["version"], 1);
