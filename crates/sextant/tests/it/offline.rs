@@ -1,6 +1,7 @@
 //! The offline analytics commands through the real binary: `sextant detect` (one score per row,
 //! streaming: a prefix scores the same), `sextant forecast` (long CSV in, one row per step
-//! out), `sextant eval nab` and `sextant eval m4` (their tables), and their errors on bad input.
+//! out), `sextant rca` (a ranking in JSON), `sextant eval nab`, `sextant eval m4` and `sextant
+//! eval rca` (their tables), and their errors on bad input.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -234,4 +235,70 @@ fn eval_m4_scores_forecasts_of_a_small_set() {
         &mismatched,
     ]));
     assert!(err.contains("2 training series but 1 test series"), "{err}");
+}
+
+#[test]
+fn rca_ranks_a_sock_shop_case_and_eval_rca_prints_both_levels() {
+    let case = datasets_dir().join("sock-shop-rcd/orders-cpu/1");
+    let normal = case.join("normal.csv");
+    let anomalous = case.join("anomalous.csv");
+    let output = run(&[
+        "rca",
+        "--normal",
+        normal.to_str().unwrap(),
+        "--anomalous",
+        anomalous.to_str().unwrap(),
+    ]);
+    let answer: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    let ranking = answer["ranking"].as_array().unwrap();
+    assert_eq!(ranking[0]["service"], "orders", "{answer}");
+    assert_eq!(ranking[0]["metric"], "cpu");
+    assert!(
+        ranking[0]["evidence"]["series"][0]["deviation"]
+            .as_f64()
+            .unwrap()
+            > 10.0
+    );
+    assert!(
+        ranking[0]["sentence"]
+            .as_str()
+            .unwrap()
+            .starts_with("#1 orders")
+    );
+    let services: std::collections::BTreeSet<&str> = ranking
+        .iter()
+        .map(|r| r["service"].as_str().unwrap())
+        .collect();
+    assert_eq!(services.len(), ranking.len(), "one entry per service");
+    assert!(
+        ranking
+            .windows(2)
+            .all(|w| w[0]["score"].as_f64() >= w[1]["score"].as_f64())
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write(dir.path(), "bad.csv", "time,cpu\n1,2\n");
+    let error = stderr_of_failure(&run(&["rca", "--normal", &bad, "--anomalous", &bad]));
+    assert!(error.contains("`<service>_<metric>`"), "{error}");
+    let error = stderr_of_failure(&run(&[
+        "rca",
+        "--normal",
+        "/no/such.csv",
+        "--anomalous",
+        &bad,
+    ]));
+    assert!(error.contains("cannot read"), "{error}");
+
+    let dir = datasets_dir().join("sock-shop-rcd");
+    let table = stdout(&run(&["eval", "rca", "--dir", dir.to_str().unwrap()]));
+    assert!(table.contains("(30 cases)"), "{table}");
+    let line = |level: &str| -> Vec<f64> {
+        let row = table.lines().find(|l| l.starts_with(level)).unwrap();
+        row.split_whitespace()
+            .skip(1)
+            .map(|v| v.parse().unwrap())
+            .collect()
+    };
+    assert!(line("service")[0] >= 0.98, "{table}");
+    assert!(line("metric")[0] >= 0.90, "{table}");
 }
