@@ -9,6 +9,8 @@
 //!   joined, deduplicated, silenced, inhibited, ...) with the reason written out.
 //! - [`rca::rank`]: the root-cause ranking of an incident's candidate series, each candidate
 //!   with its [`rca::Evidence`] and a sentence.
+//! - [`runbook::Runbook`]: what to do when an incident matches, checked at load with the line
+//!   of every problem; [`runbook::render`] fills its templates.
 //! - [`scenario::Scenario`]: a correlation scenario from `testdata/incidents/`, run and scored.
 //!
 //! ```
@@ -43,6 +45,7 @@ pub mod correlator;
 mod error;
 pub mod matcher;
 pub mod rca;
+pub mod runbook;
 pub mod scenario;
 pub mod topology;
 
