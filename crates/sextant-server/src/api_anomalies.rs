@@ -170,6 +170,7 @@ pub async fn feedback(
         )));
     }
     let events = state.services()?.events.clone();
+    let (tenant, actor) = (principal.tenant.clone(), principal.token_id.clone());
     let record = tokio::task::spawn_blocking(move || {
         events.anomaly_feedback(
             &principal.tenant,
@@ -190,5 +191,14 @@ pub async fn feedback(
         actor = %record.actor,
         "anomaly feedback changed a series' sensitivity"
     );
+    crate::audit::record(
+        &state,
+        &tenant,
+        &actor,
+        "anomaly.feedback",
+        &record.event_id,
+        feedback_json(&record),
+    )
+    .await?;
     Ok(axum::Json(feedback_json(&record)))
 }

@@ -314,6 +314,20 @@ pub async fn action(
             )));
         }
     };
+    crate::audit::record(
+        &state,
+        &principal.tenant,
+        &principal.token_id,
+        &format!("incident.{action}"),
+        &id.to_string(),
+        json!({
+            "comment": body.comment,
+            "from": body.from,
+            "fingerprints": body.fingerprints,
+            "changed": changed.iter().map(|i| json!({"id": i.id, "status": i.status.as_str()})).collect::<Vec<_>>(),
+        }),
+    )
+    .await?;
     Ok(axum::Json(json!({
         "incidents": changed.iter().map(incident_json).collect::<Vec<_>>(),
     })))

@@ -182,6 +182,15 @@ pub async fn create_silence(
     };
     let json = serde_json::to_string(&silence).expect("silences serialise");
     put(&state, &principal, "silence", silence.id.clone(), json).await?;
+    crate::audit::record(
+        &state,
+        &principal.tenant,
+        &principal.token_id,
+        "silence.create",
+        &silence.id,
+        silence_json(&silence),
+    )
+    .await?;
     Ok(axum::Json(silence_json(&silence)))
 }
 
@@ -218,6 +227,15 @@ pub async fn create_inhibit_rule(
     };
     let json = serde_json::to_string(&rule).expect("rules serialise");
     put(&state, &principal, "inhibit", rule.id.clone(), json).await?;
+    crate::audit::record(
+        &state,
+        &principal.tenant,
+        &principal.token_id,
+        "inhibit.create",
+        &rule.id,
+        serde_json::to_value(&rule).expect("rules serialise"),
+    )
+    .await?;
     Ok(axum::Json(
         serde_json::to_value(&rule).expect("rules serialise"),
     ))
@@ -245,6 +263,15 @@ async fn delete(
         .correlation
         .reload_rules(&principal.tenant)
         .await?;
+    crate::audit::record(
+        &state,
+        &principal.tenant,
+        &principal.token_id,
+        &format!("{kind}.delete"),
+        &id,
+        json!({}),
+    )
+    .await?;
     Ok(axum::Json(json!({ "deleted": id })))
 }
 

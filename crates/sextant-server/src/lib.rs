@@ -31,6 +31,7 @@ mod api_sql;
 mod api_tenant;
 mod api_topology;
 mod api_traces;
+pub mod audit;
 pub mod auth;
 pub mod capacity;
 pub mod correlation;
@@ -148,6 +149,7 @@ pub fn router(state: AppState, max_grpc_message_bytes: usize) -> Router {
         )
         .route("/api/v1/forecast", get(api_forecast::forecast))
         .route("/api/v1/topology", get(api_topology::topology))
+        .route("/api/v1/audit", get(audit::list))
         .route("/api/v1/alertmanager", post(alerts::alertmanager))
         .route("/api/v1/events", post(alerts::events))
         .route("/api/v1/incidents", get(api_incidents::list))

@@ -4,6 +4,7 @@
 //! A token is shown once, when it is created; only its SHA-256 hash is stored. Tokens are
 //! random 192-bit secrets, so a plain hash is enough (no password stretching needed).
 
+mod audit;
 mod events;
 mod incidents;
 
@@ -18,6 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{Error, Result, SegmentFile};
 
+pub use audit::{AuditFilter, AuditRecord};
 pub use events::{EventFilter, FeedbackRecord};
 pub use incidents::{CorrelationCommit, EventChange, IncidentFilter, IncidentRow};
 
@@ -126,6 +128,10 @@ pub trait MetadataStore: Send + Sync {
     fn rules(&self, tenant: &TenantId, kind: &str) -> Result<Vec<(String, String)>>;
     /// Removes a rule; whether it existed.
     fn delete_rule(&self, tenant: &TenantId, kind: &str, id: &str) -> Result<bool>;
+    /// Appends records to the audit trail, in one transaction.
+    fn audit(&self, records: &[AuditRecord]) -> Result<()>;
+    /// A tenant's audit records by `filter`, newest first.
+    fn audit_records(&self, tenant: &TenantId, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
     /// Keeps a new version of an incident's root-cause ranking (JSON); returns its version.
     fn add_ranking(
         &self,
@@ -239,6 +245,7 @@ impl SqliteMetadata {
         connection.execute_batch(events::SCHEMA)?;
         events::migrate(&connection)?;
         connection.execute_batch(incidents::SCHEMA)?;
+        connection.execute_batch(audit::SCHEMA)?;
         Ok(SqliteMetadata {
             connection: Mutex::new(connection),
         })
@@ -493,6 +500,7 @@ impl MetadataStore for SqliteMetadata {
         )?;
         events::erase(&tx, tenant)?;
         incidents::erase(&tx, tenant)?;
+        audit::erase(&tx, tenant)?;
         tx.execute(
             "INSERT INTO erasures (tenant, up_to_seq, erased_at) VALUES (?1, ?2, ?3)
              ON CONFLICT(tenant) DO UPDATE
@@ -537,6 +545,17 @@ impl MetadataStore for SqliteMetadata {
 
     fn delete_rule(&self, tenant: &TenantId, kind: &str, id: &str) -> Result<bool> {
         incidents::delete_rule(&self.connection.lock(), tenant, kind, id)
+    }
+
+    fn audit(&self, records: &[AuditRecord]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        audit::append(&mut self.connection.lock(), records)
+    }
+
+    fn audit_records(&self, tenant: &TenantId, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
+        audit::select(&self.connection.lock(), tenant, filter)
     }
 
     fn add_ranking(

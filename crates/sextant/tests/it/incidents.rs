@@ -502,6 +502,7 @@ fn webhooks_deduplicate_incidents_resolve_and_engineers_act_on_them() {
     let viewer = create_token(&data, "ops", "viewer");
     let ingest = create_token(&data, "ops", "ingest");
     let stranger = create_token(&data, "other", "admin");
+    let admin = create_token(&data, "ops", "admin");
     // Incidents resolve two seconds after their members do, so the test sees it happen.
     let config = "[incidents]\nresolve_quiet_seconds = 2\n";
     let server = Sextant::start_with_config(&data, Some(config));
@@ -788,6 +789,43 @@ fn webhooks_deduplicate_incidents_resolve_and_engineers_act_on_them() {
     );
     assert_eq!(
         get(&server, &viewer, "/api/v1/silences")["silences"],
+        json!([])
+    );
+
+    // Every action is in the audit trail with who did it; only an admin reads it.
+    assert_eq!(call(&server, &editor, "GET", "/api/v1/audit", None).0, 403);
+    let trail = get(&server, &admin, "/api/v1/audit?limit=1000");
+    let kinds: Vec<&str> = trail["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "incident.ack",
+            "incident.merge",
+            "incident.split",
+            "incident.resolve",
+            "silence.create",
+            "silence.delete"
+        ],
+        "{trail}"
+    );
+    assert_eq!(trail["records"][5]["detail"]["comment"], "on it", "{trail}");
+    assert!(
+        trail["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["actor"] != "" && r["actor"] != "sextant")
+    );
+    let incidents_only = get(&server, &admin, "/api/v1/audit?kind=incident");
+    assert_eq!(incidents_only["records"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        get(&server, &stranger, "/api/v1/audit")["records"],
         json!([])
     );
 

@@ -1,0 +1,132 @@
+//! The audit trail in SQLite: append-only records of who did what and when (incident actions,
+//! anomaly feedback, rule changes, runbook runs and their steps, approvals). Records are only
+//! ever inserted; nothing updates or deletes them except a tenant's erasure.
+
+use rusqlite::{Connection, params};
+use sextant_model::TenantId;
+
+use crate::{Error, Result};
+
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS audit (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant  TEXT NOT NULL,
+    at      INTEGER NOT NULL,
+    actor   TEXT NOT NULL,
+    kind    TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    detail  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_time ON audit (tenant, at);
+CREATE TRIGGER IF NOT EXISTS audit_is_append_only BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+";
+
+/// One record of the audit trail.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditRecord {
+    /// Its place in the trail (set when stored; 0 before).
+    pub seq: u64,
+    pub tenant: TenantId,
+    /// Nanoseconds since the Unix epoch.
+    pub at: i64,
+    /// A token id, or `sextant` (and a component) for what Sextant did itself.
+    pub actor: String,
+    /// `incident.ack`, `anomaly.feedback`, `runbook.step`, `run.approve`, ...
+    pub kind: String,
+    /// What it was done to: an incident, a run, a rule.
+    pub subject: String,
+    /// The inputs and outputs, as JSON text.
+    pub detail: String,
+}
+
+/// Which records to read.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AuditFilter {
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    /// Records whose kind is this or starts with it and a `.` (`runbook` takes `runbook.*`).
+    pub kind: Option<String>,
+    /// 0: no limit.
+    pub limit: usize,
+}
+
+pub(super) fn append(connection: &mut Connection, records: &[AuditRecord]) -> Result<()> {
+    let tx = connection.transaction()?;
+    {
+        let mut insert = tx.prepare(
+            "INSERT INTO audit (tenant, at, actor, kind, subject, detail)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for r in records {
+            insert.execute(params![
+                r.tenant.as_str(),
+                r.at,
+                r.actor,
+                r.kind,
+                r.subject,
+                r.detail
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+pub(super) fn select(
+    connection: &Connection,
+    tenant: &TenantId,
+    filter: &AuditFilter,
+) -> Result<Vec<AuditRecord>> {
+    let limit = if filter.limit == 0 {
+        -1
+    } else {
+        filter.limit as i64
+    };
+    let mut statement = connection.prepare(
+        "SELECT seq, tenant, at, actor, kind, subject, detail FROM audit
+         WHERE tenant = ?1 AND at >= ?2 AND at < ?3
+           AND (?4 IS NULL OR kind = ?4 OR kind LIKE ?4 || '.%')
+         ORDER BY seq DESC LIMIT ?5",
+    )?;
+    let rows = statement.query_map(
+        params![
+            tenant.as_str(),
+            filter.from.unwrap_or(i64::MIN),
+            filter.to.unwrap_or(i64::MAX),
+            filter.kind,
+            limit
+        ],
+        |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+                row.get(5)?,
+                row.get(6)?,
+            ))
+        },
+    )?;
+    let mut records = Vec::new();
+    for row in rows {
+        let (seq, tenant, at, actor, kind, subject, detail) = row?;
+        records.push(AuditRecord {
+            seq: seq as u64,
+            tenant: TenantId::new(&tenant).map_err(|e| Error::Decode(e.to_string()))?,
+            at,
+            actor,
+            kind,
+            subject,
+            detail,
+        });
+    }
+    Ok(records)
+}
+
+/// A tenant's records go with its data.
+pub(super) fn erase(tx: &rusqlite::Transaction<'_>, tenant: &TenantId) -> Result<()> {
+    tx.execute("DELETE FROM audit WHERE tenant = ?1", [tenant.as_str()])?;
+    Ok(())
+}
