@@ -374,7 +374,7 @@ impl Runbook {
 }
 
 /// What templates can name of an incident.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TemplateContext {
     pub id: u64,
     pub title: String,

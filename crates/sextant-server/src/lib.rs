@@ -27,6 +27,7 @@ mod api_logs;
 mod api_metrics;
 mod api_patterns;
 mod api_rules;
+mod api_runbooks;
 mod api_sql;
 mod api_tenant;
 mod api_topology;
@@ -44,6 +45,7 @@ mod range_series;
 pub mod rca_live;
 mod read_params;
 mod rpc_status;
+pub mod runbooks;
 
 use std::sync::{Arc, OnceLock};
 
@@ -68,6 +70,8 @@ pub struct Services {
     pub events: Arc<dyn EventSource>,
     /// Alerts and anomalies into incidents.
     pub correlation: Arc<correlation::Correlation>,
+    /// The tenants' runbooks.
+    pub runbooks: Arc<runbooks::Runbooks>,
 }
 
 /// State shared by every handler. Cheap to clone.
@@ -150,6 +154,16 @@ pub fn router(state: AppState, max_grpc_message_bytes: usize) -> Router {
         .route("/api/v1/forecast", get(api_forecast::forecast))
         .route("/api/v1/topology", get(api_topology::topology))
         .route("/api/v1/audit", get(audit::list))
+        .route("/api/v1/runbooks", get(api_runbooks::list))
+        .route(
+            "/api/v1/runbooks/{name}",
+            axum::routing::put(api_runbooks::put)
+                .delete(api_runbooks::delete)
+                .post(api_runbooks::switch),
+        )
+        .route("/api/v1/runs", get(api_runbooks::runs))
+        .route("/api/v1/runs/{id}", get(api_runbooks::one_run))
+        .route("/api/v1/runs/{id}/{action}", post(api_runbooks::decide))
         .route("/api/v1/alertmanager", post(alerts::alertmanager))
         .route("/api/v1/events", post(alerts::events))
         .route("/api/v1/incidents", get(api_incidents::list))

@@ -21,7 +21,7 @@ use crate::{Error, Result, SegmentFile};
 
 pub use audit::{AuditFilter, AuditRecord};
 pub use events::{EventFilter, FeedbackRecord};
-pub use incidents::{CorrelationCommit, EventChange, IncidentFilter, IncidentRow};
+pub use incidents::{CorrelationCommit, EventChange, IncidentFilter, IncidentRow, RunRow};
 
 /// Prefix of every token, so leaked tokens are easy to recognise in logs and scanners.
 pub const TOKEN_PREFIX: &str = "sxt_";
@@ -128,6 +128,10 @@ pub trait MetadataStore: Send + Sync {
     fn rules(&self, tenant: &TenantId, kind: &str) -> Result<Vec<(String, String)>>;
     /// Removes a rule; whether it existed.
     fn delete_rule(&self, tenant: &TenantId, kind: &str, id: &str) -> Result<bool>;
+    /// Adds or updates a runbook run.
+    fn put_run(&self, run: &RunRow) -> Result<()>;
+    /// Runs, newest first, at most `limit` (0: all): one tenant's, or every tenant's.
+    fn runs(&self, tenant: Option<&TenantId>, limit: usize) -> Result<Vec<RunRow>>;
     /// Appends records to the audit trail, in one transaction.
     fn audit(&self, records: &[AuditRecord]) -> Result<()>;
     /// A tenant's audit records by `filter`, newest first.
@@ -545,6 +549,14 @@ impl MetadataStore for SqliteMetadata {
 
     fn delete_rule(&self, tenant: &TenantId, kind: &str, id: &str) -> Result<bool> {
         incidents::delete_rule(&self.connection.lock(), tenant, kind, id)
+    }
+
+    fn put_run(&self, run: &RunRow) -> Result<()> {
+        incidents::put_run(&self.connection.lock(), run)
+    }
+
+    fn runs(&self, tenant: Option<&TenantId>, limit: usize) -> Result<Vec<RunRow>> {
+        incidents::runs(&self.connection.lock(), tenant, limit)
     }
 
     fn audit(&self, records: &[AuditRecord]) -> Result<()> {

@@ -128,6 +128,10 @@ async fn serve(config: SextantConfig) -> anyhow::Result<()> {
     );
     let store = Arc::new(store);
     let bus: Arc<dyn IngestBus> = store.clone();
+    let runbooks = Arc::new(sextant_server::runbooks::Runbooks::new(
+        config.data_dir.join("runbooks"),
+    ));
+    runbooks.reload();
     let correlation = Arc::new(sextant_server::correlation::Correlation::new(
         meta_for_correlation,
         config.incidents.clone(),
@@ -141,7 +145,13 @@ async fn serve(config: SextantConfig) -> anyhow::Result<()> {
         tables: store.clone(),
         events: store,
         correlation: correlation.clone(),
+        runbooks: runbooks.clone(),
     });
+    tokio::spawn(sextant_server::runbooks::run(
+        state.clone(),
+        runbooks,
+        correlation.clone(),
+    ));
     tokio::spawn(sextant_server::rca_live::run(
         state.clone(),
         correlation.clone(),

@@ -31,6 +31,17 @@ CREATE TABLE IF NOT EXISTS incident_rca (
     body        TEXT NOT NULL,
     PRIMARY KEY (tenant, incident, version)
 );
+CREATE TABLE IF NOT EXISTS runbook_runs (
+    tenant     TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    runbook    TEXT NOT NULL,
+    incident   INTEGER NOT NULL,
+    status     TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    body       TEXT NOT NULL,
+    PRIMARY KEY (tenant, id)
+);
+CREATE INDEX IF NOT EXISTS runbook_runs_by_runbook ON runbook_runs (tenant, runbook, created_at);
 CREATE TABLE IF NOT EXISTS correlation_rules (
     tenant     TEXT NOT NULL,
     kind       TEXT NOT NULL,
@@ -401,6 +412,72 @@ pub(super) fn rankings(
         |row| Ok((row.get::<_, i64>(0)? as u64, row.get(1)?, row.get(2)?)),
     )?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// A runbook run as stored: the columns lists filter on, and the whole run as JSON.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunRow {
+    pub tenant: TenantId,
+    pub id: String,
+    pub runbook: String,
+    pub incident: u64,
+    pub status: String,
+    /// Nanoseconds since the Unix epoch.
+    pub created_at: i64,
+    pub body: String,
+}
+
+pub(super) fn put_run(connection: &Connection, run: &RunRow) -> Result<()> {
+    connection.execute(
+        "INSERT INTO runbook_runs (tenant, id, runbook, incident, status, created_at, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT(tenant, id) DO UPDATE SET status = excluded.status, body = excluded.body",
+        params![
+            run.tenant.as_str(),
+            run.id,
+            run.runbook,
+            run.incident as i64,
+            run.status,
+            run.created_at,
+            run.body
+        ],
+    )?;
+    Ok(())
+}
+
+/// A tenant's runs, newest first, at most `limit` (0: all); every tenant's when `tenant` is
+/// `None`.
+pub(super) fn runs(
+    connection: &Connection,
+    tenant: Option<&TenantId>,
+    limit: usize,
+) -> Result<Vec<RunRow>> {
+    let limit = if limit == 0 { -1 } else { limit as i64 };
+    let mut statement = connection.prepare(
+        "SELECT tenant, id, runbook, incident, status, created_at, body FROM runbook_runs
+         WHERE (?1 IS NULL OR tenant = ?1) ORDER BY created_at DESC, id LIMIT ?2",
+    )?;
+    let rows = statement.query_map(params![tenant.map(TenantId::as_str), limit], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            RunRow {
+                tenant: TenantId::new("x").expect("a valid name"),
+                id: row.get(1)?,
+                runbook: row.get(2)?,
+                incident: row.get::<_, i64>(3)? as u64,
+                status: row.get(4)?,
+                created_at: row.get(5)?,
+                body: row.get(6)?,
+            },
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (tenant, mut run) = row?;
+        run.tenant = TenantId::new(&tenant).map_err(|e| Error::Decode(e.to_string()))?;
+        out.push(run);
+    }
+    Ok(out)
 }
 
 /// Removes everything of `tenant` these tables hold.

@@ -12,4 +12,5 @@ mod patterns;
 mod query;
 mod read_api;
 mod retention;
+mod runbooks;
 mod support;

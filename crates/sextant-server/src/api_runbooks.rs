@@ -1,0 +1,219 @@
+//! Runbooks and their runs through the API: `GET /api/v1/runbooks` (in use, load errors with
+//! file and line, paused or not), `PUT /api/v1/runbooks/{name}` (TOML body; refused with the
+//! line and reason, nothing changed), `DELETE /api/v1/runbooks/{name}`,
+//! `POST /api/v1/runbooks/pause` and `/resume` (the tenant's kill switch), `GET /api/v1/runs`,
+//! `GET /api/v1/runs/{id}`, `POST /api/v1/runs/{id}/approve` and `/reject`
+//! (`{"comment": "..."}`, required). Reading needs a query role; everything else `editor` or
+//! `admin`, and goes to the audit trail.
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::auth::authorize_edit;
+use crate::read_params::format_time;
+use crate::runbooks::{self, Run};
+use crate::{ApiError, AppState};
+
+const MAX_COMMENT_CHARS: usize = 1000;
+
+fn run_json(run: &Run) -> Value {
+    let mut value = serde_json::to_value(run).expect("runs serialise");
+    value["created_at"] = json!(format_time(run.created_at));
+    value
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<axum::Json<Value>, ApiError> {
+    let principal = crate::api_sql::query_principal(&state, &headers)?;
+    let books = state.services()?.runbooks.clone();
+    Ok(axum::Json(json!({
+        "runbooks": books.of(&principal.tenant),
+        "errors": books.errors(&principal.tenant),
+        "paused": runbooks::paused(&state, &principal.tenant),
+    })))
+}
+
+fn valid_name(name: &str) -> Result<(), ApiError> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(ApiError::BadRequest(
+            "a runbook name is 1 to 64 letters, digits, `-` or `_`".into(),
+        ));
+    }
+    Ok(())
+}
+
+pub async fn put(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<axum::Json<Value>, ApiError> {
+    let principal = crate::api_sql::query_principal(&state, &headers)?;
+    authorize_edit(&principal)?;
+    valid_name(&name)?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::BadRequest("the runbook is not UTF-8 text".into()))?
+        .to_owned();
+    let books = state.services()?.runbooks.clone();
+    let tenant = principal.tenant.clone();
+    let (n, t) = (name.clone(), text.clone());
+    let runbook = tokio::task::spawn_blocking(move || books.put(&tenant, &n, &t))
+        .await
+        .map_err(|_| ApiError::Internal)?
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    crate::audit::record(
+        &state,
+        &principal.tenant,
+        &principal.token_id,
+        "runbook.put",
+        &name,
+        json!({"toml": text}),
+    )
+    .await?;
+    Ok(axum::Json(json!({ "runbook": runbook })))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let principal = crate::api_sql::query_principal(&state, &headers)?;
+    authorize_edit(&principal)?;
+    valid_name(&name)?;
+    let books = state.services()?.runbooks.clone();
+    let tenant = principal.tenant.clone();
+    let n = name.clone();
+    if !tokio::task::spawn_blocking(move || books.delete(&tenant, &n))
+        .await
+        .map_err(|_| ApiError::Internal)?
+    {
+        return Err(ApiError::NotFound(format!("no runbook `{name}`")));
+    }
+    crate::audit::record(
+        &state,
+        &principal.tenant,
+        &principal.token_id,
+        "runbook.delete",
+        &name,
+        json!({}),
+    )
+    .await?;
+    Ok(axum::Json(json!({ "deleted": name })))
+}
+
+pub async fn switch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(action): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let principal = crate::api_sql::query_principal(&state, &headers)?;
+    authorize_edit(&principal)?;
+    let paused = match action.as_str() {
+        "pause" => true,
+        "resume" => false,
+        other => {
+            return Err(ApiError::NotFound(format!(
+                "no runbooks action `{other}`; pause or resume"
+            )));
+        }
+    };
+    state.meta.put_rule(
+        &principal.tenant,
+        "runbooks",
+        "paused",
+        if paused { "true" } else { "false" },
+    )?;
+    crate::audit::record(
+        &state,
+        &principal.tenant,
+        &principal.token_id,
+        &format!("runbooks.{action}"),
+        "runbooks",
+        json!({}),
+    )
+    .await?;
+    state.services()?.runbooks.notify();
+    Ok(axum::Json(json!({ "paused": paused })))
+}
+
+pub async fn runs(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<axum::Json<Value>, ApiError> {
+    let principal = crate::api_sql::query_principal(&state, &headers)?;
+    let rows = state.meta.runs(Some(&principal.tenant), 1000)?;
+    Ok(axum::Json(json!({
+        "runs": rows.iter().filter_map(runbooks::parse_run).map(|r| run_json(&r)).collect::<Vec<_>>(),
+    })))
+}
+
+pub async fn one_run(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let principal = crate::api_sql::query_principal(&state, &headers)?;
+    let rows = state.meta.runs(Some(&principal.tenant), 0)?;
+    let run = rows
+        .iter()
+        .find(|r| r.id == id)
+        .and_then(runbooks::parse_run)
+        .ok_or_else(|| ApiError::NotFound(format!("no run `{id}`")))?;
+    Ok(axum::Json(run_json(&run)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Decision {
+    comment: String,
+}
+
+pub async fn decide(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<axum::Json<Value>, ApiError> {
+    let principal = crate::api_sql::query_principal(&state, &headers)?;
+    authorize_edit(&principal)?;
+    let approve = match action.as_str() {
+        "approve" => true,
+        "reject" => false,
+        other => {
+            return Err(ApiError::NotFound(format!(
+                "no run action `{other}`; approve or reject"
+            )));
+        }
+    };
+    let decision: Decision = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(format!("the body must be {{\"comment\": \"...\"}}: {e}"))
+    })?;
+    if decision.comment.trim().is_empty() || decision.comment.chars().count() > MAX_COMMENT_CHARS {
+        return Err(ApiError::BadRequest(format!(
+            "`comment` is required, at most {MAX_COMMENT_CHARS} characters"
+        )));
+    }
+    let books = state.services()?.runbooks.clone();
+    let run = runbooks::decide(
+        &state,
+        &books,
+        &principal.tenant,
+        &id,
+        approve,
+        &principal.token_id,
+        &decision.comment,
+    )
+    .await?;
+    Ok(axum::Json(run_json(&run)))
+}

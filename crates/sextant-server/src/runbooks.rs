@@ -1,0 +1,914 @@
+//! Runbooks live: loaded from `DATA_DIR/runbooks/<tenant>/*.toml` (a bad file is refused with
+//! its line and reason and the last good version of it stays in use), matched against open
+//! incidents, and run — one run per runbook and incident — step by step, each step's input
+//! and output in the run and in the audit trail.
+//!
+//! Safety: `dry_run` records what each step would do and does nothing; `cooldown_seconds` and
+//! `max_runs_per_hour` hold new runs back (recorded once per incident); the tenant's kill
+//! switch (`POST /api/v1/runbooks/pause`, `/resume`) stops new runs and steps; a failed step
+//! ends the run unless it says `continue_on_error`; webhooks and chat messages are retried
+//! with back-off (1 s, 2 s, 4 s, ...); commands run without a shell, with an emptied
+//! environment (only the runbook's allow-list passes), a time limit and captured output
+//! (64 KiB of each stream). A `wait_for_approval` step waits for
+//! `POST /api/v1/runs/{id}/approve` or `/reject` (editor or admin, with a comment) until it
+//! expires. Not yet here: stored secrets (`{{secret:NAME}}` fails its step) and signed
+//! approval links in chat messages.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sextant_incidents::correlator::Incident;
+use sextant_incidents::runbook::{Escape, Runbook, RunbookError, Step, TemplateContext, render};
+use sextant_model::TenantId;
+use sextant_store::meta::RunRow;
+use sha2::{Digest, Sha256};
+
+use crate::correlation::Correlation;
+use crate::read_params::{NANOS_PER_SECOND, format_time, now_ns};
+use crate::{ApiError, AppState};
+
+/// Most output kept of each stream of a command, or of a response body.
+const MAX_OUTPUT: usize = 64 * 1024;
+/// Most runbooks per tenant.
+pub const MAX_RUNBOOKS: usize = 200;
+
+/// A run's state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    pub id: String,
+    pub tenant: TenantId,
+    pub runbook: Runbook,
+    pub incident: u64,
+    pub context: TemplateContext,
+    /// `running`, `waiting_approval`, `succeeded`, `failed`, `rejected`, `expired`, `paused`.
+    pub status: String,
+    pub next_step: usize,
+    pub steps: Vec<StepRecord>,
+    /// Nanoseconds since the Unix epoch.
+    pub created_at: i64,
+    pub approval: Option<Approval>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub index: usize,
+    pub kind: String,
+    /// `succeeded`, `failed`, `dry_run`, `waiting`, `approved`, `rejected`, `expired`.
+    pub status: String,
+    pub attempts: u32,
+    pub started_at: i64,
+    pub finished_at: i64,
+    /// What was (or would be) sent or run; secrets are never in it.
+    pub input: Value,
+    pub output: Value,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Approval {
+    pub requested_at: i64,
+    pub expires_at: i64,
+    pub decided_by: Option<String>,
+    pub decision: Option<String>,
+    pub comment: Option<String>,
+}
+
+/// A tenant's runbook files: per file name, the last good runbook and its modification time.
+type LoadedFiles = BTreeMap<String, (Runbook, SystemTime)>;
+
+/// A webhook as it will be sent: URL, headers, body.
+type RenderedRequest = (String, Vec<(String, String)>, String);
+
+/// The loaded runbooks of every tenant.
+pub struct Runbooks {
+    dir: PathBuf,
+    /// Per tenant, per file name: the last good runbook and the file's modification time.
+    loaded: Mutex<HashMap<TenantId, LoadedFiles>>,
+    /// Per tenant, per file: the newest load error (cleared when the file loads).
+    errors: Mutex<HashMap<TenantId, BTreeMap<String, String>>>,
+    /// Runs being driven now.
+    active: Mutex<HashSet<String>>,
+    /// (tenant, runbook, incident) held back by cooldown or rate and already recorded.
+    held: Mutex<HashSet<(TenantId, String, u64)>>,
+    wake: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for Runbooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Runbooks")
+    }
+}
+
+impl Runbooks {
+    pub fn new(dir: PathBuf) -> Runbooks {
+        Runbooks {
+            dir,
+            loaded: Mutex::new(HashMap::new()),
+            errors: Mutex::new(HashMap::new()),
+            active: Mutex::new(HashSet::new()),
+            held: Mutex::new(HashSet::new()),
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn tenant_dir(&self, tenant: &TenantId) -> PathBuf {
+        self.dir.join(tenant.as_str())
+    }
+
+    /// Re-reads the files that changed; a bad file keeps its last good version.
+    pub fn reload(&self) {
+        let Ok(tenants) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in tenants.flatten() {
+            let Ok(tenant) = TenantId::new(&entry.file_name().to_string_lossy()) else {
+                continue;
+            };
+            let mut present = HashSet::new();
+            for file in std::fs::read_dir(entry.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let name = file.file_name().to_string_lossy().into_owned();
+                if !name.ends_with(".toml") {
+                    continue;
+                }
+                present.insert(name.clone());
+                let modified = file.metadata().and_then(|m| m.modified()).ok();
+                let unchanged = self
+                    .loaded
+                    .lock()
+                    .get(&tenant)
+                    .and_then(|files| files.get(&name))
+                    .is_some_and(|(_, at)| Some(*at) == modified);
+                let errored = self
+                    .errors
+                    .lock()
+                    .get(&tenant)
+                    .is_some_and(|e| e.contains_key(&name));
+                if unchanged && !errored {
+                    continue;
+                }
+                let text = std::fs::read_to_string(file.path()).unwrap_or_default();
+                match Runbook::parse(&name, &text) {
+                    Ok(runbook) => {
+                        self.loaded
+                            .lock()
+                            .entry(tenant.clone())
+                            .or_default()
+                            .insert(
+                                name.clone(),
+                                (runbook, modified.unwrap_or(SystemTime::UNIX_EPOCH)),
+                            );
+                        if let Some(errors) = self.errors.lock().get_mut(&tenant) {
+                            errors.remove(&name);
+                        }
+                    }
+                    Err(err) => {
+                        let known = self
+                            .errors
+                            .lock()
+                            .get(&tenant)
+                            .and_then(|e| e.get(&name))
+                            .cloned();
+                        if known.as_deref() != Some(&err.to_string()) {
+                            tracing::warn!(%tenant, error = %err, "runbook refused; the last good version stays");
+                        }
+                        self.errors
+                            .lock()
+                            .entry(tenant.clone())
+                            .or_default()
+                            .insert(name, err.to_string());
+                    }
+                }
+            }
+            if let Some(files) = self.loaded.lock().get_mut(&tenant) {
+                files.retain(|name, _| present.contains(name));
+            }
+            if let Some(errors) = self.errors.lock().get_mut(&tenant) {
+                errors.retain(|name, _| present.contains(name));
+            }
+        }
+    }
+
+    /// A tenant's runbooks in use.
+    pub fn of(&self, tenant: &TenantId) -> Vec<Runbook> {
+        self.loaded
+            .lock()
+            .get(tenant)
+            .map(|files| files.values().map(|(r, _)| r.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// A tenant's load errors, by file.
+    pub fn errors(&self, tenant: &TenantId) -> BTreeMap<String, String> {
+        self.errors.lock().get(tenant).cloned().unwrap_or_default()
+    }
+
+    /// Checks `text` and writes it as the tenant's runbook file `<name>.toml`.
+    pub fn put(&self, tenant: &TenantId, name: &str, text: &str) -> Result<Runbook, RunbookError> {
+        let file = format!("{name}.toml");
+        let runbook = Runbook::parse(&file, text)?;
+        if runbook.name != name {
+            return Err(RunbookError {
+                file,
+                line: 1,
+                reason: format!("`name` is `{}` but the path says `{name}`", runbook.name),
+            });
+        }
+        if !self.of(tenant).iter().any(|r| r.name == name) && self.of(tenant).len() >= MAX_RUNBOOKS
+        {
+            return Err(RunbookError {
+                file,
+                line: 1,
+                reason: format!("the tenant has {MAX_RUNBOOKS} runbooks already"),
+            });
+        }
+        let dir = self.tenant_dir(tenant);
+        let written =
+            std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(dir.join(&file), text));
+        if let Err(err) = written {
+            return Err(RunbookError {
+                file,
+                line: 1,
+                reason: format!("cannot write it: {err}"),
+            });
+        }
+        self.reload();
+        Ok(runbook)
+    }
+
+    /// Removes a runbook file; whether it existed.
+    pub fn delete(&self, tenant: &TenantId, name: &str) -> bool {
+        let removed =
+            std::fs::remove_file(self.tenant_dir(tenant).join(format!("{name}.toml"))).is_ok();
+        self.reload();
+        removed
+    }
+
+    pub fn notify(&self) {
+        self.wake.notify_one();
+    }
+}
+
+fn run_id(tenant: &TenantId, runbook: &str, incident: u64) -> String {
+    let mut hash = Sha256::new();
+    for part in [tenant.as_str(), runbook, &incident.to_string()] {
+        hash.update(part.as_bytes());
+        hash.update([0]);
+    }
+    hex::encode(&hash.finalize()[..8])
+}
+
+fn row(run: &Run) -> RunRow {
+    RunRow {
+        tenant: run.tenant.clone(),
+        id: run.id.clone(),
+        runbook: run.runbook.name.clone(),
+        incident: run.incident,
+        status: run.status.clone(),
+        created_at: run.created_at,
+        body: serde_json::to_string(run).expect("runs serialise"),
+    }
+}
+
+/// A stored run.
+pub fn parse_run(row: &RunRow) -> Option<Run> {
+    serde_json::from_str(&row.body).ok()
+}
+
+async fn store(state: &AppState, run: &Run) -> Result<(), ApiError> {
+    let meta = state.meta.clone();
+    let row = row(run);
+    tokio::task::spawn_blocking(move || meta.put_run(&row))
+        .await
+        .map_err(|_| ApiError::Internal)??;
+    Ok(())
+}
+
+async fn audit(state: &AppState, run: &Run, actor: &str, kind: &str, detail: Value) {
+    let _ = crate::audit::record(state, &run.tenant, actor, kind, &run.id, detail).await;
+}
+
+/// Whether the tenant's runbooks are paused.
+pub fn paused(state: &AppState, tenant: &TenantId) -> bool {
+    state
+        .meta
+        .rules(tenant, "runbooks")
+        .map(|rules| {
+            rules
+                .iter()
+                .any(|(id, body)| id == "paused" && body == "true")
+        })
+        .unwrap_or(false)
+}
+
+/// Matches open incidents to runbooks and drives runs, until the process ends.
+pub async fn run(state: AppState, runbooks: Arc<Runbooks>, correlation: Arc<Correlation>) {
+    // Runs a restart interrupted go on from their next step (a step cut mid-way runs again).
+    if let Ok(rows) = state.meta.runs(None, 0) {
+        for run in rows.iter().filter_map(parse_run) {
+            if run.status == "running" || run.status == "waiting_approval" {
+                spawn_drive(state.clone(), runbooks.clone(), run);
+            }
+        }
+    }
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = runbooks.wake.notified() => {}
+        }
+        let reload = runbooks.clone();
+        let _ = tokio::task::spawn_blocking(move || reload.reload()).await;
+        for (tenant, incident) in correlation.open_snapshot().await {
+            let books = runbooks.of(&tenant);
+            if books.is_empty() || paused(&state, &tenant) {
+                continue;
+            }
+            let root_cause = crate::rca_live::latest(&state, &tenant, incident.id)
+                .ok()
+                .flatten()
+                .and_then(|r| r["services"][0]["service"].as_str().map(str::to_owned));
+            for book in books
+                .iter()
+                .filter(|b| b.matches(&incident, root_cause.as_deref()))
+            {
+                start_if_due(
+                    &state,
+                    &runbooks,
+                    &tenant,
+                    book,
+                    &incident,
+                    root_cause.as_deref(),
+                )
+                .await;
+            }
+        }
+    }
+}
+
+async fn start_if_due(
+    state: &AppState,
+    runbooks: &Arc<Runbooks>,
+    tenant: &TenantId,
+    book: &Runbook,
+    incident: &Incident,
+    root_cause: Option<&str>,
+) {
+    let id = run_id(tenant, &book.name, incident.id);
+    let Ok(previous) = state.meta.runs(Some(tenant), 0) else {
+        return;
+    };
+    if previous.iter().any(|r| r.id == id) {
+        return;
+    }
+    let now = now_ns();
+    let mine: Vec<&RunRow> = previous.iter().filter(|r| r.runbook == book.name).collect();
+    let cooling = book.cooldown_seconds > 0
+        && mine
+            .iter()
+            .any(|r| now - r.created_at < book.cooldown_seconds as i64 * NANOS_PER_SECOND);
+    let last_hour = mine
+        .iter()
+        .filter(|r| now - r.created_at < 3_600 * NANOS_PER_SECOND)
+        .count();
+    let over_rate = book
+        .max_runs_per_hour
+        .is_some_and(|max| last_hour >= max as usize);
+    if cooling || over_rate {
+        let key = (tenant.clone(), book.name.clone(), incident.id);
+        if runbooks.held.lock().insert(key) {
+            let reason = if cooling {
+                "cooldown"
+            } else {
+                "max_runs_per_hour"
+            };
+            let _ = crate::audit::record(
+                state,
+                tenant,
+                "sextant.runbooks",
+                "runbook.held",
+                &book.name,
+                json!({"incident": incident.id, "reason": reason, "runs_last_hour": last_hour}),
+            )
+            .await;
+        }
+        return;
+    }
+    let link = format!("/api/v1/incidents/{}", incident.id);
+    let run = Run {
+        id,
+        tenant: tenant.clone(),
+        runbook: book.clone(),
+        incident: incident.id,
+        context: TemplateContext::of(incident, root_cause, &link),
+        status: "running".into(),
+        next_step: 0,
+        steps: Vec::new(),
+        created_at: now,
+        approval: None,
+    };
+    if store(state, &run).await.is_err() {
+        return;
+    }
+    audit(
+        state,
+        &run,
+        "sextant.runbooks",
+        "runbook.run",
+        json!({"runbook": book.name, "incident": incident.id, "dry_run": book.dry_run,
+               "root_cause": root_cause, "match": book.matcher}),
+    )
+    .await;
+    spawn_drive(state.clone(), runbooks.clone(), run);
+}
+
+fn spawn_drive(state: AppState, runbooks: Arc<Runbooks>, run: Run) {
+    if !runbooks.active.lock().insert(run.id.clone()) {
+        return;
+    }
+    tokio::spawn(async move {
+        let id = run.id.clone();
+        drive(&state, run).await;
+        runbooks.active.lock().remove(&id);
+    });
+}
+
+/// Runs steps until the run ends or waits; a waiting run is checked every second until it is
+/// decided or expires.
+async fn drive(state: &AppState, mut run: Run) {
+    loop {
+        if run.status == "waiting_approval" {
+            match wait_for_decision(state, &mut run).await {
+                Some(true) => {}
+                _ => return,
+            }
+        }
+        if run.status != "running" {
+            return;
+        }
+        if paused(state, &run.tenant) {
+            run.status = "paused".into();
+            let _ = store(state, &run).await;
+            audit(
+                state,
+                &run,
+                "sextant.runbooks",
+                "runbook.paused",
+                json!({"at_step": run.next_step + 1}),
+            )
+            .await;
+            return;
+        }
+        let Some(step) = run.runbook.steps.get(run.next_step).cloned() else {
+            run.status = if run.steps.iter().any(|s| s.status == "failed") {
+                "failed_steps_continued".into()
+            } else {
+                "succeeded".into()
+            };
+            let _ = store(state, &run).await;
+            audit(
+                state,
+                &run,
+                "sextant.runbooks",
+                "runbook.finished",
+                json!({"status": run.status}),
+            )
+            .await;
+            return;
+        };
+        let started = now_ns();
+        let index = run.next_step;
+        if let Step::WaitForApproval { expires_seconds } = step {
+            if run.runbook.dry_run {
+                run.steps.push(StepRecord {
+                    index,
+                    kind: step.kind().into(),
+                    status: "dry_run".into(),
+                    attempts: 0,
+                    started_at: started,
+                    finished_at: started,
+                    input: json!({"expires_seconds": expires_seconds}),
+                    output: json!("would wait for approval"),
+                });
+                run.next_step += 1;
+            } else {
+                run.status = "waiting_approval".into();
+                run.approval = Some(Approval {
+                    requested_at: started,
+                    expires_at: started + expires_seconds as i64 * NANOS_PER_SECOND,
+                    decided_by: None,
+                    decision: None,
+                    comment: None,
+                });
+                audit(state, &run, "sextant.runbooks", "runbook.approval_requested",
+                      json!({"step": index + 1, "expires_at": format_time(started + expires_seconds as i64 * NANOS_PER_SECOND)})).await;
+            }
+            let _ = store(state, &run).await;
+            continue;
+        }
+        let dry = run.runbook.dry_run;
+        let context = run.context.clone();
+        let (status, attempts, input, output) =
+            tokio::task::spawn_blocking(move || execute(&step, &context, dry))
+                .await
+                .unwrap_or_else(|e| {
+                    (
+                        "failed".into(),
+                        0,
+                        Value::Null,
+                        json!(format!("step task failed: {e}")),
+                    )
+                });
+        let failed = status == "failed";
+        let kind = run.runbook.steps[index].kind().to_owned();
+        let record = StepRecord {
+            index,
+            kind,
+            status,
+            attempts,
+            started_at: started,
+            finished_at: now_ns(),
+            input,
+            output,
+        };
+        audit(
+            state,
+            &run,
+            "sextant.runbooks",
+            "runbook.step",
+            serde_json::to_value(&record).expect("records serialise"),
+        )
+        .await;
+        run.steps.push(record);
+        run.next_step += 1;
+        if failed && !run.runbook.steps[index].continue_on_error() {
+            run.status = "failed".into();
+        }
+        let _ = store(state, &run).await;
+    }
+}
+
+/// Waits for an approval decision or its expiry; `Some(true)` when approved.
+async fn wait_for_decision(state: &AppState, run: &mut Run) -> Option<bool> {
+    loop {
+        let rows = state.meta.runs(Some(&run.tenant), 0).ok()?;
+        let fresh = rows.iter().find(|r| r.id == run.id).and_then(parse_run)?;
+        *run = fresh;
+        if run.status == "running" {
+            return Some(true);
+        }
+        if run.status != "waiting_approval" {
+            return Some(false);
+        }
+        let expires = run.approval.as_ref().map_or(i64::MAX, |a| a.expires_at);
+        if now_ns() >= expires {
+            run.status = "expired".into();
+            run.steps.push(StepRecord {
+                index: run.next_step,
+                kind: "wait_for_approval".into(),
+                status: "expired".into(),
+                attempts: 0,
+                started_at: run.approval.as_ref().map_or(0, |a| a.requested_at),
+                finished_at: now_ns(),
+                input: Value::Null,
+                output: json!("no decision before the approval expired"),
+            });
+            let _ = store(state, run).await;
+            audit(
+                state,
+                run,
+                "sextant.runbooks",
+                "run.expired",
+                json!({"step": run.next_step + 1}),
+            )
+            .await;
+            return Some(false);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// An editor's decision on a waiting run: approve continues it, reject ends it.
+pub async fn decide(
+    state: &AppState,
+    runbooks: &Arc<Runbooks>,
+    tenant: &TenantId,
+    id: &str,
+    approve: bool,
+    actor: &str,
+    comment: &str,
+) -> Result<Run, ApiError> {
+    let rows = state.meta.runs(Some(tenant), 0)?;
+    let mut run = rows
+        .iter()
+        .find(|r| r.id == id)
+        .and_then(parse_run)
+        .ok_or_else(|| ApiError::NotFound(format!("no run `{id}`")))?;
+    if run.status != "waiting_approval" {
+        return Err(ApiError::Conflict(format!(
+            "run `{id}` is {}, not waiting for approval",
+            run.status
+        )));
+    }
+    let now = now_ns();
+    let approval = run.approval.get_or_insert(Approval {
+        requested_at: now,
+        expires_at: now,
+        decided_by: None,
+        decision: None,
+        comment: None,
+    });
+    if now >= approval.expires_at {
+        return Err(ApiError::Conflict(format!(
+            "the approval of run `{id}` has expired"
+        )));
+    }
+    approval.decided_by = Some(actor.to_owned());
+    approval.decision = Some(if approve { "approved" } else { "rejected" }.into());
+    approval.comment = Some(comment.to_owned());
+    run.steps.push(StepRecord {
+        index: run.next_step,
+        kind: "wait_for_approval".into(),
+        status: if approve { "approved" } else { "rejected" }.into(),
+        attempts: 0,
+        started_at: approval.requested_at,
+        finished_at: now,
+        input: Value::Null,
+        output: json!({"by": actor, "comment": comment}),
+    });
+    if approve {
+        run.next_step += 1;
+        run.status = "running".into();
+    } else {
+        run.status = "rejected".into();
+    }
+    store(state, &run).await?;
+    crate::audit::record(
+        state,
+        tenant,
+        actor,
+        if approve { "run.approve" } else { "run.reject" },
+        id,
+        json!({"comment": comment, "step": run.next_step}),
+    )
+    .await?;
+    if approve {
+        // The waiting task sees the decision; after a restart none waits, so drive it here.
+        spawn_drive(state.clone(), runbooks.clone(), run.clone());
+    }
+    Ok(run)
+}
+
+fn no_secret(_: &str) -> Option<String> {
+    None
+}
+
+/// Runs one step (or, in a dry run, describes it): (status, attempts, input, output).
+fn execute(step: &Step, context: &TemplateContext, dry: bool) -> (String, u32, Value, Value) {
+    let failed = |input: Value, why: String| ("failed".to_owned(), 0, input, json!(why));
+    match step {
+        Step::Webhook {
+            method,
+            url,
+            headers,
+            body,
+            retries,
+            ..
+        } => {
+            let rendered = (|| -> Result<RenderedRequest, String> {
+                let url = render(url, context, Escape::None, &no_secret)?;
+                let mut sent = Vec::new();
+                for (k, v) in headers {
+                    sent.push((k.clone(), render(v, context, Escape::None, &no_secret)?));
+                }
+                let body = if body.is_empty() {
+                    serde_json::to_string(context).expect("contexts serialise")
+                } else {
+                    render(body, context, Escape::Json, &no_secret)?
+                };
+                Ok((url, sent, body))
+            })();
+            let (url, sent, body) = match rendered {
+                Ok(r) => r,
+                Err(why) => return failed(json!({"url": url}), why),
+            };
+            let input = json!({"method": method, "url": url, "headers": headers.keys().collect::<Vec<_>>(), "body": body});
+            if dry {
+                return ("dry_run".into(), 0, input, json!("would send"));
+            }
+            let (ok, attempts, output) = send(method, &url, &sent, &body, *retries);
+            (
+                if ok { "succeeded" } else { "failed" }.into(),
+                attempts,
+                input,
+                output,
+            )
+        }
+        Step::Chat { url, format, .. } => {
+            let text = format!(
+                "Incident {} [{}] {}: {} Root cause: {}. {}",
+                context.id,
+                context.severity,
+                context.title,
+                context.summary,
+                if context.root_cause.is_empty() {
+                    "not ranked yet"
+                } else {
+                    &context.root_cause
+                },
+                context.link
+            );
+            let payload = if format == "teams" {
+                json!({"@type": "MessageCard", "@context": "https://schema.org/extensions",
+                       "summary": format!("Incident {}", context.id),
+                       "title": format!("Incident {}: {}", context.id, context.title),
+                       "text": text,
+                       "potentialAction": [{"@type": "OpenUri", "name": "Open incident",
+                                            "targets": [{"os": "default", "uri": context.link}]}]})
+            } else {
+                json!({"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]})
+            };
+            let input = json!({"url": url, "format": format, "payload": payload});
+            if dry {
+                return ("dry_run".into(), 0, input, json!("would post"));
+            }
+            let (ok, attempts, output) = send(
+                "POST",
+                url,
+                &[],
+                &payload.to_string(),
+                default_chat_retries(),
+            );
+            (
+                if ok { "succeeded" } else { "failed" }.into(),
+                attempts,
+                input,
+                output,
+            )
+        }
+        Step::Command {
+            program,
+            args,
+            timeout_seconds,
+            env,
+            ..
+        } => {
+            let args: Result<Vec<String>, String> = args
+                .iter()
+                .map(|a| render(a, context, Escape::None, &no_secret))
+                .collect();
+            let args = match args {
+                Ok(a) => a,
+                Err(why) => return failed(json!({"program": program}), why),
+            };
+            let input = json!({"program": program, "args": args, "env": env, "timeout_seconds": timeout_seconds});
+            if dry {
+                return ("dry_run".into(), 0, input, json!("would run"));
+            }
+            let (ok, output) = command(program, &args, env, Duration::from_secs(*timeout_seconds));
+            (
+                if ok { "succeeded" } else { "failed" }.into(),
+                1,
+                input,
+                output,
+            )
+        }
+        Step::WaitForApproval { .. } => (
+            "failed".into(),
+            0,
+            Value::Null,
+            json!("approval is not executed"),
+        ),
+    }
+}
+
+fn default_chat_retries() -> u32 {
+    2
+}
+
+/// Sends with retries and back-off; (succeeded, attempts, the last answer).
+fn send(
+    method: &str,
+    url: &str,
+    headers: &[(String, String)],
+    body: &str,
+    retries: u32,
+) -> (bool, u32, Value) {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .new_agent();
+    let mut last = Value::Null;
+    for attempt in 0..=retries {
+        if attempt > 0 {
+            std::thread::sleep(Duration::from_secs(1 << (attempt - 1).min(5)));
+        }
+        let mut request = ureq::http::Request::builder().method(method).uri(url);
+        request = request.header("content-type", "application/json");
+        for (k, v) in headers {
+            request = request.header(k.as_str(), v.as_str());
+        }
+        let result = match request.body(body.to_owned()) {
+            Ok(request) => agent.run(request),
+            Err(err) => return (false, attempt + 1, json!(format!("bad request: {err}"))),
+        };
+        match result {
+            Ok(mut response) => {
+                let status = response.status().as_u16();
+                let text = response
+                    .body_mut()
+                    .with_config()
+                    .limit(MAX_OUTPUT as u64)
+                    .read_to_string()
+                    .unwrap_or_default();
+                last = json!({"status": status, "body": text});
+                if (200..300).contains(&status) {
+                    return (true, attempt + 1, last);
+                }
+            }
+            Err(err) => last = json!({"error": err.to_string()}),
+        }
+    }
+    (false, retries + 1, last)
+}
+
+/// Runs a program without a shell; (exited 0 in time, output).
+fn command(program: &str, args: &[String], env: &[String], timeout: Duration) -> (bool, Value) {
+    let mut command = std::process::Command::new(program);
+    command
+        .args(args)
+        .env_clear()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for name in env {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(err) => {
+            return (
+                false,
+                json!({"error": format!("cannot start `{program}`: {err}")}),
+            );
+        }
+    };
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            if let Some(pipe) = pipe {
+                let _ = pipe.take(MAX_OUTPUT as u64).read_to_end(&mut out);
+            }
+            String::from_utf8_lossy(&out).into_owned()
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(_) => break None,
+        }
+    };
+    let (stdout, stderr) = (
+        stdout.join().unwrap_or_default(),
+        stderr.join().unwrap_or_default(),
+    );
+    match status {
+        Some(status) => (
+            status.success(),
+            json!({"exit_code": status.code(), "stdout": stdout, "stderr": stderr}),
+        ),
+        None => (
+            false,
+            json!({"error": format!("killed after {} s", timeout.as_secs()), "stdout": stdout, "stderr": stderr}),
+        ),
+    }
+}

@@ -1,0 +1,425 @@
+//! Runbooks through the real binary against a real HTTP receiver on loopback: a bad runbook is
+//! refused with its line, a chat message arrives with the incident's fields, a webhook succeeds
+//! after the receiver fails twice, a command waits for approval and runs only after it, never
+//! after a rejection or an expiry; a dry run sends nothing; the cooldown and the kill switch
+//! hold runs back; and every step is in the audit trail.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{Sextant, agent, create_token};
+
+/// A request the receiver got: path and body.
+type Received = Arc<Mutex<Vec<(String, String)>>>;
+
+/// An HTTP receiver that records every request and answers 500 to the first `fail` requests
+/// of each path ending in `/flaky`, 200 to the rest.
+fn receiver(fail: usize) -> (String, Received) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let got: Received = Arc::new(Mutex::new(Vec::new()));
+    let seen = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let path = line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_owned();
+            let mut length = 0;
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).is_err() || header.trim().is_empty() {
+                    break;
+                }
+                if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let mut got = seen.lock().unwrap();
+            let earlier = got.iter().filter(|(p, _)| *p == path).count();
+            got.push((path.clone(), String::from_utf8_lossy(&body).into_owned()));
+            drop(got);
+            let status = if path.ends_with("/flaky") && earlier < fail {
+                "500 Internal Server Error"
+            } else {
+                "200 OK"
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+            );
+        }
+    });
+    (addr, got)
+}
+
+fn call(server: &Sextant, token: &str, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let url = server.url(path);
+    let auth = format!("Bearer {token}");
+    let mut response = match method {
+        "GET" => agent().get(&url).header("Authorization", &auth).call(),
+        "PUT" => agent()
+            .put(&url)
+            .header("Authorization", &auth)
+            .send(body.as_bytes()),
+        _ => agent()
+            .post(&url)
+            .header("Authorization", &auth)
+            .header("Content-Type", "application/json")
+            .send(body.as_bytes()),
+    }
+    .unwrap();
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn put_runbook(server: &Sextant, token: &str, name: &str, toml: &str) {
+    let (status, answer) = call(
+        server,
+        token,
+        "PUT",
+        &format!("/api/v1/runbooks/{name}"),
+        toml,
+    );
+    assert_eq!(status, 200, "{name}: {answer}");
+}
+
+fn alert(server: &Sextant, token: &str, service: &str, title: &str) {
+    let body = json!({"title": title, "service": service, "severity": "critical"}).to_string();
+    let (status, answer) = call(server, token, "POST", "/api/v1/events", &body);
+    assert_eq!(status, 200, "{answer}");
+}
+
+/// Waits until `check` finds what it wants in the runs list.
+fn wait_for_run(
+    server: &Sextant,
+    token: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, runs) = call(server, token, "GET", "/api/v1/runs", "");
+        if let Some(run) = runs["runs"].as_array().unwrap().iter().find(|r| check(r)) {
+            return run.clone();
+        }
+        assert!(Instant::now() < deadline, "{what}: {runs}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn runbooks_notify_retry_wait_for_approval_and_keep_a_trail() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let editor = create_token(&data, "ops", "editor");
+    let viewer = create_token(&data, "ops", "viewer");
+    let admin = create_token(&data, "ops", "admin");
+    let server = Sextant::start(&data);
+    let (hook, received) = receiver(2);
+    let marker = |name: &str| dir.path().join(name);
+
+    // A bad runbook is refused with its line; nothing is stored.
+    let (status, answer) = call(
+        &server,
+        &editor,
+        "PUT",
+        "/api/v1/runbooks/bad",
+        "name = \"bad\"\n[[step]]\nkind = \"teleport\"\n",
+    );
+    assert_eq!(status, 400);
+    assert!(answer.to_string().contains("bad.toml:3:"), "{answer}");
+    let (status, _) = call(
+        &server,
+        &viewer,
+        "PUT",
+        "/api/v1/runbooks/x",
+        "name = \"x\"",
+    );
+    assert_eq!(status, 403);
+
+    put_runbook(
+        &server,
+        &editor,
+        "restart-cart",
+        &format!(
+            "name = \"restart-cart\"\n[match]\nservices = [\"cart\"]\nseverity = \"warning\"\n\
+         [[step]]\nkind = \"chat\"\nurl = \"{hook}/chat\"\n\
+         [[step]]\nkind = \"webhook\"\nurl = \"{hook}/flaky\"\nbody = '{{\"incident\": {{{{incident.id}}}}, \"title\": \"{{{{incident.title}}}}\"}}'\nretries = 3\n\
+         [[step]]\nkind = \"wait_for_approval\"\nexpires_seconds = 60\n\
+         [[step]]\nkind = \"command\"\nprogram = \"/usr/bin/touch\"\nargs = [\"{}\"]\n",
+            marker("approved").display()
+        ),
+    );
+    put_runbook(
+        &server,
+        &editor,
+        "guarded",
+        &format!(
+            "name = \"guarded\"\n[match]\nservices = [\"payment\"]\n\
+         [[step]]\nkind = \"wait_for_approval\"\n\
+         [[step]]\nkind = \"command\"\nprogram = \"/usr/bin/touch\"\nargs = [\"{}\"]\n",
+            marker("rejected").display()
+        ),
+    );
+    put_runbook(
+        &server,
+        &editor,
+        "expiring",
+        &format!(
+            "name = \"expiring\"\n[match]\nservices = [\"search\"]\n\
+         [[step]]\nkind = \"wait_for_approval\"\nexpires_seconds = 1\n\
+         [[step]]\nkind = \"command\"\nprogram = \"/usr/bin/touch\"\nargs = [\"{}\"]\n",
+            marker("expired").display()
+        ),
+    );
+    put_runbook(
+        &server,
+        &editor,
+        "dry",
+        &format!(
+            "name = \"dry\"\ndry_run = true\n[match]\nservices = [\"shipping\"]\n\
+         [[step]]\nkind = \"webhook\"\nurl = \"{hook}/dry\"\n"
+        ),
+    );
+    let (_, listed) = call(&server, &viewer, "GET", "/api/v1/runbooks", "");
+    assert_eq!(listed["runbooks"].as_array().unwrap().len(), 4, "{listed}");
+
+    // The notify-retry-approve-run path.
+    alert(&server, &editor, "cart", "HighErrorRate");
+    let run = wait_for_run(&server, &editor, "restart-cart waits", |r| {
+        r["runbook"]["name"] == "restart-cart" && r["status"] == "waiting_approval"
+    });
+    {
+        let got = received.lock().unwrap();
+        let chat: Vec<&(String, String)> = got.iter().filter(|(p, _)| p == "/chat").collect();
+        assert_eq!(chat.len(), 1);
+        let message: Value = serde_json::from_str(&chat[0].1).unwrap();
+        let text = message["text"].as_str().unwrap();
+        assert!(
+            text.contains("HighErrorRate")
+                && text.contains("[critical]")
+                && text.contains("/api/v1/incidents/"),
+            "{text}"
+        );
+        let flaky: Vec<&(String, String)> = got.iter().filter(|(p, _)| p == "/flaky").collect();
+        assert_eq!(flaky.len(), 3, "two failures, then success");
+        let body: Value = serde_json::from_str(&flaky[2].1).unwrap();
+        assert_eq!(body["title"], "HighErrorRate");
+    }
+    assert_eq!(run["steps"][1]["attempts"], 3, "{run}");
+    assert!(
+        !marker("approved").exists(),
+        "the command waits for approval"
+    );
+    let id = run["id"].as_str().unwrap().to_owned();
+    let (status, _) = call(
+        &server,
+        &viewer,
+        "POST",
+        &format!("/api/v1/runs/{id}/approve"),
+        "{\"comment\": \"go\"}",
+    );
+    assert_eq!(status, 403);
+    let (status, _) = call(
+        &server,
+        &editor,
+        "POST",
+        &format!("/api/v1/runs/{id}/approve"),
+        "{\"comment\": \"\"}",
+    );
+    assert_eq!(status, 400, "a comment is required");
+    let (status, answer) = call(
+        &server,
+        &editor,
+        "POST",
+        &format!("/api/v1/runs/{id}/approve"),
+        "{\"comment\": \"go ahead\"}",
+    );
+    assert_eq!(status, 200, "{answer}");
+    let done = wait_for_run(&server, &editor, "restart-cart succeeds", |r| {
+        r["id"] == id.as_str() && r["status"] == "succeeded"
+    });
+    assert!(marker("approved").exists());
+    assert_eq!(done["approval"]["comment"], "go ahead");
+    assert_eq!(done["steps"][3]["output"]["exit_code"], 0, "{done}");
+
+    // Rejected: the command never runs.
+    alert(&server, &editor, "payment", "CardDeclines");
+    let run = wait_for_run(&server, &editor, "guarded waits", |r| {
+        r["runbook"]["name"] == "guarded" && r["status"] == "waiting_approval"
+    });
+    let id = run["id"].as_str().unwrap().to_owned();
+    let (status, _) = call(
+        &server,
+        &editor,
+        "POST",
+        &format!("/api/v1/runs/{id}/reject"),
+        "{\"comment\": \"not now\"}",
+    );
+    assert_eq!(status, 200);
+    let (status, _) = call(
+        &server,
+        &editor,
+        "POST",
+        &format!("/api/v1/runs/{id}/approve"),
+        "{\"comment\": \"changed my mind\"}",
+    );
+    assert_eq!(status, 409, "a rejected run stays rejected");
+
+    // Expired: the command never runs, and approval comes too late.
+    alert(&server, &editor, "search", "IndexLag");
+    let run = wait_for_run(&server, &editor, "expiring expires", |r| {
+        r["runbook"]["name"] == "expiring" && r["status"] == "expired"
+    });
+    let id = run["id"].as_str().unwrap().to_owned();
+    let (status, _) = call(
+        &server,
+        &editor,
+        "POST",
+        &format!("/api/v1/runs/{id}/approve"),
+        "{\"comment\": \"late\"}",
+    );
+    assert_eq!(status, 409);
+
+    // Dry run: recorded, nothing sent.
+    alert(&server, &editor, "shipping", "QueueGrowing");
+    let run = wait_for_run(&server, &editor, "dry succeeds", |r| {
+        r["runbook"]["name"] == "dry" && r["status"] == "succeeded"
+    });
+    assert_eq!(run["steps"][0]["status"], "dry_run", "{run}");
+    assert!(
+        run["steps"][0]["input"]["url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/dry")
+    );
+
+    // The kill switch: no run while paused; one after resuming.
+    let (status, _) = call(&server, &editor, "POST", "/api/v1/runbooks/pause", "");
+    assert_eq!(status, 200);
+    put_runbook(
+        &server,
+        &editor,
+        "cool",
+        &format!(
+            "name = \"cool\"\ncooldown_seconds = 3600\n[match]\nservices = [\"user\"]\n\
+         [[step]]\nkind = \"chat\"\nurl = \"{hook}/cool\"\n"
+        ),
+    );
+    alert(&server, &editor, "user", "LoginErrors");
+    std::thread::sleep(Duration::from_secs(3));
+    let (_, runs) = call(&server, &editor, "GET", "/api/v1/runs", "");
+    assert!(
+        !runs["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["runbook"]["name"] == "cool"),
+        "{runs}"
+    );
+    call(&server, &editor, "POST", "/api/v1/runbooks/resume", "");
+    wait_for_run(&server, &editor, "cool runs after resume", |r| {
+        r["runbook"]["name"] == "cool" && r["status"] == "succeeded"
+    });
+
+    // Cooldown: a second incident of `user` within the hour gets no run.
+    let (_, incidents) = call(&server, &editor, "GET", "/api/v1/incidents?status=open", "");
+    let user = incidents["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["services"] == json!(["user"]))
+        .unwrap();
+    let user_id = user["id"].as_u64().unwrap();
+    let (status, _) = call(
+        &server,
+        &editor,
+        "POST",
+        &format!("/api/v1/incidents/{user_id}/resolve"),
+        "{}",
+    );
+    assert_eq!(status, 200);
+    alert(&server, &editor, "user", "LoginErrors");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, trail) = call(
+            &server,
+            &admin,
+            "GET",
+            "/api/v1/audit?kind=runbook.held",
+            "",
+        );
+        if !trail["records"].as_array().unwrap().is_empty() {
+            assert_eq!(
+                trail["records"][0]["detail"]["reason"], "cooldown",
+                "{trail}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no held run recorded");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (_, runs) = call(&server, &editor, "GET", "/api/v1/runs", "");
+    let cool = runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["runbook"]["name"] == "cool")
+        .count();
+    assert_eq!(cool, 1);
+    assert_eq!(
+        received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p == "/cool")
+            .count(),
+        1
+    );
+    assert!(!received.lock().unwrap().iter().any(|(p, _)| p == "/dry"));
+    assert!(!marker("rejected").exists() && !marker("expired").exists());
+
+    // The trail holds every run, step, approval and rejection.
+    let (_, trail) = call(&server, &admin, "GET", "/api/v1/audit?limit=1000", "");
+    let kinds: Vec<&str> = trail["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    for kind in [
+        "runbook.put",
+        "runbook.run",
+        "runbook.step",
+        "runbook.approval_requested",
+        "run.approve",
+        "run.reject",
+        "run.expired",
+        "runbooks.pause",
+        "runbooks.resume",
+        "runbook.finished",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
+    let steps = kinds.iter().filter(|k| **k == "runbook.step").count();
+    assert!(steps >= 5, "{kinds:?}");
+    server.stop();
+}
