@@ -423,3 +423,71 @@ fn runbooks_notify_retry_wait_for_approval_and_keep_a_trail() {
     assert!(steps >= 5, "{kinds:?}");
     server.stop();
 }
+
+#[test]
+fn a_scenario_suite_incident_triggers_its_runbook_once() {
+    use sextant_incidents::scenario::Scenario;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let editor = create_token(&data, "shop", "editor");
+    let config = "[anomaly]\nenabled = false\n";
+    let server = Sextant::start_with_config(&data, Some(config));
+    let (hook, received) = receiver(0);
+    put_runbook(
+        &server,
+        &editor,
+        "page-dba",
+        &format!(
+            "name = \"page-dba\"\n[match]\nservices = [\"postgres\"]\nseverity = \"critical\"\n\
+         [[step]]\nkind = \"chat\"\nurl = \"{hook}/dba\"\nformat = \"teams\"\n"
+        ),
+    );
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/incidents/db-cascade.toml");
+    let scenario = Scenario::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
+        - 60_000_000_000;
+    let events: Vec<Value> = scenario
+        .notifications(base)
+        .iter()
+        .map(|n| {
+            json!({"title": n.signal.title, "service": n.signal.service, "severity": n.signal.severity,
+                   "labels": n.signal.labels, "fingerprint": n.signal.fingerprint,
+                   "status": if n.signal.resolved { "resolved" } else { "firing" },
+                   "time": n.signal.time.to_string()})
+        })
+        .collect();
+    let (status, answer) = call(
+        &server,
+        &editor,
+        "POST",
+        "/api/v1/events",
+        &Value::Array(events).to_string(),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let run = wait_for_run(&server, &editor, "page-dba runs", |r| {
+        r["runbook"]["name"] == "page-dba" && r["status"] == "succeeded"
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, runs) = call(&server, &editor, "GET", "/api/v1/runs", "");
+    assert_eq!(
+        runs["runs"].as_array().unwrap().len(),
+        1,
+        "one incident, one run: {runs}"
+    );
+    let got = received.lock().unwrap();
+    assert_eq!(got.len(), 1);
+    let card: Value = serde_json::from_str(&got[0].1).unwrap();
+    assert_eq!(card["@type"], "MessageCard");
+    assert!(
+        card["title"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("Incident {}", run["incident"])),
+        "{card}"
+    );
+    server.stop();
+}
