@@ -489,5 +489,34 @@ fn a_scenario_suite_incident_triggers_its_runbook_once() {
             .starts_with(&format!("Incident {}", run["incident"])),
         "{card}"
     );
+    drop(got);
+
+    // A file broken on disk is refused with its line; the running server keeps the last good
+    // version.
+    let file = data.join("runbooks/shop/page-dba.toml");
+    std::fs::write(
+        &file,
+        "name = \"page-dba\"\n[[step]]\nkind = \"chat\"\nurl = \"gopher://x\"\n",
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, listed) = call(&server, &editor, "GET", "/api/v1/runbooks", "");
+        if let Some(error) = listed["errors"]["page-dba.toml"].as_str() {
+            assert!(error.starts_with("page-dba.toml:2:"), "{error}");
+            let books = listed["runbooks"].as_array().unwrap();
+            assert_eq!(books.len(), 1, "{listed}");
+            assert!(
+                books[0]["step"][0]["url"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with("/dba"),
+                "{listed}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{listed}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     server.stop();
 }
