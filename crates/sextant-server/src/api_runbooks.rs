@@ -173,6 +173,70 @@ pub async fn one_run(
     Ok(axum::Json(run_json(&run)))
 }
 
+/// `GET /api/v1/runs/{id}/link?tenant=&decision=&step=&sig=`: a signed approval link from a
+/// chat message, no token needed; 403 when the signature does not match, 409 when the run no
+/// longer waits on that step (decided, expired), so a link works once.
+pub async fn link(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    query: Result<
+        axum::extract::Query<std::collections::HashMap<String, String>>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> Result<axum::Json<Value>, ApiError> {
+    let params = crate::read_params::Params::new(query, &["tenant", "decision", "step", "sig"])?;
+    let missing = |name: &str| crate::read_params::bad(name, "is required");
+    let tenant =
+        sextant_model::TenantId::new(params.get("tenant").ok_or_else(|| missing("tenant"))?)
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let decision = params.get("decision").ok_or_else(|| missing("decision"))?;
+    let step: usize = params
+        .get("step")
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| crate::read_params::bad("step", "must be a step number"))?;
+    let sig = params.get("sig").ok_or_else(|| missing("sig"))?;
+    let books = state.services()?.runbooks.clone();
+    if !books.links().verify(&tenant, &id, decision, step, sig) {
+        return Err(ApiError::Forbidden(
+            "the link's signature does not match".into(),
+        ));
+    }
+    let approve = match decision {
+        "approve" => true,
+        "reject" => false,
+        _ => {
+            return Err(crate::read_params::bad(
+                "decision",
+                "must be approve or reject",
+            ));
+        }
+    };
+    let rows = state.meta.runs(Some(&tenant), 0)?;
+    let waiting_on = rows
+        .iter()
+        .find(|r| r.id == id)
+        .and_then(runbooks::parse_run)
+        .filter(|r| r.status == "waiting_approval")
+        .map(|r| r.next_step);
+    if waiting_on != Some(step) {
+        return Err(ApiError::Conflict(format!(
+            "run `{id}` is not waiting on step {} (the link was used, or the run moved on)",
+            step + 1
+        )));
+    }
+    let run = runbooks::decide(
+        &state,
+        &books,
+        &tenant,
+        &id,
+        approve,
+        &format!("link:{decision}"),
+        "by the signed link in the chat message",
+    )
+    .await?;
+    Ok(axum::Json(run_json(&run)))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Decision {

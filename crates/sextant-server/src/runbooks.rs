@@ -11,8 +11,10 @@
 //! environment (only the runbook's allow-list passes), a time limit and captured output
 //! (64 KiB of each stream). A `wait_for_approval` step waits for
 //! `POST /api/v1/runs/{id}/approve` or `/reject` (editor or admin, with a comment) until it
-//! expires. Not yet here: stored secrets (`{{secret:NAME}}` fails its step) and signed
-//! approval links in chat messages.
+//! expires, or for one of the signed links a chat message before the approval step carries
+//! (`GET /api/v1/runs/{id}/link?...&sig=`, HMAC-SHA256 with a key in the data directory; a link
+//! works once, since a decided approval takes no other). Not yet here: stored secrets
+//! (`{{secret:NAME}}` fails its step).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
@@ -96,6 +98,91 @@ pub struct Runbooks {
     /// (tenant, runbook, incident) held back by cooldown or rate and already recorded.
     held: Mutex<HashSet<(TenantId, String, u64)>>,
     wake: tokio::sync::Notify,
+    links: LinkSigner,
+}
+
+/// Signs the one-time approval links chat messages carry: HMAC-SHA256 over the tenant, the
+/// run, the decision and the approval step, with a key kept in the data directory.
+pub struct LinkSigner {
+    key: [u8; 32],
+    /// Where links point: the server's address as clients reach it.
+    base: String,
+}
+
+/// HMAC-SHA256 (RFC 2104) of `message` under `key`.
+fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let mut block = [0u8; 64];
+    if key.len() > 64 {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let pad = |byte: u8| -> Vec<u8> { block.iter().map(|b| b ^ byte).collect() };
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(message)
+        .finalize();
+    Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize()
+        .into()
+}
+
+impl LinkSigner {
+    /// The signer with the key in `path`, made (32 random bytes, owner-only) if missing.
+    pub fn open(path: &std::path::Path, base: String) -> std::io::Result<LinkSigner> {
+        let key = match std::fs::read(path) {
+            Ok(bytes) if bytes.len() == 32 => bytes,
+            _ => {
+                let mut bytes = vec![0u8; 32];
+                getrandom::fill(&mut bytes).map_err(std::io::Error::other)?;
+                std::fs::write(path, &bytes)?;
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+                }
+                bytes
+            }
+        };
+        Ok(LinkSigner {
+            key: key.try_into().expect("32 bytes"),
+            base,
+        })
+    }
+
+    fn signature(&self, tenant: &TenantId, run: &str, decision: &str, step: usize) -> String {
+        let message = format!("{tenant}\n{run}\n{decision}\n{step}");
+        hex::encode(hmac_sha256(&self.key, message.as_bytes()))
+    }
+
+    /// The link that takes `decision` on run `run`'s approval step `step`.
+    pub fn link(&self, tenant: &TenantId, run: &str, decision: &str, step: usize) -> String {
+        format!(
+            "{}/api/v1/runs/{run}/link?tenant={tenant}&decision={decision}&step={step}&sig={}",
+            self.base,
+            self.signature(tenant, run, decision, step)
+        )
+    }
+
+    /// Whether `sig` signs these; compared in constant time.
+    pub fn verify(
+        &self,
+        tenant: &TenantId,
+        run: &str,
+        decision: &str,
+        step: usize,
+        sig: &str,
+    ) -> bool {
+        let want = self.signature(tenant, run, decision, step);
+        want.len() == sig.len()
+            && want
+                .bytes()
+                .zip(sig.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
 }
 
 impl std::fmt::Debug for Runbooks {
@@ -105,8 +192,9 @@ impl std::fmt::Debug for Runbooks {
 }
 
 impl Runbooks {
-    pub fn new(dir: PathBuf) -> Runbooks {
+    pub fn new(dir: PathBuf, links: LinkSigner) -> Runbooks {
         Runbooks {
+            links,
             dir,
             loaded: Mutex::new(HashMap::new()),
             errors: Mutex::new(HashMap::new()),
@@ -254,6 +342,10 @@ impl Runbooks {
 
     pub fn notify(&self) {
         self.wake.notify_one();
+    }
+
+    pub fn links(&self) -> &LinkSigner {
+        &self.links
     }
 }
 
@@ -435,14 +527,14 @@ fn spawn_drive(state: AppState, runbooks: Arc<Runbooks>, run: Run) {
     }
     tokio::spawn(async move {
         let id = run.id.clone();
-        drive(&state, run).await;
+        drive(&state, runbooks.links(), run).await;
         runbooks.active.lock().remove(&id);
     });
 }
 
 /// Runs steps until the run ends or waits; a waiting run is checked every second until it is
 /// decided or expires.
-async fn drive(state: &AppState, mut run: Run) {
+async fn drive(state: &AppState, signer: &LinkSigner, mut run: Run) {
     loop {
         if run.status == "waiting_approval" {
             match wait_for_decision(state, &mut run).await {
@@ -515,8 +607,19 @@ async fn drive(state: &AppState, mut run: Run) {
         }
         let dry = run.runbook.dry_run;
         let context = run.context.clone();
+        // A chat message before an approval step carries its signed approve and reject links.
+        let links = run.runbook.steps[index..]
+            .iter()
+            .position(|s| matches!(s, Step::WaitForApproval { .. }))
+            .map(|offset| {
+                let step = index + offset;
+                (
+                    signer.link(&run.tenant, &run.id, "approve", step),
+                    signer.link(&run.tenant, &run.id, "reject", step),
+                )
+            });
         let (status, attempts, input, output) =
-            tokio::task::spawn_blocking(move || execute(&step, &context, dry))
+            tokio::task::spawn_blocking(move || execute(&step, &context, dry, links))
                 .await
                 .unwrap_or_else(|e| {
                     (
@@ -671,7 +774,12 @@ fn no_secret(_: &str) -> Option<String> {
 }
 
 /// Runs one step (or, in a dry run, describes it): (status, attempts, input, output).
-fn execute(step: &Step, context: &TemplateContext, dry: bool) -> (String, u32, Value, Value) {
+fn execute(
+    step: &Step,
+    context: &TemplateContext,
+    dry: bool,
+    links: Option<(String, String)>,
+) -> (String, u32, Value, Value) {
     let failed = |input: Value, why: String| ("failed".to_owned(), 0, input, json!(why));
     match step {
         Step::Webhook {
@@ -725,15 +833,33 @@ fn execute(step: &Step, context: &TemplateContext, dry: bool) -> (String, u32, V
                 },
                 context.link
             );
+            let text = match &links {
+                Some((approve, reject)) => format!("{text} Approve: {approve} Reject: {reject}"),
+                None => text,
+            };
+            let mut actions = vec![json!({"@type": "OpenUri", "name": "Open incident",
+                                          "targets": [{"os": "default", "uri": context.link}]})];
+            let mut buttons = Vec::new();
+            if let Some((approve, reject)) = &links {
+                for (name, url) in [("Approve", approve), ("Reject", reject)] {
+                    actions.push(json!({"@type": "OpenUri", "name": name,
+                                        "targets": [{"os": "default", "uri": url}]}));
+                    buttons.push(json!({"type": "button", "text": {"type": "plain_text", "text": name}, "url": url}));
+                }
+            }
             let payload = if format == "teams" {
                 json!({"@type": "MessageCard", "@context": "https://schema.org/extensions",
                        "summary": format!("Incident {}", context.id),
                        "title": format!("Incident {}: {}", context.id, context.title),
                        "text": text,
-                       "potentialAction": [{"@type": "OpenUri", "name": "Open incident",
-                                            "targets": [{"os": "default", "uri": context.link}]}]})
+                       "potentialAction": actions})
             } else {
-                json!({"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]})
+                let mut blocks =
+                    vec![json!({"type": "section", "text": {"type": "mrkdwn", "text": text}})];
+                if !buttons.is_empty() {
+                    blocks.push(json!({"type": "actions", "elements": buttons}));
+                }
+                json!({"text": text, "blocks": blocks})
             };
             let input = json!({"url": url, "format": format, "payload": payload});
             if dry {
@@ -910,5 +1036,46 @@ fn command(program: &str, args: &[String], env: &[String], timeout: Duration) ->
             false,
             json!({"error": format!("killed after {} s", timeout.as_secs()), "stdout": stdout, "stderr": stderr}),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_matches_rfc_4231() {
+        // RFC 4231, test case 2.
+        assert_eq!(
+            hex::encode(hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        // Test case 6: a key longer than the block.
+        assert_eq!(
+            hex::encode(hmac_sha256(
+                &[0xaa; 131],
+                b"Test Using Larger Than Block-Size Key - Hash Key First"
+            )),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+    }
+
+    #[test]
+    fn links_verify_only_what_they_signed() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = LinkSigner::open(&dir.path().join("k"), "http://x".into()).unwrap();
+        let tenant = TenantId::new("ops").unwrap();
+        let link = signer.link(&tenant, "run1", "approve", 2);
+        let sig = link.rsplit("sig=").next().unwrap();
+        assert!(signer.verify(&tenant, "run1", "approve", 2, sig));
+        assert!(!signer.verify(&tenant, "run1", "reject", 2, sig));
+        assert!(!signer.verify(&tenant, "run1", "approve", 3, sig));
+        assert!(!signer.verify(&TenantId::new("other").unwrap(), "run1", "approve", 2, sig));
+        assert!(!signer.verify(&tenant, "run1", "approve", 2, &sig[1..]));
+        let again = LinkSigner::open(&dir.path().join("k"), "http://x".into()).unwrap();
+        assert!(
+            again.verify(&tenant, "run1", "approve", 2, sig),
+            "the key is kept"
+        );
     }
 }

@@ -128,8 +128,14 @@ async fn serve(config: SextantConfig) -> anyhow::Result<()> {
     );
     let store = Arc::new(store);
     let bus: Arc<dyn IngestBus> = store.clone();
+    let signer = sextant_server::runbooks::LinkSigner::open(
+        &config.data_dir.join("approval.key"),
+        format!("http://{local}"),
+    )
+    .context("cannot open the approval link key")?;
     let runbooks = Arc::new(sextant_server::runbooks::Runbooks::new(
         config.data_dir.join("runbooks"),
+        signer,
     ));
     runbooks.reload();
     let correlation = Arc::new(sextant_server::correlation::Correlation::new(

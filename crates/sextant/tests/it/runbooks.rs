@@ -439,7 +439,10 @@ fn a_scenario_suite_incident_triggers_its_runbook_once() {
         "page-dba",
         &format!(
             "name = \"page-dba\"\n[match]\nservices = [\"postgres\"]\nseverity = \"critical\"\n\
-         [[step]]\nkind = \"chat\"\nurl = \"{hook}/dba\"\nformat = \"teams\"\n"
+         [[step]]\nkind = \"chat\"\nurl = \"{hook}/dba\"\nformat = \"teams\"\n\
+         [[step]]\nkind = \"wait_for_approval\"\n\
+         [[step]]\nkind = \"command\"\nprogram = \"/usr/bin/touch\"\nargs = [\"{}\"]\n",
+            dir.path().join("linked").display()
         ),
     );
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -468,8 +471,8 @@ fn a_scenario_suite_incident_triggers_its_runbook_once() {
         &Value::Array(events).to_string(),
     );
     assert_eq!(status, 200, "{answer}");
-    let run = wait_for_run(&server, &editor, "page-dba runs", |r| {
-        r["runbook"]["name"] == "page-dba" && r["status"] == "succeeded"
+    let run = wait_for_run(&server, &editor, "page-dba waits", |r| {
+        r["runbook"]["name"] == "page-dba" && r["status"] == "waiting_approval"
     });
     std::thread::sleep(Duration::from_secs(2));
     let (_, runs) = call(&server, &editor, "GET", "/api/v1/runs", "");
@@ -489,7 +492,27 @@ fn a_scenario_suite_incident_triggers_its_runbook_once() {
             .starts_with(&format!("Incident {}", run["incident"])),
         "{card}"
     );
+    // The card's signed link approves, once; a tampered one is refused.
+    let approve = card["potentialAction"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "Approve")
+        .unwrap()["targets"][0]["uri"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     drop(got);
+    let get_link = |url: &str| agent().get(url).call().unwrap().status().as_u16();
+    let tampered = format!("{}0", &approve[..approve.len() - 1]);
+    assert_eq!(get_link(&tampered), 403);
+    assert!(!dir.path().join("linked").exists());
+    assert_eq!(get_link(&approve), 200);
+    wait_for_run(&server, &editor, "page-dba succeeds", |r| {
+        r["runbook"]["name"] == "page-dba" && r["status"] == "succeeded"
+    });
+    assert!(dir.path().join("linked").exists());
+    assert_eq!(get_link(&approve), 409, "a link works once");
 
     // A file broken on disk is refused with its line; the running server keeps the last good
     // version.
