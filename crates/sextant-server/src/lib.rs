@@ -46,6 +46,7 @@ pub mod rca_live;
 mod read_params;
 mod rpc_status;
 pub mod runbooks;
+pub mod secrets;
 
 use std::sync::{Arc, OnceLock};
 
@@ -160,6 +161,11 @@ pub fn router(state: AppState, max_grpc_message_bytes: usize) -> Router {
             axum::routing::put(api_runbooks::put)
                 .delete(api_runbooks::delete)
                 .post(api_runbooks::switch),
+        )
+        .route("/api/v1/secrets", get(secrets::list))
+        .route(
+            "/api/v1/secrets/{name}",
+            axum::routing::put(secrets::put).delete(secrets::delete),
         )
         .route("/api/v1/runs", get(api_runbooks::runs))
         .route("/api/v1/runs/{id}", get(api_runbooks::one_run))

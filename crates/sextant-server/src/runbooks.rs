@@ -13,8 +13,8 @@
 //! `POST /api/v1/runs/{id}/approve` or `/reject` (editor or admin, with a comment) until it
 //! expires, or for one of the signed links a chat message before the approval step carries
 //! (`GET /api/v1/runs/{id}/link?...&sig=`, HMAC-SHA256 with a key in the data directory; a link
-//! works once, since a decided approval takes no other). Not yet here: stored secrets
-//! (`{{secret:NAME}}` fails its step).
+//! works once, since a decided approval takes no other). Secrets (`{{secret:NAME}}`, see
+//! `secrets.rs`) go into what a step sends only as it runs; its record shows `***`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
@@ -99,6 +99,7 @@ pub struct Runbooks {
     held: Mutex<HashSet<(TenantId, String, u64)>>,
     wake: tokio::sync::Notify,
     links: LinkSigner,
+    secrets: crate::secrets::SecretBox,
 }
 
 /// Signs the one-time approval links chat messages carry: HMAC-SHA256 over the tenant, the
@@ -192,9 +193,10 @@ impl std::fmt::Debug for Runbooks {
 }
 
 impl Runbooks {
-    pub fn new(dir: PathBuf, links: LinkSigner) -> Runbooks {
+    pub fn new(dir: PathBuf, links: LinkSigner, secrets: crate::secrets::SecretBox) -> Runbooks {
         Runbooks {
             links,
+            secrets,
             dir,
             loaded: Mutex::new(HashMap::new()),
             errors: Mutex::new(HashMap::new()),
@@ -346,6 +348,10 @@ impl Runbooks {
 
     pub fn links(&self) -> &LinkSigner {
         &self.links
+    }
+
+    pub fn secrets(&self) -> &crate::secrets::SecretBox {
+        &self.secrets
     }
 }
 
@@ -527,14 +533,15 @@ fn spawn_drive(state: AppState, runbooks: Arc<Runbooks>, run: Run) {
     }
     tokio::spawn(async move {
         let id = run.id.clone();
-        drive(&state, runbooks.links(), run).await;
+        drive(&state, &runbooks, run).await;
         runbooks.active.lock().remove(&id);
     });
 }
 
 /// Runs steps until the run ends or waits; a waiting run is checked every second until it is
 /// decided or expires.
-async fn drive(state: &AppState, signer: &LinkSigner, mut run: Run) {
+async fn drive(state: &AppState, runbooks: &Runbooks, mut run: Run) {
+    let signer = runbooks.links();
     loop {
         if run.status == "waiting_approval" {
             match wait_for_decision(state, &mut run).await {
@@ -618,8 +625,13 @@ async fn drive(state: &AppState, signer: &LinkSigner, mut run: Run) {
                     signer.link(&run.tenant, &run.id, "reject", step),
                 )
             });
+        let secrets = if dry {
+            HashMap::new()
+        } else {
+            runbooks.secrets().all(state, &run.tenant)
+        };
         let (status, attempts, input, output) =
-            tokio::task::spawn_blocking(move || execute(&step, &context, dry, links))
+            tokio::task::spawn_blocking(move || execute(&step, &context, dry, links, &secrets))
                 .await
                 .unwrap_or_else(|e| {
                     (
@@ -769,18 +781,19 @@ pub async fn decide(
     Ok(run)
 }
 
-fn no_secret(_: &str) -> Option<String> {
-    None
-}
-
 /// Runs one step (or, in a dry run, describes it): (status, attempts, input, output).
 fn execute(
     step: &Step,
     context: &TemplateContext,
     dry: bool,
     links: Option<(String, String)>,
+    secrets: &HashMap<String, String>,
 ) -> (String, u32, Value, Value) {
     let failed = |input: Value, why: String| ("failed".to_owned(), 0, input, json!(why));
+    // What is sent uses the secrets; what is recorded shows `***` in their place. A dry run
+    // has no secrets to hand and records every placeholder as `***`.
+    let real = |name: &str| secrets.get(name).cloned();
+    let shown = |name: &str| (dry || secrets.contains_key(name)).then(|| "***".to_owned());
     match step {
         Step::Webhook {
             method,
@@ -790,27 +803,34 @@ fn execute(
             retries,
             ..
         } => {
-            let rendered = (|| -> Result<RenderedRequest, String> {
-                let url = render(url, context, Escape::None, &no_secret)?;
-                let mut sent = Vec::new();
-                for (k, v) in headers {
-                    sent.push((k.clone(), render(v, context, Escape::None, &no_secret)?));
-                }
-                let body = if body.is_empty() {
-                    serde_json::to_string(context).expect("contexts serialise")
-                } else {
-                    render(body, context, Escape::Json, &no_secret)?
+            let rendered =
+                |secret: &dyn Fn(&str) -> Option<String>| -> Result<RenderedRequest, String> {
+                    let url = render(url, context, Escape::None, secret)?;
+                    let mut sent = Vec::new();
+                    for (k, v) in headers {
+                        sent.push((k.clone(), render(v, context, Escape::None, secret)?));
+                    }
+                    let body = if body.is_empty() {
+                        serde_json::to_string(context).expect("contexts serialise")
+                    } else {
+                        render(body, context, Escape::Json, secret)?
+                    };
+                    Ok((url, sent, body))
                 };
-                Ok((url, sent, body))
-            })();
-            let (url, sent, body) = match rendered {
+            let (shown_url, shown_headers, shown_body) = match rendered(&shown) {
                 Ok(r) => r,
                 Err(why) => return failed(json!({"url": url}), why),
             };
-            let input = json!({"method": method, "url": url, "headers": headers.keys().collect::<Vec<_>>(), "body": body});
+            let input = json!({"method": method, "url": shown_url,
+                               "headers": shown_headers.into_iter().collect::<BTreeMap<_, _>>(),
+                               "body": shown_body});
             if dry {
                 return ("dry_run".into(), 0, input, json!("would send"));
             }
+            let (url, sent, body) = match rendered(&real) {
+                Ok(r) => r,
+                Err(why) => return failed(input, why),
+            };
             let (ok, attempts, output) = send(method, &url, &sent, &body, *retries);
             (
                 if ok { "succeeded" } else { "failed" }.into(),
@@ -886,18 +906,24 @@ fn execute(
             env,
             ..
         } => {
-            let args: Result<Vec<String>, String> = args
-                .iter()
-                .map(|a| render(a, context, Escape::None, &no_secret))
-                .collect();
-            let args = match args {
+            let rendered =
+                |secret: &dyn Fn(&str) -> Option<String>| -> Result<Vec<String>, String> {
+                    args.iter()
+                        .map(|a| render(a, context, Escape::None, secret))
+                        .collect()
+                };
+            let shown_args = match rendered(&shown) {
                 Ok(a) => a,
                 Err(why) => return failed(json!({"program": program}), why),
             };
-            let input = json!({"program": program, "args": args, "env": env, "timeout_seconds": timeout_seconds});
+            let input = json!({"program": program, "args": shown_args, "env": env, "timeout_seconds": timeout_seconds});
             if dry {
                 return ("dry_run".into(), 0, input, json!("would run"));
             }
+            let args = match rendered(&real) {
+                Ok(a) => a,
+                Err(why) => return failed(input, why),
+            };
             let (ok, output) = command(program, &args, env, Duration::from_secs(*timeout_seconds));
             (
                 if ok { "succeeded" } else { "failed" }.into(),

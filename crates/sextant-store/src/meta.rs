@@ -7,6 +7,7 @@
 mod audit;
 mod events;
 mod incidents;
+mod secrets;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -128,6 +129,12 @@ pub trait MetadataStore: Send + Sync {
     fn rules(&self, tenant: &TenantId, kind: &str) -> Result<Vec<(String, String)>>;
     /// Removes a rule; whether it existed.
     fn delete_rule(&self, tenant: &TenantId, kind: &str, id: &str) -> Result<bool>;
+    /// Stores a sealed secret under `name` (replacing one of that name).
+    fn put_secret(&self, tenant: &TenantId, name: &str, sealed: &[u8]) -> Result<()>;
+    /// A tenant's sealed secrets as (name, sealed, updated at in Unix seconds), by name.
+    fn secrets(&self, tenant: &TenantId) -> Result<Vec<(String, Vec<u8>, i64)>>;
+    /// Removes a secret; whether it existed.
+    fn delete_secret(&self, tenant: &TenantId, name: &str) -> Result<bool>;
     /// Adds or updates a runbook run.
     fn put_run(&self, run: &RunRow) -> Result<()>;
     /// Runs, newest first, at most `limit` (0: all): one tenant's, or every tenant's.
@@ -250,6 +257,7 @@ impl SqliteMetadata {
         events::migrate(&connection)?;
         connection.execute_batch(incidents::SCHEMA)?;
         connection.execute_batch(audit::SCHEMA)?;
+        connection.execute_batch(secrets::SCHEMA)?;
         Ok(SqliteMetadata {
             connection: Mutex::new(connection),
         })
@@ -505,6 +513,7 @@ impl MetadataStore for SqliteMetadata {
         events::erase(&tx, tenant)?;
         incidents::erase(&tx, tenant)?;
         audit::erase(&tx, tenant)?;
+        secrets::erase(&tx, tenant)?;
         tx.execute(
             "INSERT INTO erasures (tenant, up_to_seq, erased_at) VALUES (?1, ?2, ?3)
              ON CONFLICT(tenant) DO UPDATE
@@ -549,6 +558,18 @@ impl MetadataStore for SqliteMetadata {
 
     fn delete_rule(&self, tenant: &TenantId, kind: &str, id: &str) -> Result<bool> {
         incidents::delete_rule(&self.connection.lock(), tenant, kind, id)
+    }
+
+    fn put_secret(&self, tenant: &TenantId, name: &str, sealed: &[u8]) -> Result<()> {
+        secrets::put(&self.connection.lock(), tenant, name, sealed)
+    }
+
+    fn secrets(&self, tenant: &TenantId) -> Result<Vec<(String, Vec<u8>, i64)>> {
+        secrets::all(&self.connection.lock(), tenant)
+    }
+
+    fn delete_secret(&self, tenant: &TenantId, name: &str) -> Result<bool> {
+        secrets::delete(&self.connection.lock(), tenant, name)
     }
 
     fn put_run(&self, run: &RunRow) -> Result<()> {

@@ -133,9 +133,12 @@ async fn serve(config: SextantConfig) -> anyhow::Result<()> {
         format!("http://{local}"),
     )
     .context("cannot open the approval link key")?;
+    let secrets = sextant_server::secrets::SecretBox::open(&config.data_dir.join("secrets.key"))
+        .context("cannot open the secrets key")?;
     let runbooks = Arc::new(sextant_server::runbooks::Runbooks::new(
         config.data_dir.join("runbooks"),
         signer,
+        secrets,
     ));
     runbooks.reload();
     let correlation = Arc::new(sextant_server::correlation::Correlation::new(

@@ -155,6 +155,26 @@ fn runbooks_notify_retry_wait_for_approval_and_keep_a_trail() {
     );
     assert_eq!(status, 403);
 
+    // A secret the webhook sends: stored sealed, listed by name only.
+    let (status, _) = call(
+        &server,
+        &viewer,
+        "PUT",
+        "/api/v1/secrets/orch",
+        "{\"value\": \"x\"}",
+    );
+    assert_eq!(status, 403);
+    let (status, answer) = call(
+        &server,
+        &editor,
+        "PUT",
+        "/api/v1/secrets/orch",
+        "{\"value\": \"tok-9f3a51-secret\"}",
+    );
+    assert_eq!(status, 200, "{answer}");
+    let (_, listed) = call(&server, &viewer, "GET", "/api/v1/secrets", "");
+    assert_eq!(listed["secrets"][0]["name"], "orch");
+    assert!(!listed.to_string().contains("tok-9f3a51"), "{listed}");
     put_runbook(
         &server,
         &editor,
@@ -162,7 +182,7 @@ fn runbooks_notify_retry_wait_for_approval_and_keep_a_trail() {
         &format!(
             "name = \"restart-cart\"\n[match]\nservices = [\"cart\"]\nseverity = \"warning\"\n\
          [[step]]\nkind = \"chat\"\nurl = \"{hook}/chat\"\n\
-         [[step]]\nkind = \"webhook\"\nurl = \"{hook}/flaky\"\nbody = '{{\"incident\": {{{{incident.id}}}}, \"title\": \"{{{{incident.title}}}}\"}}'\nretries = 3\n\
+         [[step]]\nkind = \"webhook\"\nurl = \"{hook}/flaky\"\nbody = '{{\"incident\": {{{{incident.id}}}}, \"title\": \"{{{{incident.title}}}}\", \"key\": \"{{{{secret:orch}}}}\"}}'\nretries = 3\n\
          [[step]]\nkind = \"wait_for_approval\"\nexpires_seconds = 60\n\
          [[step]]\nkind = \"command\"\nprogram = \"/usr/bin/touch\"\nargs = [\"{}\"]\n",
             marker("approved").display()
@@ -223,8 +243,15 @@ fn runbooks_notify_retry_wait_for_approval_and_keep_a_trail() {
         assert_eq!(flaky.len(), 3, "two failures, then success");
         let body: Value = serde_json::from_str(&flaky[2].1).unwrap();
         assert_eq!(body["title"], "HighErrorRate");
+        assert_eq!(body["key"], "tok-9f3a51-secret", "the secret is sent");
     }
     assert_eq!(run["steps"][1]["attempts"], 3, "{run}");
+    let recorded = run["steps"][1]["input"]["body"].as_str().unwrap();
+    assert!(recorded.contains("\"key\": \"***\""), "{recorded}");
+    assert!(
+        !run.to_string().contains("tok-9f3a51"),
+        "the run never shows the secret"
+    );
     assert!(
         !marker("approved").exists(),
         "the command waits for approval"
@@ -397,6 +424,21 @@ fn runbooks_notify_retry_wait_for_approval_and_keep_a_trail() {
     assert!(!received.lock().unwrap().iter().any(|(p, _)| p == "/dry"));
     assert!(!marker("rejected").exists() && !marker("expired").exists());
 
+    // Nothing under the data directory holds the secret in the clear.
+    let mut files = vec![data.clone()];
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(
+                !bytes.windows(10).any(|w| w == b"tok-9f3a51"),
+                "{} holds the secret",
+                path.display()
+            );
+        }
+    }
+
     // The trail holds every run, step, approval and rejection.
     let (_, trail) = call(&server, &admin, "GET", "/api/v1/audit?limit=1000", "");
     let kinds: Vec<&str> = trail["records"]
@@ -416,6 +458,7 @@ fn runbooks_notify_retry_wait_for_approval_and_keep_a_trail() {
         "runbooks.pause",
         "runbooks.resume",
         "runbook.finished",
+        "secret.put",
     ] {
         assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
     }
