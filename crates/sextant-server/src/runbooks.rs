@@ -1087,6 +1087,37 @@ mod tests {
     }
 
     #[test]
+    fn https_targets_get_as_far_as_the_tls_handshake() {
+        // A listener that answers in plain text: the client must try TLS and fail its handshake.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            if let Ok((mut stream, _)) = listener.accept() {
+                use std::io::Write;
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+            }
+        });
+        let (ok, _, output) = send(
+            "POST",
+            &format!("https://127.0.0.1:{port}/hook"),
+            &[],
+            "{}",
+            0,
+        );
+        let error = output["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        assert!(!ok, "{output}");
+        // rustls read the plain-text answer as a TLS record (without TLS the client would say
+        // "tls required, but transport is unsecured").
+        assert!(
+            error.contains("invalidcontenttype") || error.contains("corrupt"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn links_verify_only_what_they_signed() {
         let dir = tempfile::tempdir().unwrap();
         let signer = LinkSigner::open(&dir.path().join("k"), "http://x".into()).unwrap();
