@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sextant_incidents::correlator::{
-    CorrelatorConfig, Incident, IncidentCorrelator, InhibitRule, Rules, Signal, Silence,
+    CorrelatorConfig, Decision, Incident, IncidentCorrelator, InhibitRule, Rules, Signal, Silence,
 };
 use sextant_incidents::topology::ServiceMap;
 use sextant_model::{Role, TenantId};
-use sextant_store::meta::{CorrelationCommit, IncidentRow, MetadataStore};
+use sextant_store::meta::{AuditRecord, CorrelationCommit, IncidentRow, MetadataStore};
 use tokio::sync::{Mutex, Notify};
 
 use crate::read_params::{NANOS_PER_SECOND, now_ns};
@@ -181,6 +181,23 @@ impl Correlation {
                 map: map.as_deref(),
             };
             let (decision, incident) = entry.correlator.process(&self.config, rules, &signal);
+            // Every grouping and suppression goes to the audit trail; repeats do not.
+            if !matches!(decision, Decision::Deduplicated { .. }) {
+                commit.audit.push(AuditRecord {
+                    seq: 0,
+                    tenant: tenant.clone(),
+                    at: now,
+                    actor: "sextant.correlator".into(),
+                    kind: format!("correlation.{}", decision_kind(&decision)),
+                    subject: change.event.id.clone(),
+                    detail: serde_json::json!({
+                        "fingerprint": change.event.fingerprint,
+                        "title": change.event.title,
+                        "decision": decision,
+                    })
+                    .to_string(),
+                });
+            }
             commit.decisions.push((
                 tenant.clone(),
                 change.event.id.clone(),
@@ -301,6 +318,20 @@ impl Correlation {
             tenants.insert(tenant.clone(), loaded);
         }
         Ok(tenants[tenant].correlator.counters)
+    }
+}
+
+/// The audit kind of a decision: `opened`, `joined`, `silenced`, ...
+fn decision_kind(decision: &Decision) -> &'static str {
+    match decision {
+        Decision::Opened { .. } => "opened",
+        Decision::Joined { .. } => "joined",
+        Decision::Deduplicated { .. } => "deduplicated",
+        Decision::Resolved { .. } => "resolved",
+        Decision::Flapping { .. } => "flapping",
+        Decision::Silenced { .. } => "silenced",
+        Decision::Inhibited { .. } => "inhibited",
+        Decision::Ignored { .. } => "ignored",
     }
 }
 

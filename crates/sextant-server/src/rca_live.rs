@@ -292,7 +292,19 @@ pub async fn run(state: AppState, correlation: Arc<Correlation>, every: Duration
                     })
                     .await;
                     match stored {
-                        Ok(Ok(_)) => {
+                        Ok(Ok(version)) => {
+                            let top = &ranking["services"][0];
+                            let _ = crate::audit::record(
+                                &state,
+                                &tenant,
+                                "sextant.rca",
+                                "rca.ranking",
+                                &incident.id.to_string(),
+                                json!({"version": version, "first": top["service"],
+                                       "metric": top["metric"], "score": top["score"],
+                                       "sentence": top["sentence"]}),
+                            )
+                            .await;
                             last.insert(key, (basis, Instant::now()));
                         }
                         Ok(Err(err)) => tracing::warn!(error = %err, "ranking not stored"),

@@ -53,23 +53,27 @@ pub struct AuditFilter {
 
 pub(super) fn append(connection: &mut Connection, records: &[AuditRecord]) -> Result<()> {
     let tx = connection.transaction()?;
-    {
-        let mut insert = tx.prepare(
-            "INSERT INTO audit (tenant, at, actor, kind, subject, detail)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?;
-        for r in records {
-            insert.execute(params![
-                r.tenant.as_str(),
-                r.at,
-                r.actor,
-                r.kind,
-                r.subject,
-                r.detail
-            ])?;
-        }
-    }
+    append_in(&tx, records)?;
     tx.commit()?;
+    Ok(())
+}
+
+/// Appends `records` inside a transaction the caller commits.
+pub(super) fn append_in(tx: &rusqlite::Transaction<'_>, records: &[AuditRecord]) -> Result<()> {
+    let mut insert = tx.prepare(
+        "INSERT INTO audit (tenant, at, actor, kind, subject, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for r in records {
+        insert.execute(params![
+            r.tenant.as_str(),
+            r.at,
+            r.actor,
+            r.kind,
+            r.subject,
+            r.detail
+        ])?;
+    }
     Ok(())
 }
 

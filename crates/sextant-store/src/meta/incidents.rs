@@ -85,6 +85,8 @@ pub struct CorrelationCommit {
     pub states: Vec<(TenantId, String)>,
     /// Changes through this sequence number are taken (and deleted); `None` leaves the feed.
     pub through_seq: Option<u64>,
+    /// Audit records of these decisions, stored with them.
+    pub audit: Vec<super::AuditRecord>,
 }
 
 /// Which incidents to list.
@@ -243,6 +245,7 @@ pub(super) fn commit(connection: &mut Connection, commit: &CorrelationCommit) ->
         if let Some(seq) = commit.through_seq {
             tx.execute("DELETE FROM event_changes WHERE seq <= ?1", [seq as i64])?;
         }
+        super::audit::append_in(&tx, &commit.audit)?;
     }
     tx.commit()?;
     Ok(())
