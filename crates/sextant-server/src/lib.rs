@@ -39,6 +39,7 @@ pub mod correlation;
 pub mod derived_series;
 mod error;
 mod health;
+mod ndjson;
 mod otlp_grpc;
 mod otlp_http;
 mod range_series;
@@ -142,6 +143,7 @@ pub fn router(state: AppState, max_grpc_message_bytes: usize) -> Router {
             axum::routing::delete(api_tenant::erase_data),
         )
         .route("/api/v1/logs/search", get(api_logs::search))
+        .route("/api/v1/logs/ndjson", post(ndjson::logs))
         .route("/api/v1/metrics/query_range", get(api_metrics::query_range))
         .route("/api/v1/traces/{trace_id}", get(api_traces::trace))
         .route("/api/v1/patterns", get(api_patterns::patterns))

@@ -6,6 +6,7 @@ mod conventions;
 mod crash;
 mod errors;
 mod incidents;
+mod ndjson;
 mod offline;
 mod otlp_sdk;
 mod patterns;

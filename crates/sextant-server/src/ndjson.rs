@@ -1,0 +1,265 @@
+//! `POST /api/v1/logs/ndjson`: logs as newline-delimited JSON, one object per line, turned into
+//! an OTLP logs request and sent through the same pipeline as OTLP (tenant limits, write-ahead
+//! log, template mining, detectors). A role that may ingest may send them.
+//!
+//! Field mapping: `timestamp`, `time` or `ts` (RFC 3339, or Unix seconds, milliseconds or
+//! nanoseconds; default now) → the record's time; `level` or `severity` (`trace`, `debug`,
+//! `info`, `warn`/`warning`, `error`, `fatal`/`critical`, or an OTLP severity number) →
+//! severity; `message` or `msg` → the body; `service` → the resource's `service.name`; every
+//! other field → an attribute (strings as they are, other values as JSON). A line that is not
+//! a JSON object, or has no message, is reported by its number (1-based) with the reason, and
+//! the other lines are kept. Blank lines are skipped. Limits: the ingest body limit, at most
+//! [`MAX_LINES`] lines.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message;
+use serde_json::{Value, json};
+use sextant_ingest::otlp::OtlpRequest;
+
+use crate::auth::{TENANT_HEADER, authorize_ingest};
+use crate::read_params::{now_ns, parse_time};
+use crate::{ApiError, AppState};
+
+/// Most lines in one request.
+pub const MAX_LINES: usize = 100_000;
+/// Most problems listed in an answer (the count is always whole).
+const MAX_LISTED: usize = 100;
+
+fn text(value: &str) -> Option<AnyValue> {
+    Some(AnyValue {
+        value: Some(any_value::Value::StringValue(value.to_owned())),
+    })
+}
+
+/// The OTLP severity number and text of a level.
+fn severity(value: &Value) -> Result<(i32, String), String> {
+    match value {
+        Value::Number(n) => match n.as_i64() {
+            Some(n @ 1..=24) => Ok((n as i32, String::new())),
+            _ => Err(format!("severity number {n} is not 1 to 24")),
+        },
+        Value::String(s) => {
+            let number = match s.to_ascii_lowercase().as_str() {
+                "trace" => 1,
+                "debug" => 5,
+                "info" | "information" | "notice" => 9,
+                "warn" | "warning" => 13,
+                "error" | "err" => 17,
+                "fatal" | "critical" | "crit" | "emergency" | "alert" => 21,
+                other => return Err(format!("level `{other}` is not known")),
+            };
+            Ok((number, s.clone()))
+        }
+        _ => Err("`level` must be a string or a number".into()),
+    }
+}
+
+/// One line as (service, record), or why not.
+fn record(line: &str, now: i64) -> Result<(String, LogRecord), String> {
+    let value: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
+    let Value::Object(mut fields) = value else {
+        return Err("not a JSON object".into());
+    };
+    let take = |fields: &mut serde_json::Map<String, Value>, names: &[&str]| {
+        names.iter().find_map(|n| fields.remove(*n))
+    };
+    let time = match take(&mut fields, &["timestamp", "time", "ts"]) {
+        None | Some(Value::Null) => now,
+        Some(Value::String(s)) => {
+            parse_time(&s).ok_or("the time is not RFC 3339 or a Unix time")?
+        }
+        Some(Value::Number(n)) => {
+            let whole = n
+                .as_f64()
+                .filter(|v| *v >= 0.0)
+                .ok_or("the time is negative")?;
+            parse_time(&format!("{}", whole.trunc() as u64)).ok_or("the time is out of range")?
+        }
+        Some(_) => return Err("the time must be a string or a number".into()),
+    };
+    let (severity_number, severity_text) = match take(&mut fields, &["level", "severity"]) {
+        None | Some(Value::Null) => (0, String::new()),
+        Some(level) => severity(&level)?,
+    };
+    let message = match take(&mut fields, &["message", "msg"]) {
+        Some(Value::String(s)) => s,
+        Some(Value::Null) | None => return Err("no `message` or `msg`".into()),
+        Some(other) => other.to_string(),
+    };
+    let service = match fields.remove("service") {
+        Some(Value::String(s)) => s,
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    };
+    let attributes = fields
+        .into_iter()
+        .map(|(key, value)| KeyValue {
+            key,
+            value: text(&match value {
+                Value::String(s) => s,
+                other => other.to_string(),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    Ok((
+        service,
+        LogRecord {
+            time_unix_nano: time as u64,
+            observed_time_unix_nano: now as u64,
+            severity_number,
+            severity_text,
+            body: text(&message),
+            attributes,
+            ..Default::default()
+        },
+    ))
+}
+
+pub async fn logs(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<axum::Json<Value>, ApiError> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let principal = state.auth.authenticate(authorization)?;
+    authorize_ingest(
+        &principal,
+        headers.get(TENANT_HEADER).and_then(|v| v.to_str().ok()),
+    )?;
+    let pipeline = state.pipeline()?.clone();
+    if body.len() > pipeline.config().max_body_bytes {
+        return Err(ApiError::Ingest(sextant_ingest::Error::BodyTooLarge {
+            limit: pipeline.config().max_body_bytes,
+        }));
+    }
+    let text = std::str::from_utf8(&body)
+        .map_err(|e| ApiError::BadRequest(format!("the body is not UTF-8: {e}")))?;
+    let now = now_ns();
+    let mut by_service: BTreeMap<String, Vec<LogRecord>> = BTreeMap::new();
+    let mut problems = Vec::new();
+    let mut rejected = 0usize;
+    let mut lines = 0usize;
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        lines += 1;
+        if lines > MAX_LINES {
+            return Err(ApiError::BadRequest(format!(
+                "more than {MAX_LINES} lines in one request"
+            )));
+        }
+        match record(line, now) {
+            Ok((service, record)) => by_service.entry(service).or_default().push(record),
+            Err(reason) => {
+                rejected += 1;
+                if problems.len() < MAX_LISTED {
+                    problems.push(json!({"line": i + 1, "reason": reason}));
+                }
+            }
+        }
+    }
+    let accepted: usize = by_service.values().map(Vec::len).sum();
+    if accepted > 0 {
+        let request = ExportLogsServiceRequest {
+            resource_logs: by_service
+                .into_iter()
+                .map(|(service, log_records)| ResourceLogs {
+                    resource: Some(Resource {
+                        attributes: if service.is_empty() {
+                            Vec::new()
+                        } else {
+                            vec![KeyValue {
+                                key: "service.name".into(),
+                                value: text_value(&service),
+                                ..Default::default()
+                            }]
+                        },
+                        ..Default::default()
+                    }),
+                    scope_logs: vec![ScopeLogs {
+                        log_records,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                })
+                .collect(),
+        };
+        let size = request.encoded_len();
+        pipeline
+            .ingest_request(&principal.tenant, OtlpRequest::Logs(request), size)
+            .await?;
+    }
+    Ok(axum::Json(json!({
+        "accepted": accepted,
+        "rejected": rejected,
+        "problems": problems,
+    })))
+}
+
+fn text_value(value: &str) -> Option<AnyValue> {
+    text(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_map_to_records_and_bad_ones_say_why() {
+        let now = 1_700_000_000_000_000_000;
+        let (service, r) = record(
+            r#"{"ts": "2026-12-01T12:00:00Z", "level": "warn", "msg": "disk 91% full", "service": "db", "host": "h1", "pct": 91}"#,
+            now,
+        )
+        .unwrap();
+        assert_eq!(service, "db");
+        assert_eq!(r.severity_number, 13);
+        assert_eq!(r.time_unix_nano, 1_796_126_400_000_000_000);
+        let attrs: Vec<(&str, String)> = r
+            .attributes
+            .iter()
+            .map(|kv| match &kv.value.as_ref().unwrap().value {
+                Some(any_value::Value::StringValue(s)) => (kv.key.as_str(), s.clone()),
+                _ => panic!(),
+            })
+            .collect();
+        assert_eq!(
+            attrs,
+            [("host", "h1".to_string()), ("pct", "91".to_string())]
+        );
+        let (_, r) = record(
+            r#"{"message": "x", "time": 1700000000123, "severity": 17}"#,
+            now,
+        )
+        .unwrap();
+        assert_eq!(
+            (r.time_unix_nano, r.severity_number),
+            (1_700_000_000_123_000_000, 17)
+        );
+        let (_, r) = record(r#"{"message": "x"}"#, now).unwrap();
+        assert_eq!(r.time_unix_nano, now as u64);
+        for (line, reason) in [
+            ("nope", "not JSON"),
+            ("[1]", "not a JSON object"),
+            (r#"{"level": "info"}"#, "no `message`"),
+            (r#"{"msg": "x", "level": "loud"}"#, "level `loud`"),
+            (r#"{"msg": "x", "time": "yesterday"}"#, "RFC 3339"),
+            (r#"{"msg": "x", "severity": 99}"#, "1 to 24"),
+        ] {
+            let error = record(line, now).unwrap_err();
+            assert!(error.contains(reason), "{line}: {error}");
+        }
+    }
+}
