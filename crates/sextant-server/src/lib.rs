@@ -144,6 +144,7 @@ pub fn router(state: AppState, max_grpc_message_bytes: usize) -> Router {
         )
         .route("/api/v1/logs/search", get(api_logs::search))
         .route("/api/v1/logs/ndjson", post(ndjson::logs))
+        .route("/loki/api/v1/push", post(ndjson::loki_push))
         .route("/api/v1/metrics/query_range", get(api_metrics::query_range))
         .route("/api/v1/traces/{trace_id}", get(api_traces::trace))
         .route("/api/v1/patterns", get(api_patterns::patterns))

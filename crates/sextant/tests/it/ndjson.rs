@@ -88,3 +88,54 @@ fn ndjson_lines_become_log_rows_and_a_bad_line_is_named() {
     );
     server.stop();
 }
+
+#[test]
+fn a_loki_json_push_becomes_log_rows_with_the_stream_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let ingest = create_token(dir.path(), "shop", "ingest");
+    let viewer = create_token(dir.path(), "shop", "viewer");
+    let server = Sextant::start(dir.path());
+    // As Grafana's clients (promtail, the Loki exporters) send it.
+    let push = serde_json::json!({"streams": [
+        {"stream": {"service_name": "checkout", "env": "prod"},
+         "values": [["1796126400000000000", "order 7 placed"], ["1796126401000000000", "order 8 placed"]]},
+        {"stream": {"job": "nginx"}, "values": [["1796126402000000000", "GET /health 200"]]},
+    ]});
+    let send = |body: &str, content_type: &str| {
+        let mut response = agent()
+            .post(&server.url("/loki/api/v1/push"))
+            .header("Authorization", &format!("Bearer {ingest}"))
+            .header("Content-Type", content_type)
+            .send(body.as_bytes())
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_to_string().unwrap())
+    };
+    let (status, answer) = send(&push.to_string(), "application/json");
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("\"accepted\":3"), "{answer}");
+    let (_, rows) = sql(
+        &server,
+        &viewer,
+        "SELECT service, body, attributes['env'] AS env, CAST(time AS BIGINT) AS t FROM logs ORDER BY time",
+    );
+    let rows = rows["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!(
+        (rows[0]["service"].as_str(), rows[0]["env"].as_str()),
+        (Some("checkout"), Some("prod"))
+    );
+    assert_eq!(rows[0]["t"].as_i64(), Some(1_796_126_400_000_000_000));
+    assert_eq!(rows[2]["service"], "nginx");
+    assert_eq!(rows[2]["body"], "GET /health 200");
+
+    let (status, answer) = send(
+        r#"{"streams": [{"stream": {}, "values": [["soon", "x"]]}]}"#,
+        "application/json",
+    );
+    assert_eq!(status, 400);
+    assert!(answer.contains("stream 0: value 0"), "{answer}");
+    let (status, _) = send("\u{0}snappy", "application/x-protobuf");
+    assert_eq!(status, 415, "protobuf pushes are not taken yet");
+    server.stop();
+}
