@@ -131,24 +131,10 @@ fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
 }
 
 impl LinkSigner {
-    /// The signer with the key in `path`, made (32 random bytes, owner-only) if missing.
+    /// The signer with the key in `path` ([`crate::secrets::key_file`]).
     pub fn open(path: &std::path::Path, base: String) -> std::io::Result<LinkSigner> {
-        let key = match std::fs::read(path) {
-            Ok(bytes) if bytes.len() == 32 => bytes,
-            _ => {
-                let mut bytes = vec![0u8; 32];
-                getrandom::fill(&mut bytes).map_err(std::io::Error::other)?;
-                std::fs::write(path, &bytes)?;
-                #[cfg(unix)]
-                {
-                    use std::os::unix::fs::PermissionsExt;
-                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-                }
-                bytes
-            }
-        };
         Ok(LinkSigner {
-            key: key.try_into().expect("32 bytes"),
+            key: crate::secrets::key_file(path)?,
             base,
         })
     }

@@ -36,6 +36,32 @@ impl std::fmt::Debug for SecretBox {
     }
 }
 
+/// The 32-byte key in `path`, made (random, owner-only) if the file is missing. A file of
+/// another size is refused, never replaced: what was sealed or signed with it would be lost.
+pub fn key_file(path: &std::path::Path) -> std::io::Result<[u8; 32]> {
+    match std::fs::read(path) {
+        Ok(bytes) => bytes.try_into().map_err(|bytes: Vec<u8>| {
+            std::io::Error::other(format!(
+                "`{}` holds {} bytes, not a 32-byte key",
+                path.display(),
+                bytes.len()
+            ))
+        }),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let mut key = [0u8; 32];
+            getrandom::fill(&mut key).map_err(std::io::Error::other)?;
+            std::fs::write(path, key)?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+            }
+            Ok(key)
+        }
+        Err(err) => Err(err),
+    }
+}
+
 fn associated(tenant: &TenantId, name: &str) -> Vec<u8> {
     format!("{tenant}\0{name}").into_bytes()
 }
@@ -44,27 +70,7 @@ impl SecretBox {
     /// The box with the key in `path`, made (32 random bytes, owner-only) if missing. A key file
     /// of another size is refused, never replaced: secrets sealed with it would be lost.
     pub fn open(path: &std::path::Path) -> std::io::Result<SecretBox> {
-        let key = match std::fs::read(path) {
-            Ok(bytes) if bytes.len() == 32 => bytes,
-            Ok(bytes) => {
-                return Err(std::io::Error::other(format!(
-                    "`{}` holds {} bytes, not a 32-byte key",
-                    path.display(),
-                    bytes.len()
-                )));
-            }
-            Err(_) => {
-                let mut bytes = vec![0u8; 32];
-                getrandom::fill(&mut bytes).map_err(std::io::Error::other)?;
-                std::fs::write(path, &bytes)?;
-                #[cfg(unix)]
-                {
-                    use std::os::unix::fs::PermissionsExt;
-                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-                }
-                bytes
-            }
-        };
+        let key = key_file(path)?;
         Ok(SecretBox {
             cipher: XChaCha20Poly1305::new_from_slice(&key).expect("a 32-byte key"),
         })
