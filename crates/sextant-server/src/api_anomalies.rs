@@ -86,14 +86,7 @@ pub async fn list(
             ));
         }
     };
-    let limit = match params.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(text) => text
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| bad("limit", &format!("must be 1 to {MAX_LIMIT}")))?,
-    };
+    let limit = params.count("limit", DEFAULT_LIMIT, MAX_LIMIT)?;
     let filter = EventFilter {
         from: Some(from),
         to: Some(to),

@@ -122,14 +122,7 @@ pub async fn list(
             ));
         }
     };
-    let limit = match params.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(text) => text
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| bad("limit", "must be a whole number from 1 to 1000"))?,
-    };
+    let limit = params.count("limit", DEFAULT_LIMIT, MAX_LIMIT)?;
     let filter = IncidentFilter {
         from: params.time("from")?,
         to: params.time("to")?,
@@ -214,14 +207,7 @@ pub async fn rca(
     let principal = crate::api_sql::query_principal(&state, &headers)?;
     let params = Params::new(query, &["versions"])?;
     let id = parse_id(&id)?;
-    let limit = match params.get("versions") {
-        None => 1,
-        Some(text) => text
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_VERSIONS).contains(n))
-            .ok_or_else(|| bad("versions", "must be a whole number from 1 to 100"))?,
-    };
+    let limit = params.count("versions", 1, MAX_VERSIONS)?;
     stored(&state, &principal.tenant, id).await?;
     let tenant = principal.tenant.clone();
     let state2 = state.clone();

@@ -61,14 +61,7 @@ async fn list(
     let principal = crate::api_sql::query_principal(state, headers)?;
     let params = Params::new(query, &["from", "to", "service", "q", "limit"])?;
     let (from, to) = params.time_range()?;
-    let limit = match params.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(text) => text
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| bad("limit", &format!("must be 1 to {MAX_LIMIT}")))?,
-    };
+    let limit = params.count("limit", DEFAULT_LIMIT, MAX_LIMIT)?;
     let mut conditions = vec![
         format!("l.time >= {}", sql_time(from)),
         format!("l.time < {}", sql_time(to)),

@@ -152,7 +152,7 @@ pub async fn runs(
     headers: HeaderMap,
 ) -> Result<axum::Json<Value>, ApiError> {
     let principal = crate::api_sql::query_principal(&state, &headers)?;
-    let rows = state.meta.runs(Some(&principal.tenant), 1000)?;
+    let rows = state.meta.runs(Some(&principal.tenant), None, 1000)?;
     Ok(axum::Json(json!({
         "runs": rows.iter().filter_map(runbooks::parse_run).map(|r| run_json(&r)).collect::<Vec<_>>(),
     })))
@@ -164,10 +164,10 @@ pub async fn one_run(
     Path(id): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let principal = crate::api_sql::query_principal(&state, &headers)?;
-    let rows = state.meta.runs(Some(&principal.tenant), 0)?;
-    let run = rows
-        .iter()
-        .find(|r| r.id == id)
+    let run = state
+        .meta
+        .run(&principal.tenant, &id)?
+        .as_ref()
         .and_then(runbooks::parse_run)
         .ok_or_else(|| ApiError::NotFound(format!("no run `{id}`")))?;
     Ok(axum::Json(run_json(&run)))
@@ -211,10 +211,10 @@ pub async fn link(
             ));
         }
     };
-    let rows = state.meta.runs(Some(&tenant), 0)?;
-    let waiting_on = rows
-        .iter()
-        .find(|r| r.id == id)
+    let waiting_on = state
+        .meta
+        .run(&tenant, &id)?
+        .as_ref()
         .and_then(runbooks::parse_run)
         .filter(|r| r.status == "waiting_approval")
         .map(|r| r.next_step);

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use sextant_model::TenantId;
 use sextant_store::meta::{AuditFilter, AuditRecord};
 
-use crate::read_params::{Params, bad, format_time, now_ns};
+use crate::read_params::{Params, format_time, now_ns};
 use crate::{ApiError, AppState};
 
 const DEFAULT_LIMIT: usize = 100;
@@ -64,14 +64,7 @@ pub async fn list(
         )));
     }
     let params = Params::new(query, &["from", "to", "kind", "limit"])?;
-    let limit = match params.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(text) => text
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| bad("limit", "must be a whole number from 1 to 1000"))?,
-    };
+    let limit = params.count("limit", DEFAULT_LIMIT, MAX_LIMIT)?;
     let filter = AuditFilter {
         from: params.time("from")?,
         to: params.time("to")?,

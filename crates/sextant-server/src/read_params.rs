@@ -60,6 +60,18 @@ impl Params {
             .transpose()
     }
 
+    /// A whole-number parameter from 1 to `max`, `default` when absent.
+    pub(crate) fn count(&self, name: &str, default: usize, max: usize) -> Result<usize, ApiError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(text) => text
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=max).contains(n))
+                .ok_or_else(|| bad(name, &format!("must be 1 to {max}"))),
+        }
+    }
+
     /// `from` and `to` with their defaults (the last hour), checked to be in order.
     pub(crate) fn time_range(&self) -> Result<(i64, i64), ApiError> {
         let to = self.time("to")?.unwrap_or_else(now_ns);

@@ -396,7 +396,7 @@ pub fn paused(state: &AppState, tenant: &TenantId) -> bool {
 /// Matches open incidents to runbooks and drives runs, until the process ends.
 pub async fn run(state: AppState, runbooks: Arc<Runbooks>, correlation: Arc<Correlation>) {
     // Runs a restart interrupted go on from their next step (a step cut mid-way runs again).
-    if let Ok(rows) = state.meta.runs(None, 0) {
+    if let Ok(rows) = state.meta.runs(None, None, 0) {
         for run in rows.iter().filter_map(parse_run) {
             if run.status == "running" || run.status == "waiting_approval" {
                 spawn_drive(state.clone(), runbooks.clone(), run);
@@ -410,11 +410,16 @@ pub async fn run(state: AppState, runbooks: Arc<Runbooks>, correlation: Arc<Corr
         }
         let reload = runbooks.clone();
         let _ = tokio::task::spawn_blocking(move || reload.reload()).await;
+        // Each tenant's runbooks and kill switch once per pass, not once per incident.
+        let mut tenants: HashMap<TenantId, Option<Vec<Runbook>>> = HashMap::new();
         for (tenant, incident) in correlation.open_snapshot().await {
-            let books = runbooks.of(&tenant);
-            if books.is_empty() || paused(&state, &tenant) {
+            let books = tenants.entry(tenant.clone()).or_insert_with(|| {
+                let books = runbooks.of(&tenant);
+                (!books.is_empty() && !paused(&state, &tenant)).then_some(books)
+            });
+            let Some(books) = books.clone() else {
                 continue;
-            }
+            };
             let root_cause = crate::rca_live::latest(&state, &tenant, incident.id)
                 .ok()
                 .flatten()
@@ -446,14 +451,13 @@ async fn start_if_due(
     root_cause: Option<&str>,
 ) {
     let id = run_id(tenant, &book.name, incident.id);
-    let Ok(previous) = state.meta.runs(Some(tenant), 0) else {
-        return;
-    };
-    if previous.iter().any(|r| r.id == id) {
+    if !matches!(state.meta.run(tenant, &id), Ok(None)) {
         return;
     }
+    let Ok(mine) = state.meta.runs(Some(tenant), Some(&book.name), 0) else {
+        return;
+    };
     let now = now_ns();
-    let mine: Vec<&RunRow> = previous.iter().filter(|r| r.runbook == book.name).collect();
     let cooling = book.cooldown_seconds > 0
         && mine
             .iter()
@@ -659,8 +663,8 @@ async fn drive(state: &AppState, runbooks: &Runbooks, mut run: Run) {
 /// Waits for an approval decision or its expiry; `Some(true)` when approved.
 async fn wait_for_decision(state: &AppState, run: &mut Run) -> Option<bool> {
     loop {
-        let rows = state.meta.runs(Some(&run.tenant), 0).ok()?;
-        let fresh = rows.iter().find(|r| r.id == run.id).and_then(parse_run)?;
+        let fresh = state.meta.run(&run.tenant, &run.id).ok()??;
+        let fresh = parse_run(&fresh)?;
         *run = fresh;
         if run.status == "running" {
             return Some(true);
@@ -706,10 +710,10 @@ pub async fn decide(
     actor: &str,
     comment: &str,
 ) -> Result<Run, ApiError> {
-    let rows = state.meta.runs(Some(tenant), 0)?;
-    let mut run = rows
-        .iter()
-        .find(|r| r.id == id)
+    let mut run = state
+        .meta
+        .run(tenant, id)?
+        .as_ref()
         .and_then(parse_run)
         .ok_or_else(|| ApiError::NotFound(format!("no run `{id}`")))?;
     if run.status != "waiting_approval" {

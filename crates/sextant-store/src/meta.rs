@@ -137,8 +137,16 @@ pub trait MetadataStore: Send + Sync {
     fn delete_secret(&self, tenant: &TenantId, name: &str) -> Result<bool>;
     /// Adds or updates a runbook run.
     fn put_run(&self, run: &RunRow) -> Result<()>;
-    /// Runs, newest first, at most `limit` (0: all): one tenant's, or every tenant's.
-    fn runs(&self, tenant: Option<&TenantId>, limit: usize) -> Result<Vec<RunRow>>;
+    /// Runs, newest first, at most `limit` (0: all): one tenant's (or every tenant's), one
+    /// runbook's (or every runbook's).
+    fn runs(
+        &self,
+        tenant: Option<&TenantId>,
+        runbook: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RunRow>>;
+    /// One run of a tenant.
+    fn run(&self, tenant: &TenantId, id: &str) -> Result<Option<RunRow>>;
     /// Appends records to the audit trail, in one transaction.
     fn audit(&self, records: &[AuditRecord]) -> Result<()>;
     /// A tenant's audit records by `filter`, newest first.
@@ -576,8 +584,17 @@ impl MetadataStore for SqliteMetadata {
         incidents::put_run(&self.connection.lock(), run)
     }
 
-    fn runs(&self, tenant: Option<&TenantId>, limit: usize) -> Result<Vec<RunRow>> {
-        incidents::runs(&self.connection.lock(), tenant, limit)
+    fn runs(
+        &self,
+        tenant: Option<&TenantId>,
+        runbook: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RunRow>> {
+        incidents::runs(&self.connection.lock(), tenant, runbook, limit)
+    }
+
+    fn run(&self, tenant: &TenantId, id: &str) -> Result<Option<RunRow>> {
+        incidents::run(&self.connection.lock(), tenant, id)
     }
 
     fn audit(&self, records: &[AuditRecord]) -> Result<()> {

@@ -448,39 +448,60 @@ pub(super) fn put_run(connection: &Connection, run: &RunRow) -> Result<()> {
     Ok(())
 }
 
-/// A tenant's runs, newest first, at most `limit` (0: all); every tenant's when `tenant` is
-/// `None`.
+fn run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, RunRow)> {
+    Ok((
+        row.get::<_, String>(0)?,
+        RunRow {
+            tenant: TenantId::new("x").expect("a valid name"),
+            id: row.get(1)?,
+            runbook: row.get(2)?,
+            incident: row.get::<_, i64>(3)? as u64,
+            status: row.get(4)?,
+            created_at: row.get(5)?,
+            body: row.get(6)?,
+        },
+    ))
+}
+
+fn run_with_tenant(found: (String, RunRow)) -> Result<RunRow> {
+    let (tenant, mut run) = found;
+    run.tenant = TenantId::new(&tenant).map_err(|e| Error::Decode(e.to_string()))?;
+    Ok(run)
+}
+
+/// Runs newest first, at most `limit` (0: all): of one tenant (every tenant's when `None`),
+/// of one runbook (every runbook's when `None`).
 pub(super) fn runs(
     connection: &Connection,
     tenant: Option<&TenantId>,
+    runbook: Option<&str>,
     limit: usize,
 ) -> Result<Vec<RunRow>> {
     let limit = if limit == 0 { -1 } else { limit as i64 };
     let mut statement = connection.prepare(
         "SELECT tenant, id, runbook, incident, status, created_at, body FROM runbook_runs
-         WHERE (?1 IS NULL OR tenant = ?1) ORDER BY created_at DESC, id LIMIT ?2",
+         WHERE (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR runbook = ?2)
+         ORDER BY created_at DESC, id LIMIT ?3",
     )?;
-    let rows = statement.query_map(params![tenant.map(TenantId::as_str), limit], |row| {
-        Ok((
-            row.get::<_, String>(0)?,
-            RunRow {
-                tenant: TenantId::new("x").expect("a valid name"),
-                id: row.get(1)?,
-                runbook: row.get(2)?,
-                incident: row.get::<_, i64>(3)? as u64,
-                status: row.get(4)?,
-                created_at: row.get(5)?,
-                body: row.get(6)?,
-            },
-        ))
-    })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (tenant, mut run) = row?;
-        run.tenant = TenantId::new(&tenant).map_err(|e| Error::Decode(e.to_string()))?;
-        out.push(run);
-    }
-    Ok(out)
+    let rows = statement.query_map(
+        params![tenant.map(TenantId::as_str), runbook, limit],
+        run_from_row,
+    )?;
+    rows.map(|row| run_with_tenant(row?)).collect()
+}
+
+/// One run of a tenant.
+pub(super) fn run(connection: &Connection, tenant: &TenantId, id: &str) -> Result<Option<RunRow>> {
+    connection
+        .query_row(
+            "SELECT tenant, id, runbook, incident, status, created_at, body FROM runbook_runs
+             WHERE tenant = ?1 AND id = ?2",
+            params![tenant.as_str(), id],
+            run_from_row,
+        )
+        .optional()?
+        .map(run_with_tenant)
+        .transpose()
 }
 
 /// Removes everything of `tenant` these tables hold.
