@@ -98,7 +98,11 @@ struct PostedEvent {
     details: Option<Value>,
 }
 
-fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+/// The caller, checked to be allowed to ingest (JSON receivers share it).
+pub(crate) fn ingest_principal(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Principal, ApiError> {
     let authorization = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -115,7 +119,7 @@ pub async fn alertmanager(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let principal = principal(&state, &headers)?;
+    let principal = ingest_principal(&state, &headers)?;
     let payload: WebhookPayload = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("not an Alertmanager webhook payload: {e}")))?;
     if payload.version != "4" {
@@ -198,7 +202,7 @@ pub async fn events(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let principal = principal(&state, &headers)?;
+    let principal = ingest_principal(&state, &headers)?;
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
     let items = match value {

@@ -24,7 +24,6 @@ use prost::Message;
 use serde_json::{Value, json};
 use sextant_ingest::otlp::OtlpRequest;
 
-use crate::auth::{TENANT_HEADER, authorize_ingest};
 use crate::read_params::{now_ns, parse_time};
 use crate::{ApiError, AppState};
 
@@ -129,14 +128,7 @@ pub async fn logs(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let principal = state.auth.authenticate(authorization)?;
-    authorize_ingest(
-        &principal,
-        headers.get(TENANT_HEADER).and_then(|v| v.to_str().ok()),
-    )?;
+    let principal = crate::alerts::ingest_principal(&state, &headers)?;
     let pipeline = state.pipeline()?.clone();
     if body.len() > pipeline.config().max_body_bytes {
         return Err(ApiError::Ingest(sextant_ingest::Error::BodyTooLarge {
@@ -227,14 +219,7 @@ pub async fn loki_push(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let principal = state.auth.authenticate(authorization)?;
-    authorize_ingest(
-        &principal,
-        headers.get(TENANT_HEADER).and_then(|v| v.to_str().ok()),
-    )?;
+    let principal = crate::alerts::ingest_principal(&state, &headers)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

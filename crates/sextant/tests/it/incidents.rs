@@ -136,6 +136,19 @@ fn traces_json(
     json!({ "resourceSpans": resource_spans })
 }
 
+/// A topology answer's edges: (caller, callee) to traffic.
+fn edge_traffic(map: &Value) -> BTreeMap<(String, String), Value> {
+    map["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let end = |k: &str| e[k].as_str().unwrap().to_owned();
+            ((end("caller"), end("callee")), e["traffic"].clone())
+        })
+        .collect()
+}
+
 fn send_traces(server: &Sextant, token: &str, body: &Value) {
     let response = agent()
         .post(&server.url("/v1/traces"))
@@ -178,20 +191,7 @@ fn the_service_map_comes_from_traces_with_rates_errors_and_external_nodes() {
         ),
     );
     let map = get(&server, &token, "/api/v1/topology");
-    let edges: BTreeMap<(String, String), Value> = map["edges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                (
-                    e["caller"].as_str().unwrap().into(),
-                    e["callee"].as_str().unwrap().into(),
-                ),
-                e["traffic"].clone(),
-            )
-        })
-        .collect();
+    let edges = edge_traffic(&map);
     let keys: Vec<(&str, &str)> = edges
         .keys()
         .map(|(a, b)| (a.as_str(), b.as_str()))
@@ -903,20 +903,7 @@ fn the_python_sdk_s_multi_service_traces_make_the_expected_edges() {
         String::from_utf8_lossy(&output.stderr)
     );
     let map = get(&server, &token, "/api/v1/topology");
-    let edges: BTreeMap<(String, String), Value> = map["edges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                (
-                    e["caller"].as_str().unwrap().into(),
-                    e["callee"].as_str().unwrap().into(),
-                ),
-                e["traffic"].clone(),
-            )
-        })
-        .collect();
+    let edges = edge_traffic(&map);
     let pairs: Vec<(&str, &str)> = edges
         .keys()
         .map(|(a, b)| (a.as_str(), b.as_str()))
