@@ -263,6 +263,26 @@ pub struct Incident {
 }
 
 impl Incident {
+    /// An open incident with no members yet.
+    fn new(id: u64, title: &str, severity: &str, time: i64) -> Incident {
+        Incident {
+            id,
+            status: IncidentStatus::Open,
+            title: title.to_owned(),
+            severity: severity.to_owned(),
+            opened_at: time,
+            updated_at: time,
+            resolved_at: None,
+            services: BTreeSet::new(),
+            members: Vec::new(),
+            timeline: Vec::new(),
+            timeline_dropped: 0,
+            notifications: 0,
+            acknowledged_by: None,
+            merged_into: None,
+        }
+    }
+
     fn log(
         &mut self,
         at: i64,
@@ -444,6 +464,12 @@ impl IncidentCorrelator {
             next_incident: 1,
             ..IncidentCorrelator::default()
         }
+    }
+
+    fn allocate_id(&mut self) -> u64 {
+        let id = self.next_incident.max(1);
+        self.next_incident = id + 1;
+        id
     }
 
     /// The open (and acknowledged) incidents.
@@ -648,26 +674,10 @@ impl IncidentCorrelator {
                 )
             }
             best => {
-                let id = self.next_incident.max(1);
-                self.next_incident = id + 1;
+                let id = self.allocate_id();
                 self.counters.incidents += 1;
                 let reason = JoinReason::opened(best.map(|(other, reason)| (other, reason.score)));
-                let mut incident = Incident {
-                    id,
-                    status: IncidentStatus::Open,
-                    title: signal.title.clone(),
-                    severity: signal.severity.clone(),
-                    opened_at: signal.time,
-                    updated_at: signal.time,
-                    resolved_at: None,
-                    services: BTreeSet::new(),
-                    members: Vec::new(),
-                    timeline: Vec::new(),
-                    timeline_dropped: 0,
-                    notifications: 0,
-                    acknowledged_by: None,
-                    merged_into: None,
-                };
+                let mut incident = Incident::new(id, &signal.title, &signal.severity, signal.time);
                 incident.log(
                     signal.time,
                     SEXTANT,
@@ -893,8 +903,7 @@ impl IncidentCorrelator {
             .partition(|m| fingerprints.contains(&m.fingerprint));
         incident.members = kept;
         incident.recompute();
-        let new_id = self.next_incident.max(1);
-        self.next_incident = new_id + 1;
+        let new_id = self.allocate_id();
         let incident = self.open.get_mut(&id).expect("checked above");
         incident.log(
             now,
@@ -906,22 +915,12 @@ impl IncidentCorrelator {
                 moved.len()
             ),
         );
-        let mut split = Incident {
-            id: new_id,
-            status: IncidentStatus::Open,
-            title: moved[0].title.clone(),
-            severity: String::new(),
-            opened_at: i64::MAX,
-            updated_at: i64::MIN,
-            resolved_at: None,
-            services: BTreeSet::new(),
-            members: Vec::new(),
-            timeline: Vec::new(),
-            timeline_dropped: 0,
-            notifications: 0,
-            acknowledged_by: None,
-            merged_into: None,
-        };
+        let mut split = Incident::new(
+            new_id,
+            &moved[0].title,
+            &moved[0].severity,
+            moved[0].first_seen,
+        );
         for mut member in moved {
             member.reason =
                 JoinReason::by_hand("split", &format!("split from incident {id} by {actor}"));
