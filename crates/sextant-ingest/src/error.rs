@@ -14,12 +14,16 @@ pub enum Error {
         format: &'static str,
         message: String,
     },
-    #[error(
-        "unsupported content type `{content_type}` (expected application/x-protobuf or application/json)"
-    )]
-    UnsupportedContentType { content_type: String },
-    #[error("unsupported content encoding `{encoding}` (expected gzip or none)")]
-    UnsupportedEncoding { encoding: String },
+    #[error("unsupported content type `{content_type}` (expected {expected})")]
+    UnsupportedContentType {
+        content_type: String,
+        expected: &'static str,
+    },
+    #[error("unsupported content encoding `{encoding}` (expected {expected})")]
+    UnsupportedEncoding {
+        encoding: String,
+        expected: &'static str,
+    },
     #[error("request body is larger than the limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
     #[error("tenant `{tenant}` is over its {what} limit of {limit}/s")]

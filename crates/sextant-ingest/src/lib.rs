@@ -32,8 +32,11 @@ mod bus;
 mod config;
 mod error;
 mod limits;
+pub mod loki;
 pub mod otlp;
 mod pipeline;
+pub mod remote_write;
+pub mod syslog;
 
 pub use bus::{AckFuture, IngestBus};
 pub use config::{IngestConfig, RateLimit, TenantLimits};

@@ -79,6 +79,7 @@ impl Encoding {
             _ => {
                 return Err(Error::UnsupportedContentType {
                     content_type: content_type.unwrap_or("").to_owned(),
+                    expected: "application/x-protobuf or application/json",
                 });
             }
         };
@@ -91,6 +92,7 @@ impl Encoding {
             Some(other) => {
                 return Err(Error::UnsupportedEncoding {
                     encoding: other.to_owned(),
+                    expected: "gzip or none",
                 });
             }
         };

@@ -25,6 +25,7 @@ mod rows;
 mod signal;
 mod table;
 mod tenant;
+pub mod time;
 
 pub use error::{Error, Result};
 pub use event::{Event, EventKind};

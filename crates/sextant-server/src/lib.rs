@@ -39,22 +39,28 @@ pub mod correlation;
 pub mod derived_series;
 mod error;
 mod health;
+mod loki;
 mod ndjson;
 mod otlp_grpc;
 mod otlp_http;
 mod range_series;
 pub mod rca_live;
 mod read_params;
+mod remote_write;
 mod rpc_status;
 pub mod runbooks;
 pub mod secrets;
+pub mod syslog;
 
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use sextant_ingest::IngestPipeline;
+use sextant_ingest::remote_write::PromState;
+use sextant_model::TenantId;
 use sextant_query::QueryEngine;
 use sextant_store::meta::MetadataStore;
 use sextant_store::{EventSource, TableSource};
@@ -84,6 +90,8 @@ pub struct AppState {
     services: Arc<OnceLock<Services>>,
     request_slots: Arc<Semaphore>,
     metrics: Option<PrometheusHandle>,
+    /// What each tenant's remote_write traffic has taught (metadata, counter starts).
+    prom: Arc<parking_lot::Mutex<HashMap<TenantId, PromState>>>,
 }
 
 impl AppState {
@@ -101,6 +109,7 @@ impl AppState {
             services: Arc::new(OnceLock::new()),
             request_slots: Arc::new(Semaphore::new(max_concurrent_requests)),
             metrics,
+            prom: Arc::default(),
         }
     }
 
@@ -144,7 +153,8 @@ pub fn router(state: AppState, max_grpc_message_bytes: usize) -> Router {
         )
         .route("/api/v1/logs/search", get(api_logs::search))
         .route("/api/v1/logs/ndjson", post(ndjson::logs))
-        .route("/loki/api/v1/push", post(ndjson::loki_push))
+        .route("/loki/api/v1/push", post(loki::push))
+        .route("/api/v1/prom/write", post(remote_write::write))
         .route("/api/v1/metrics/query_range", get(api_metrics::query_range))
         .route("/api/v1/traces/{trace_id}", get(api_traces::trace))
         .route("/api/v1/patterns", get(api_patterns::patterns))

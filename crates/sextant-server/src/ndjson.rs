@@ -1,4 +1,4 @@
-//! `POST /api/v1/logs/ndjson` (and, below, Loki's JSON push): logs as newline-delimited JSON, one object per line, turned into
+//! `POST /api/v1/logs/ndjson`: logs as newline-delimited JSON, one object per line, turned into
 //! an OTLP logs request and sent through the same pipeline as OTLP (tenant limits, write-ahead
 //! log, template mining, detectors). A role that may ingest may send them.
 //!
@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
@@ -177,10 +177,6 @@ pub async fn logs(
     })))
 }
 
-fn text_value(value: &str) -> Option<AnyValue> {
-    text(value)
-}
-
 /// Builds one OTLP logs request from records grouped by service.
 fn logs_request(by_service: BTreeMap<String, Vec<LogRecord>>) -> ExportLogsServiceRequest {
     ExportLogsServiceRequest {
@@ -193,7 +189,7 @@ fn logs_request(by_service: BTreeMap<String, Vec<LogRecord>>) -> ExportLogsServi
                     } else {
                         vec![KeyValue {
                             key: "service.name".into(),
-                            value: text_value(&service),
+                            value: text(&service),
                             ..Default::default()
                         }]
                     },
@@ -207,97 +203,6 @@ fn logs_request(by_service: BTreeMap<String, Vec<LogRecord>>) -> ExportLogsServi
             })
             .collect(),
     }
-}
-
-/// `POST /loki/api/v1/push` with Loki's JSON body (`{"streams": [{"stream": {labels},
-/// "values": [["<unix ns>", "line"], ...]}]}`): a stream's labels become attributes,
-/// `service_name` (else `service`, else `job`) the service, and each value a record. A
-/// malformed stream or value is refused whole (400, naming it), as Loki does. Protobuf
-/// (snappy) bodies are not taken yet (415).
-pub async fn loki_push(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<axum::Json<Value>, ApiError> {
-    let principal = crate::alerts::ingest_principal(&state, &headers)?;
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json");
-    if !content_type.starts_with("application/json") {
-        return Err(ApiError::Ingest(
-            sextant_ingest::Error::UnsupportedContentType {
-                content_type: content_type.to_owned(),
-            },
-        ));
-    }
-    let pipeline = state.pipeline()?.clone();
-    let push: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("not a Loki push body: {e}")))?;
-    let streams = push["streams"]
-        .as_array()
-        .ok_or_else(|| ApiError::BadRequest("the body has no `streams` array".into()))?;
-    let now = now_ns();
-    let mut by_service: BTreeMap<String, Vec<LogRecord>> = BTreeMap::new();
-    let mut count = 0usize;
-    for (i, stream) in streams.iter().enumerate() {
-        let bad = |why: &str| ApiError::BadRequest(format!("stream {i}: {why}"));
-        let labels = stream["stream"]
-            .as_object()
-            .ok_or_else(|| bad("`stream` must be an object of labels"))?;
-        let label = |k: &str| labels.get(k).and_then(Value::as_str).map(str::to_owned);
-        let service = label("service_name")
-            .or_else(|| label("service"))
-            .or_else(|| label("job"))
-            .unwrap_or_default();
-        let attributes: Vec<KeyValue> = labels
-            .iter()
-            .map(|(k, v)| KeyValue {
-                key: k.clone(),
-                value: text(v.as_str().unwrap_or_default()),
-                ..Default::default()
-            })
-            .collect();
-        let values = stream["values"]
-            .as_array()
-            .ok_or_else(|| bad("`values` must be an array"))?;
-        for (j, value) in values.iter().enumerate() {
-            let pair = value.as_array().filter(|p| p.len() >= 2);
-            let (Some(ts), Some(line)) = (
-                pair.and_then(|p| p[0].as_str())
-                    .and_then(|t| t.parse::<u64>().ok()),
-                pair.and_then(|p| p[1].as_str()),
-            ) else {
-                return Err(bad(&format!(
-                    "value {j} must be [\"<unix nanoseconds>\", \"line\"]"
-                )));
-            };
-            count += 1;
-            if count > MAX_LINES {
-                return Err(ApiError::BadRequest(format!(
-                    "more than {MAX_LINES} lines in one request"
-                )));
-            }
-            by_service
-                .entry(service.clone())
-                .or_default()
-                .push(LogRecord {
-                    time_unix_nano: ts,
-                    observed_time_unix_nano: now as u64,
-                    body: text(line),
-                    attributes: attributes.clone(),
-                    ..Default::default()
-                });
-        }
-    }
-    if count > 0 {
-        let request = logs_request(by_service);
-        let size = request.encoded_len();
-        pipeline
-            .ingest_request(&principal.tenant, OtlpRequest::Logs(request), size)
-            .await?;
-    }
-    Ok(axum::Json(json!({ "accepted": count })))
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use axum::extract::Query;
 use axum::extract::rejection::QueryRejection;
-use sextant_model::Table;
+use sextant_model::{Table, time};
 use sextant_query::QueryOutput;
 
 use crate::{ApiError, AppState, Principal};
@@ -85,29 +85,14 @@ impl Params {
     }
 }
 
-pub(crate) const NANOS_PER_SECOND: i64 = 1_000_000_000;
+pub(crate) use sextant_model::time::NANOS_PER_SECOND;
 
 /// `unix_nanos` as RFC 3339 in UTC with millisecond precision (`2026-11-23T15:00:00.000Z`).
 pub(crate) fn format_time(unix_nanos: i64) -> String {
     let millis = unix_nanos.div_euclid(1_000_000);
     let seconds = millis.div_euclid(1000);
-    let days = seconds.div_euclid(86_400);
+    let (year, month, day) = time::civil_from_days(seconds.div_euclid(86_400));
     let of_day = seconds.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (proleptic Gregorian), by 400-year eras.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
     format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
         of_day / 3600,
@@ -210,93 +195,7 @@ pub(crate) fn parse_time(value: &str) -> Option<i64> {
             Some(n)
         };
     }
-    parse_rfc3339(value)
-}
-
-/// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`, `t` and a space accepted for `T`.
-fn parse_rfc3339(value: &str) -> Option<i64> {
-    let b = value.as_bytes();
-    let digits = |range: std::ops::Range<usize>| -> Option<i64> {
-        let part = b.get(range)?;
-        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        std::str::from_utf8(part).ok()?.parse().ok()
-    };
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't' | b' ')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return None;
-    }
-    let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
-    let (hour, minute, second) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
-    if !(1..=12).contains(&month)
-        || day < 1
-        || day > days_in_month(year, month)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return None;
-    }
-    let mut i = 19;
-    let mut fraction = 0i64;
-    if b[i] == b'.' {
-        let start = i + 1;
-        i = start;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        if i == start {
-            return None;
-        }
-        // Nanosecond precision; further digits are dropped.
-        for (k, digit) in b[start..i].iter().take(9).enumerate() {
-            fraction += i64::from(digit - b'0') * 10i64.pow(8 - k as u32);
-        }
-    }
-    let offset_seconds = match b.get(i..)? {
-        [b'Z' | b'z'] => 0,
-        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
-            let (h, m) = (digits(i + 1..i + 3)?, digits(i + 4..i + 6)?);
-            if h > 23 || m > 59 {
-                return None;
-            }
-            let offset = h * 3_600 + m * 60;
-            if *sign == b'+' { offset } else { -offset }
-        }
-        _ => return None,
-    };
-    let days = days_from_civil(year, month, day);
-    let seconds = days * 86_400 + hour * 3_600 + minute * 60 + second - offset_seconds;
-    seconds
-        .checked_mul(NANOS_PER_SECOND)?
-        .checked_add(fraction)
-        .filter(|n| *n >= 0)
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    time::parse_rfc3339(value)
 }
 
 /// Whether `id` is `len` hex digits.
@@ -318,17 +217,9 @@ mod tests {
         check("1700000000", Some(ns));
         check("1700000000000", Some(ns));
         check("1700000000000000000", Some(ns));
-        check("2023-11-14T22:13:20Z", Some(ns));
-        check("2023-11-14t22:13:20z", Some(ns));
+        // RFC 3339 is `sextant_model::time::parse_rfc3339`, tested there.
         check("2023-11-14T23:13:20+01:00", Some(ns));
-        check("2023-11-14T21:43:20-00:30", Some(ns));
         check("2023-11-14T22:13:20.5Z", Some(ns + 500_000_000));
-        check("2023-11-14T22:13:20.123456789999Z", Some(ns + 123_456_789));
-        check("1970-01-01T00:00:00Z", Some(0));
-        check(
-            "2024-02-29T00:00:00Z",
-            Some(1_709_164_800 * NANOS_PER_SECOND),
-        );
     }
 
     #[test]
@@ -339,12 +230,7 @@ mod tests {
             "1.5",
             "now",
             "2023-11-14",
-            "2023-11-14T22:13:20",
-            "2023-13-14T22:13:20Z",
             "2023-02-29T00:00:00Z",
-            "2023-11-14T22:13:20.Z",
-            "2023-11-14T22:13:20+0100",
-            "2023-11-14T22:13:20Zjunk",
             "1969-12-31T23:59:59Z",
             "99999999999999999999",
         ] {

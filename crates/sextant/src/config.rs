@@ -13,6 +13,7 @@ use sextant_ingest::IngestConfig;
 use sextant_model::TenantId;
 use sextant_query::QueryLimits;
 use sextant_server::capacity::CapacityRule;
+use sextant_server::syslog::SyslogListener;
 use sextant_store::wal::WalConfig;
 use sextant_store::{DetectorSettings, StoreConfig};
 
@@ -43,6 +44,8 @@ pub struct SextantConfig {
     pub topology: TopologySettings,
     /// The `[rca]` section: root-cause rankings of open incidents.
     pub rca: RcaSettings,
+    /// `[[syslog]]` listeners, each with its tenant. None by default.
+    pub syslog: Vec<SyslogListener>,
 }
 
 /// The `[rca]` section.
@@ -178,6 +181,7 @@ impl Default for SextantConfig {
             incidents: CorrelatorConfig::default(),
             topology: TopologySettings::default(),
             rca: RcaSettings::default(),
+            syslog: Vec::new(),
         }
     }
 }
@@ -398,6 +402,9 @@ impl SextantConfig {
         }
         self.storage.validate()?;
         self.anomaly.validate()?;
+        for listener in &self.syslog {
+            listener.validate().map_err(anyhow::Error::msg)?;
+        }
         if self.rca.check_seconds == 0 {
             bail!("`rca.check_seconds` must be at least 1");
         }

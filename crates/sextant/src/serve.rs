@@ -101,6 +101,12 @@ async fn serve(config: SextantConfig) -> anyhow::Result<()> {
             })
             .await
     });
+    let syslog = sextant_server::syslog::start(state.clone(), &config.syslog)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    for (protocol, addr, tenant) in &syslog {
+        tracing::info!(%protocol, %addr, %tenant, "listening for syslog");
+    }
     // Printed on stdout so scripts and tests can find the port when listening on port 0.
     println!("sextant listening on {local}");
     tracing::info!(%local, data_dir = %config.data_dir.display(), "listening; replaying write-ahead log");
