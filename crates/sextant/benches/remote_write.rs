@@ -326,11 +326,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn run_victoria_metrics(
-    binary: &Path,
-    shards: &Arc<Vec<Vec<Vec<u8>>>>,
-    samples: usize,
-) -> Outcome {
+fn run_victoria_metrics(binary: &Path, shards: &Arc<Vec<Vec<Vec<u8>>>>, samples: usize) -> Outcome {
     struct Kill(Child);
     impl Drop for Kill {
         fn drop(&mut self) {
@@ -378,7 +374,10 @@ fn run_victoria_metrics(
         &["type=\"promremotewrite\""],
     )
     .unwrap_or(0);
-    assert_eq!(counted, samples as u64, "victoria-metrics counted every sample");
+    assert_eq!(
+        counted, samples as u64,
+        "victoria-metrics counted every sample"
+    );
     Outcome {
         name: "victoria-metrics".into(),
         wall,
