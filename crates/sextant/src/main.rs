@@ -1,8 +1,10 @@
-//! The `sextant` binary: `serve` runs the engine, `query` asks it SQL, `tokens` manages who may
-//! talk to it; `patterns`, `detect` and `forecast` run the analytics offline and `eval` scores
-//! them on public benchmarks; `rca` ranks root causes offline.
+//! The `sextant` binary: `serve` runs the engine, `demo` runs it with a simulated shop, `query`
+//! asks it SQL, `tokens` manages who may talk to it; `patterns`, `detect` and `forecast` run the
+//! analytics offline and `eval` scores them on public benchmarks; `rca` ranks root causes
+//! offline.
 
 mod config;
+mod demo;
 mod detect;
 mod eval;
 mod eval_series;
@@ -29,6 +31,8 @@ struct Cli {
 enum Command {
     /// Run the server: HTTP API, OTLP/HTTP and OTLP/gRPC on one port.
     Serve(serve::ServeArgs),
+    /// Run the server with a simulated shop sending it telemetry and faults (tenant `demo`).
+    Demo(demo::DemoArgs),
     /// Run SQL on a server and print the result.
     Query(query::QueryArgs),
     /// Create, list and revoke API tokens.
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Query(args) => query::run(args),
         Command::Tokens(command) => tokens::run(command),
         Command::Patterns(command) => patterns::run(command),

@@ -50,6 +50,16 @@ impl ServeArgs {
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.resolve()?;
+    init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(config, None))
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -57,14 +67,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config))
 }
 
-async fn serve(config: SextantConfig) -> anyhow::Result<()> {
+/// Serves until SIGTERM or SIGINT; `ready` is told the bound address once requests are taken.
+pub async fn serve(
+    config: SextantConfig,
+    ready: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
+) -> anyhow::Result<()> {
     let metrics = PrometheusBuilder::new()
         .install_recorder()
         .context("cannot install the metrics recorder")?;
@@ -162,6 +171,9 @@ async fn serve(config: SextantConfig) -> anyhow::Result<()> {
         correlation: correlation.clone(),
         runbooks: runbooks.clone(),
     });
+    if let Some(ready) = ready {
+        let _ = ready.send(local);
+    }
     tokio::spawn(sextant_server::runbooks::run(
         state.clone(),
         runbooks,

@@ -4,6 +4,7 @@
 mod anomalies;
 mod conventions;
 mod crash;
+mod demo;
 mod errors;
 mod incidents;
 mod ndjson;

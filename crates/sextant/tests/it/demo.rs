@@ -1,0 +1,156 @@
+//! `sextant demo` left alone: within three minutes its simulated shop's faults become one
+//! incident each with the true root cause ranked first (the database's latency, the bad deploy
+//! of payment, cart's memory leak caught by the capacity forecast), and the silenced disk alert
+//! opens none.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{agent, binary};
+
+struct Kill(std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn get(url: &str, token: &str) -> Value {
+    let mut response = agent()
+        .get(url)
+        .header("Authorization", &format!("Bearer {token}"))
+        .call()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200, "{url}");
+    serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap()
+}
+
+/// One incident as the test sees it.
+struct Seen {
+    /// The service ranked first.
+    top: String,
+    kinds: Vec<String>,
+    titles: Vec<String>,
+    services: Vec<String>,
+}
+
+fn incidents(base: &str, token: &str) -> Vec<Seen> {
+    let list = get(&format!("{base}/api/v1/incidents?limit=100"), token);
+    list["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|summary| {
+            let id = summary["id"].as_u64().unwrap();
+            let incident = get(&format!("{base}/api/v1/incidents/{id}"), token);
+            let top = incident["root_cause"]["services"][0]["service"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
+            let members = incident["members"].as_array().unwrap();
+            let field = |name: &str| {
+                members
+                    .iter()
+                    .map(|m| m[name].as_str().unwrap_or("").to_owned())
+                    .collect()
+            };
+            Seen {
+                top,
+                kinds: field("kind"),
+                titles: field("title"),
+                services: field("service"),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn the_demo_opens_an_incident_per_fault_with_its_true_root_cause_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(binary())
+        .args(["demo", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let demo = Kill(child);
+    let (mut addr, mut token) = (None, None);
+    while addr.is_none() || token.is_none() {
+        let line = lines
+            .next()
+            .expect("the demo printed its address and token")
+            .unwrap();
+        if let Some(rest) = line.strip_prefix("sextant listening on ") {
+            addr = Some(rest.trim().to_owned());
+        }
+        if let Some((_, rest)) = line.split_once("admin token ") {
+            token = Some(rest.trim().to_owned());
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let (base, token) = (format!("http://{}", addr.unwrap()), token.unwrap());
+
+    let expected = ["postgres", "payment", "cart"];
+    let caught = |found: &[Seen]| {
+        found
+            .iter()
+            .any(|i| i.top == "cart" && i.kinds.iter().any(|k| k == "capacity"))
+    };
+    let started = Instant::now();
+    let found = loop {
+        std::thread::sleep(Duration::from_secs(5));
+        let found = incidents(&base, &token);
+        let done = expected
+            .iter()
+            .all(|service| found.iter().any(|i| i.top == *service))
+            && caught(&found);
+        if done || started.elapsed() > Duration::from_secs(180) {
+            break found;
+        }
+    };
+    let summary: Vec<String> = found
+        .iter()
+        .map(|i| format!("{} first: {:?} {:?}", i.top, i.services, i.titles))
+        .collect();
+    for service in expected {
+        assert!(
+            found.iter().any(|i| i.top == service),
+            "no incident with {service} ranked first within 3 minutes: {summary:#?}"
+        );
+    }
+    assert!(
+        caught(&found),
+        "cart's memory leak is caught by the capacity forecast: {summary:#?}"
+    );
+    for i in &found {
+        assert!(
+            !i.titles.iter().any(|t| t.contains("DiskSpaceLow")),
+            "the silenced alert opened or joined an incident: {summary:#?}"
+        );
+    }
+    // One incident per fault: the database's symptoms and payment's are not mixed.
+    let db = found.iter().find(|i| i.top == "postgres").unwrap();
+    let payment = found.iter().find(|i| i.top == "payment").unwrap();
+    assert!(
+        !db.services
+            .iter()
+            .any(|s| s == "payment" || s == "checkout"),
+        "{summary:#?}"
+    );
+    assert!(
+        !payment
+            .services
+            .iter()
+            .any(|s| s == "postgres" || s == "catalogue"),
+        "{summary:#?}"
+    );
+    drop(demo);
+}
