@@ -173,6 +173,23 @@ const LEAK_START: i64 = -20 * 60;
 const LEAK_MIB_PER_MINUTE: f64 = 40.0;
 /// The limit of the demo's capacity rule for cart's memory.
 pub const CART_MEMORY_LIMIT_BYTES: f64 = 2048.0 * MIB;
+/// The demo's runbook (its command only prints what a real one would do).
+const ROLLBACK_RUNBOOK: &str = r#"name = "rollback-payment"
+description = "roll payment back to its last good version when it is the root cause"
+
+[match]
+root_cause = "payment"
+
+[[step]]
+kind = "wait_for_approval"
+expires_seconds = 1800
+
+[[step]]
+kind = "command"
+program = "/bin/echo"
+args = ["rolling back", "{{incident.root_cause}}", "for incident", "{{incident.id}}"]
+timeout_seconds = 10
+"#;
 const DEPLOY_ERROR: &str =
     "charge failed: gateway rejected merchant config v2.4.1 for order {} (E_MERCHANT_CONFIG)";
 
@@ -475,6 +492,10 @@ pub struct Target {
 
 impl Target {
     fn post(&self, path: &str, content_type: &str, token: &str, body: Vec<u8>) {
+        self.send("POST", path, content_type, token, body);
+    }
+
+    fn send(&self, method: &str, path: &str, content_type: &str, token: &str, body: Vec<u8>) {
         // Retries with back-off, as an OpenTelemetry exporter does.
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -482,11 +503,19 @@ impl Target {
             .build()
             .new_agent();
         for attempt in 0..5u32 {
-            let sent = agent
-                .post(&format!("{}{path}", self.base))
+            let request = ureq::http::Request::builder()
+                .method(method)
+                .uri(format!("{}{path}", self.base))
                 .header("Content-Type", content_type)
-                .header("Authorization", &format!("Bearer {token}"))
-                .send(&body[..]);
+                .header("Authorization", format!("Bearer {token}"))
+                .body(body.clone());
+            let sent = match request {
+                Ok(request) => agent.run(request),
+                Err(e) => {
+                    tracing::warn!(path, error = %e, "demo request not built");
+                    return;
+                }
+            };
             match sent {
                 Ok(r) if r.status().is_success() => return,
                 Ok(r) if r.status().as_u16() < 500 && r.status().as_u16() != 429 => {
@@ -529,6 +558,14 @@ pub fn run(target: &Target) {
             "ends_at": (started_ns / NANOS) + 86_400,
             "comment": "demo: shipping's log volume is cleaned up nightly; the alert is known noise",
         }),
+    );
+    // The runbook the bad deploy proposes: roll payment back, once someone approves.
+    target.send(
+        "PUT",
+        "/api/v1/runbooks/rollback-payment",
+        "application/toml",
+        &target.admin_token,
+        ROLLBACK_RUNBOOK.as_bytes().to_vec(),
     );
     // The history, an hour of ticks per metrics request.
     let history: Vec<(i64, i64)> = (1..=HISTORY_SECONDS / TICK_SECONDS)
