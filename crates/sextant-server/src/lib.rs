@@ -51,6 +51,7 @@ mod rpc_status;
 pub mod runbooks;
 pub mod secrets;
 pub mod syslog;
+mod ui;
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -140,6 +141,8 @@ impl AppState {
 /// Every route: health, self-metrics, OTLP/HTTP and OTLP/gRPC.
 pub fn router(state: AppState, max_grpc_message_bytes: usize) -> Router {
     Router::new()
+        .route("/", get(ui::index))
+        .route("/assets/{file}", get(ui::asset))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
