@@ -1,6 +1,7 @@
 // End-to-end test of the web UI against `sextant demo`, in Debian's Chromium driven by
 // playwright-core: sign in, wait for the demo's first incident, open the database incident and
-// see postgres ranked first, follow a log pattern to its lines, approve payment's runbook run.
+// see postgres ranked first, see its latency anomaly on the metric chart with the expected
+// band, follow a log pattern to its lines, approve payment's runbook run.
 // Screenshots go to SCREENSHOTS (default ../target/ui-screenshots).
 //
 // Usage: SEXTANT_BIN=path/to/sextant node e2e/demo.mjs
@@ -93,6 +94,13 @@ try {
   await page.click("a[data-nav=map]");
   await page.waitForSelector("#map g[data-service=postgres]");
   await page.screenshot({ path: path.join(shots, "map.png") });
+
+  // The metric explorer: postgres's latency with its band and the anomaly marked.
+  await page.goto(`${base}/#/metrics?service=postgres&name=http.server.duration_p95`);
+  await page.waitForSelector("#chart path.series");
+  await page.waitForSelector("#chart path.band");
+  await page.waitForSelector("#chart circle.anomaly");
+  await page.screenshot({ path: path.join(shots, "metrics.png") });
 
   // From a pattern to its lines.
   await page.click("a[data-nav=logs]");

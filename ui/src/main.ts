@@ -102,6 +102,7 @@ function shell(active: string, content: HTMLElement): void {
       ["incidents", "Incidents"],
       ["map", "Service map"],
       ["logs", "Logs"],
+      ["metrics", "Metrics"],
       ["audit", "Audit"],
     ].map(([id, label]) =>
       h("a", { href: `#/${id}`, class: id === active ? "active" : "", "data-nav": id }, label),
@@ -462,6 +463,108 @@ async function logs(query: URLSearchParams): Promise<HTMLElement> {
   return section;
 }
 
+// ---- metrics ----------------------------------------------------------------------------
+
+/// A line chart of `points` with the expected band, anomaly markers and the forecast.
+function chart(
+  points: [number, number][],
+  band: [number, number | null, number | null, number | null][],
+  forecast: [number, number, number, number][],
+  anomalies: number[],
+): SVGElement {
+  const width = 900;
+  const height = 280;
+  const pad = 40;
+  const picture = svg("svg", { viewBox: `0 0 ${width} ${height}`, width, height, id: "chart" });
+  const all = [
+    ...points.map((p) => p[1]),
+    ...band.flatMap((b) => [b[2], b[3]]).filter((v): v is number => v !== null),
+    ...forecast.flatMap((f) => [f[2], f[3]]),
+  ];
+  const times = [...points.map((p) => p[0]), ...forecast.map((f) => f[0])];
+  if (!points.length) return picture;
+  const [t0, t1] = [Math.min(...times), Math.max(...times)];
+  const [v0, v1] = [Math.min(...all, 0), Math.max(...all, 1e-9)];
+  const x = (t: number) => pad + ((t - t0) / Math.max(t1 - t0, 1)) * (width - 2 * pad);
+  const y = (v: number) => height - pad - ((v - v0) / Math.max(v1 - v0, 1e-9)) * (height - 2 * pad);
+  const path = (ps: [number, number][]) => ps.map((p, k) => `${k ? "L" : "M"} ${x(p[0]).toFixed(1)} ${y(p[1]).toFixed(1)}`).join(" ");
+  const area = (rows: [number, number, number][], cls: string) => {
+    if (rows.length < 2) return;
+    const upper = rows.map((r) => [r[0], r[2]] as [number, number]);
+    const lower = rows.map((r) => [r[0], r[1]] as [number, number]).reverse();
+    picture.append(svg("path", { d: `${path(upper)} ${path(lower).replace(/^M/, "L")} Z`, class: cls }));
+  };
+  area(
+    band.filter((b) => b[2] !== null && b[3] !== null).map((b) => [b[0], b[2] as number, b[3] as number]),
+    "band",
+  );
+  area(forecast.map((f) => [f[0], f[2], f[3]]), "forecast-band");
+  picture.append(svg("path", { d: path(points), class: "series" }));
+  if (forecast.length) picture.append(svg("path", { d: path(forecast.map((f) => [f[0], f[1]])), class: "forecast" }));
+  for (const t of anomalies) {
+    const near = points.reduce((best, p) => (Math.abs(p[0] - t) < Math.abs(best[0] - t) ? p : best), points[0]);
+    picture.append(svg("circle", { cx: x(near[0]), cy: y(near[1]), r: 5, class: "anomaly" }));
+  }
+  for (const v of [v0, (v0 + v1) / 2, v1]) {
+    const label = svg("text", { x: 4, y: y(v) + 4, class: "axis" });
+    label.textContent = Number(v.toPrecision(3)).toString();
+    picture.append(label);
+  }
+  for (const t of [t0, (t0 + t1) / 2, t1]) {
+    const label = svg("text", { x: x(t), y: height - 12, "text-anchor": "middle", class: "axis" });
+    label.textContent = new Date(t * 1000).toLocaleTimeString(undefined, { hour12: false, hour: "2-digit", minute: "2-digit" });
+    picture.append(label);
+  }
+  return picture;
+}
+
+async function metrics(query: URLSearchParams): Promise<HTMLElement> {
+  const { from, to } = range();
+  const names = await api("/api/v1/sql", {
+    method: "POST",
+    body: JSON.stringify({ sql: "SELECT DISTINCT service, name FROM metrics ORDER BY service, name", format: "json" }),
+  });
+  const pairs = (names.rows as Json[]).map((r) => [r.service as string, r.name as string]);
+  const service = query.get("service") ?? pairs[0]?.[0] ?? "";
+  const name = query.get("name") ?? pairs.find((p) => p[0] === service)?.[1] ?? "";
+  const pick = (id: string, values: string[], selected: string) => {
+    const el = h("select", { id }) as HTMLSelectElement;
+    for (const v of values) {
+      const option = h("option", { value: v }, v) as HTMLOptionElement;
+      option.selected = v === selected;
+      el.append(option);
+    }
+    return el;
+  };
+  const services = pick("metric-service", [...new Set(pairs.map((p) => p[0]))], service);
+  const metricNames = pick("metric-name", pairs.filter((p) => p[0] === service).map((p) => p[1]), name);
+  const go = () => {
+    location.hash = `#/metrics?service=${encodeURIComponent(services.value)}&name=${encodeURIComponent(services.value === service ? metricNames.value : "")}`;
+  };
+  on(services, "change", go);
+  on(metricNames, "change", go);
+  const section = h("section", {}, h("h2", {}, "Metrics"), h("div", { class: "search" }, services, metricNames));
+  if (!name) return section;
+  const step = Math.max(60, Math.floor(rangeSeconds / 120 / 60) * 60);
+  const match = encodeURIComponent(`service=${service}`);
+  const [answer, forecast, anomalies] = await Promise.all([
+    api(`/api/v1/metrics/query_range?name=${encodeURIComponent(name)}&match=${match}&from=${from}&to=${to}&step=${step}s&band=true`),
+    api(`/api/v1/forecast?name=${encodeURIComponent(name)}&match=${match}&from=${from}&to=${to}&step=${step}s&horizon=${Math.max(step * 10, Math.floor(rangeSeconds / 4))}s`).catch(() => ({ series: [] })),
+    api(`/api/v1/anomalies?service=${encodeURIComponent(service)}&from=${from}&to=${to}&limit=200`),
+  ]);
+  const series = (answer.series as Json[])[0];
+  if (!series) return section;
+  const marks = (anomalies.anomalies as Json[])
+    .filter((a) => a.explanation?.series?.name === name)
+    .map((a) => Number(a.explanation.window.start_unix_nano) / 1e9);
+  section.append(
+    h("p", { class: "muted" }, `${name} of ${service}, per ${step / 60} min: the line, its expected band (grey), anomalies (red), the forecast (dashed, with its 95 % interval).`),
+    chart(series.points, series.band ?? [], (forecast.series as Json[])[0]?.points ?? [], marks) as unknown as HTMLElement,
+    h("p", { id: "anomaly-count" }, `${marks.length} anomalies in the range.`),
+  );
+  return section;
+}
+
 // ---- audit ------------------------------------------------------------------------------
 
 async function audit(): Promise<HTMLElement> {
@@ -509,6 +612,9 @@ async function route(): Promise<void> {
       break;
     case "logs":
       view = logs(query);
+      break;
+    case "metrics":
+      view = metrics(query);
       break;
     case "audit":
       view = audit();
