@@ -464,6 +464,37 @@ pub fn render(
 mod tests {
     use super::*;
 
+    /// Bytes that mean something to TOML, for mutations.
+    const TOML_BYTES: &[u8] = b"=[]{}\"\n#.x1";
+
+    #[test]
+    fn mutated_runbooks_are_refused_with_a_line_and_never_panic() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let lines = GOOD.lines().count().max(1);
+        for round in 0..20_000 {
+            let mut bytes = GOOD.as_bytes().to_vec();
+            for _ in 0..1 + round % 6 {
+                let at = next() as usize % bytes.len().max(1);
+                match next() % 3 {
+                    0 if !bytes.is_empty() => bytes[at] = next() as u8,
+                    1 => bytes.insert(at, TOML_BYTES[next() as usize % TOML_BYTES.len()]),
+                    _ => bytes.truncate(at),
+                }
+            }
+            let text = String::from_utf8_lossy(&bytes);
+            if let Err(e) = Runbook::parse("r.toml", &text) {
+                assert!(e.line >= 1 && e.line <= lines + 12, "{e:?}");
+                assert!(!e.reason.is_empty());
+            }
+        }
+    }
+
     const GOOD: &str = r#"
 name = "restart-payment"
 cooldown_seconds = 600

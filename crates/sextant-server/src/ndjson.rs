@@ -209,6 +209,35 @@ fn logs_request(by_service: BTreeMap<String, Vec<LogRecord>>) -> ExportLogsServi
 mod tests {
     use super::*;
 
+    /// Bytes that mean something to JSON, for mutations.
+    const JSON_BYTES: &[u8] = b"{}[]\":,0-e.";
+
+    #[test]
+    fn mutated_lines_never_panic_and_refusals_say_why() {
+        let good = r#"{"ts": "2026-12-01T12:00:00.5Z", "level": "warn", "msg": "disk 91% full", "service": "db", "n": [1, {"a": null}]}"#;
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..20_000 {
+            let mut bytes = good.as_bytes().to_vec();
+            for _ in 0..1 + round % 5 {
+                let at = next() as usize % bytes.len().max(1);
+                match next() % 3 {
+                    0 if !bytes.is_empty() => bytes[at] = next() as u8,
+                    1 => bytes.insert(at, JSON_BYTES[next() as usize % JSON_BYTES.len()]),
+                    _ => bytes.truncate(at),
+                }
+            }
+            if let Err(reason) = record(&String::from_utf8_lossy(&bytes), 0) {
+                assert!(!reason.is_empty());
+            }
+        }
+    }
+
     #[test]
     fn lines_map_to_records_and_bad_ones_say_why() {
         let now = 1_700_000_000_000_000_000;
