@@ -22,7 +22,8 @@ use crate::config::SextantConfig;
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    /// Data directory of the demo [default: sextant-demo].
+    /// Data directory of the demo, emptied at each run (a directory that is not a demo's is
+    /// refused unless empty) [default: sextant-demo].
     #[arg(long, default_value = "sextant-demo")]
     data_dir: PathBuf,
     /// Address for HTTP and gRPC.
@@ -59,12 +60,7 @@ pub fn demo_config(data_dir: PathBuf, listen: String) -> SextantConfig {
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let config = demo_config(args.data_dir, args.listen);
     config.validate()?;
-    std::fs::create_dir_all(&config.data_dir).with_context(|| {
-        format!(
-            "cannot create data directory `{}`",
-            config.data_dir.display()
-        )
-    })?;
+    fresh_data_dir(&config.data_dir)?;
     let tenant = TenantId::new("demo").expect("a valid tenant name");
     let (admin, ingest) = {
         let meta = crate::tokens::open_metadata(&DataDirArg {
@@ -114,10 +110,64 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     })
 }
 
+/// Marks a data directory as the demo's, so the next run may start it afresh.
+const MARKER: &str = ".sextant-demo";
+
+/// Every run starts from an empty directory: the shop's history would overlap the previous
+/// run's telemetry. A directory of an earlier demo is emptied; any other that is not empty is
+/// refused, never deleted.
+fn fresh_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    let empty = match std::fs::read_dir(dir) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(e) => return Err(e).with_context(|| format!("cannot read `{}`", dir.display())),
+    };
+    if !empty {
+        if !dir.join(MARKER).exists() {
+            anyhow::bail!(
+                "`{}` is not empty and is not a demo's data directory; \
+                 the demo starts from an empty directory (choose one with --data-dir)",
+                dir.display()
+            );
+        }
+        std::fs::remove_dir_all(dir)
+            .with_context(|| format!("cannot empty the demo directory `{}`", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create data directory `{}`", dir.display()))?;
+    std::fs::write(
+        dir.join(MARKER),
+        "a `sextant demo` data directory, emptied by each run\n",
+    )
+    .with_context(|| format!("cannot write in `{}`", dir.display()))?;
+    Ok(())
+}
+
 fn humanize(seconds: i64) -> String {
     match seconds {
         s if s % 3600 == 0 => format!("{} h", s / 3600),
         s if s % 60 == 0 => format!("{} min", s / 60),
         s => format!("{s} s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_demo_directory_is_emptied_and_any_other_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let demo = dir.path().join("demo");
+        fresh_data_dir(&demo).unwrap();
+        std::fs::write(demo.join("meta.db"), "old").unwrap();
+        fresh_data_dir(&demo).unwrap();
+        assert!(!demo.join("meta.db").exists());
+        let other = dir.path().join("data");
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(other.join("meta.db"), "keep").unwrap();
+        let error = fresh_data_dir(&other).unwrap_err().to_string();
+        assert!(error.contains("not a demo's data directory"), "{error}");
+        assert!(other.join("meta.db").exists());
     }
 }
