@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 use sextant_incidents::scenario::Scenario;
 
-use crate::support::{Sextant, agent, create_token};
+use crate::support::{Kill, Sextant, agent, create_token, free_port};
 
 const NANOS: i64 = 1_000_000_000;
 
@@ -965,14 +965,6 @@ fn alertmanager_or_skip() -> Option<PathBuf> {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn rfc3339(unix_nanos: i64) -> String {
     let seconds = unix_nanos / NANOS;
     let (days, of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
@@ -1022,14 +1014,6 @@ fn alerts_posted_to_the_real_alertmanager_arrive_as_events_and_are_grouped() {
         ),
     )
     .unwrap();
-    /// Stops Alertmanager however the test ends.
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let child = Kill(
         std::process::Command::new(alertmanager)
             .arg(format!("--config.file={}", config.display()))

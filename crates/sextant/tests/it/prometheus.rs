@@ -4,47 +4,12 @@
 //! raw samples for the same series and time, and the stale markers written when the target goes
 //! away arrive as points without a value. Hand-made requests check resets and refusals.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{Sextant, agent, create_token, sql};
-
-/// Kills a helper process however the test ends.
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A Debian program, or `None` after saying why the test is skipped. Panics under CI, which
-/// installs them.
-fn program_or_skip(name: &str) -> Option<PathBuf> {
-    let path = PathBuf::from("/usr/bin").join(name);
-    match path.exists() {
-        true => Some(path),
-        false if std::env::var_os("CI").is_some() => {
-            panic!("CI needs {name} (.ci/run installs it)")
-        }
-        false => {
-            println!("skipping: {name} is not installed");
-            None
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::support::{Kill, Sextant, agent, create_token, free_port, program_or_skip, sql};
 
 fn get_json(url: &str, token: Option<&str>) -> (u16, Value) {
     let mut request = agent().get(url);
@@ -142,8 +107,8 @@ fn now_ms() -> i64 {
 #[test]
 fn prometheus_remote_writes_node_metrics_that_match_its_own_answers() {
     let (Some(prometheus_bin), Some(exporter_bin)) = (
-        program_or_skip("prometheus"),
-        program_or_skip("prometheus-node-exporter"),
+        program_or_skip("/usr/bin/prometheus"),
+        program_or_skip("/usr/bin/prometheus-node-exporter"),
     ) else {
         return;
     };

@@ -196,3 +196,38 @@ pub fn sql(server: &Sextant, token: &str, query: &str) -> (u16, serde_json::Valu
     let body = response.body_mut().read_to_string().unwrap();
     (status, serde_json::from_str(&body).unwrap())
 }
+
+/// Kills a helper process (a real sender or receiver) however the test ends.
+pub struct Kill(pub Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A free loopback TCP port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An outside program at `path`, or `None` after saying why the test is skipped. Panics under
+/// CI, which installs them.
+pub fn program_or_skip(path: &str) -> Option<PathBuf> {
+    let path = PathBuf::from(path);
+    match path.exists() {
+        true => Some(path),
+        false if std::env::var_os("CI").is_some() => {
+            panic!("CI needs {} (.ci/run installs it)", path.display())
+        }
+        false => {
+            println!("skipping: {} is not installed", path.display());
+            None
+        }
+    }
+}

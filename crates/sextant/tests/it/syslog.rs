@@ -4,39 +4,15 @@
 //! arrive right, an unparseable line is kept whole, and each listener's tenant holds only its
 //! own messages.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{Sextant, create_token, sql};
+use crate::support::{Kill, Sextant, create_token, program_or_skip, sql};
 
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn program_or_skip(path: &str) -> Option<PathBuf> {
-    let path = PathBuf::from(path);
-    match path.exists() {
-        true => Some(path),
-        false if std::env::var_os("CI").is_some() => {
-            panic!("CI needs {} (.ci/run installs it)", path.display())
-        }
-        false => {
-            println!("skipping: {} is not installed", path.display());
-            None
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    // A port free for both TCP and UDP.
+/// A port free for both TCP and UDP.
+fn free_tcp_and_udp_port() -> u16 {
     loop {
         let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = tcp.local_addr().unwrap().port();
@@ -96,7 +72,7 @@ fn logger_and_rsyslog_messages_arrive_with_host_app_severity_and_time() {
     let data = dir.path().join("data");
     let edge = create_token(&data, "edge", "viewer");
     let core = create_token(&data, "core", "viewer");
-    let (edge_port, core_port) = (free_port(), free_port());
+    let (edge_port, core_port) = (free_tcp_and_udp_port(), free_tcp_and_udp_port());
     let server = Sextant::start_with_config(
         &data,
         Some(&format!(
@@ -243,7 +219,7 @@ fn logger_and_rsyslog_messages_arrive_with_host_app_severity_and_time() {
     // rsyslog as a relay: it takes `logger`'s messages on its own UDP port and forwards them,
     // RFC 5424 octet-counted over TCP and its forward format (RFC 3164 header, RFC 3339 time)
     // over UDP.
-    let relay_port = free_port();
+    let relay_port = free_tcp_and_udp_port();
     let work = dir.path().join("rsyslog");
     std::fs::create_dir_all(&work).unwrap();
     let config = dir.path().join("rsyslog.conf");
