@@ -69,6 +69,12 @@ impl Authenticator {
         if info.revoked_at.is_some() {
             return Err(ApiError::Unauthenticated("token has been revoked"));
         }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        if info.expires_at.is_some_and(|at| now >= at) {
+            return Err(ApiError::Unauthenticated("token has expired"));
+        }
         Ok(Principal {
             tenant: info.tenant,
             role: info.role,

@@ -37,6 +37,8 @@ pub struct TokenInfo {
     /// Seconds since the Unix epoch.
     pub created_at: i64,
     pub revoked_at: Option<i64>,
+    /// Seconds since the Unix epoch after which the token is refused; `None`: never.
+    pub expires_at: Option<i64>,
 }
 
 /// A token just created: the secret is shown to the caller once and never stored.
@@ -51,8 +53,17 @@ pub type DetectorState<'a> = (&'a TenantId, &'a str, &'a [u8]);
 
 /// Where tenants and tokens live. Embedded: [`SqliteMetadata`]; cluster mode: PostgreSQL.
 pub trait MetadataStore: Send + Sync {
-    /// Creates a token for `tenant` (creating the tenant if new).
-    fn create_token(&self, tenant: &TenantId, role: Role) -> Result<NewToken>;
+    /// Creates a token for `tenant` (creating the tenant if new) that never expires.
+    fn create_token(&self, tenant: &TenantId, role: Role) -> Result<NewToken> {
+        self.create_expiring_token(tenant, role, None)
+    }
+    /// Creates a token refused after `expires_at` (Unix seconds), if given.
+    fn create_expiring_token(
+        &self,
+        tenant: &TenantId,
+        role: Role,
+        expires_at: Option<i64>,
+    ) -> Result<NewToken>;
     /// All tokens, revoked ones included, oldest first.
     fn list_tokens(&self) -> Result<Vec<TokenInfo>>;
     /// Revokes a token by id; revoking twice keeps the first time.
@@ -199,7 +210,8 @@ CREATE TABLE IF NOT EXISTS tokens (
     tenant     TEXT NOT NULL REFERENCES tenants(name),
     role       TEXT NOT NULL,
     created_at INTEGER NOT NULL,
-    revoked_at INTEGER
+    revoked_at INTEGER,
+    expires_at INTEGER
 );
 CREATE TABLE IF NOT EXISTS segments (
     path       TEXT PRIMARY KEY,
@@ -261,6 +273,7 @@ impl SqliteMetadata {
         connection.pragma_update(None, "synchronous", "FULL")?;
         connection.pragma_update(None, "foreign_keys", "ON")?;
         connection.execute_batch(SCHEMA)?;
+        migrate_tokens(&connection)?;
         connection.execute_batch(events::SCHEMA)?;
         events::migrate(&connection)?;
         connection.execute_batch(incidents::SCHEMA)?;
@@ -270,6 +283,17 @@ impl SqliteMetadata {
             connection: Mutex::new(connection),
         })
     }
+}
+
+/// Data directories from before token expiry get the column.
+fn migrate_tokens(connection: &Connection) -> Result<()> {
+    let has_expiry = connection
+        .prepare("SELECT 1 FROM pragma_table_info('tokens') WHERE name = 'expires_at'")?
+        .exists([])?;
+    if !has_expiry {
+        connection.execute_batch("ALTER TABLE tokens ADD COLUMN expires_at INTEGER")?;
+    }
+    Ok(())
 }
 
 fn now() -> i64 {
@@ -307,13 +331,19 @@ fn token_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TokenInfo> {
             .map_err(|e: sextant_model::Error| bad(2, e.to_string()))?,
         created_at: row.get(3)?,
         revoked_at: row.get(4)?,
+        expires_at: row.get(5)?,
     })
 }
 
-const TOKEN_COLUMNS: &str = "id, tenant, role, created_at, revoked_at";
+const TOKEN_COLUMNS: &str = "id, tenant, role, created_at, revoked_at, expires_at";
 
 impl MetadataStore for SqliteMetadata {
-    fn create_token(&self, tenant: &TenantId, role: Role) -> Result<NewToken> {
+    fn create_expiring_token(
+        &self,
+        tenant: &TenantId,
+        role: Role,
+        expires_at: Option<i64>,
+    ) -> Result<NewToken> {
         let secret = format!("{TOKEN_PREFIX}{}", random_hex(24));
         let info = TokenInfo {
             id: random_hex(6),
@@ -321,6 +351,7 @@ impl MetadataStore for SqliteMetadata {
             role,
             created_at: now(),
             revoked_at: None,
+            expires_at,
         };
         let mut connection = self.connection.lock();
         let tx = connection.transaction()?;
@@ -329,13 +360,15 @@ impl MetadataStore for SqliteMetadata {
             params![tenant.as_str(), info.created_at],
         )?;
         tx.execute(
-            "INSERT INTO tokens (id, hash, tenant, role, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO tokens (id, hash, tenant, role, created_at, expires_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
                 info.id,
                 hash_token(&secret),
                 tenant.as_str(),
                 role.as_str(),
-                info.created_at
+                info.created_at,
+                info.expires_at
             ],
         )?;
         tx.commit()?;
@@ -693,6 +726,44 @@ fn select_segments(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_data_directory_from_before_token_expiry_gains_the_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        {
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(
+                "CREATE TABLE tenants (name TEXT PRIMARY KEY, created_at INTEGER NOT NULL);
+                 CREATE TABLE tokens (id TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE,
+                   tenant TEXT NOT NULL REFERENCES tenants(name), role TEXT NOT NULL,
+                   created_at INTEGER NOT NULL, revoked_at INTEGER);
+                 INSERT INTO tenants VALUES ('acme', 1);
+                 INSERT INTO tokens VALUES ('old1', 'h', 'acme', 'viewer', 1, NULL);",
+            )
+            .unwrap();
+        }
+        let meta = SqliteMetadata::open(&path).unwrap();
+        let tenant = TenantId::new("acme").unwrap();
+        let new = meta
+            .create_expiring_token(&tenant, Role::Ingest, Some(2_000_000_000))
+            .unwrap();
+        let found = meta.find_token(&new.secret).unwrap().unwrap();
+        assert_eq!(found.expires_at, Some(2_000_000_000));
+        let tokens = meta.list_tokens().unwrap();
+        assert_eq!(tokens[0].id, "old1");
+        assert_eq!(tokens[0].expires_at, None);
+        drop(meta);
+        // Opening again finds the column and changes nothing.
+        assert_eq!(
+            SqliteMetadata::open(&path)
+                .unwrap()
+                .list_tokens()
+                .unwrap()
+                .len(),
+            2
+        );
+    }
 
     #[test]
     fn tokens_are_created_found_and_revoked() {

@@ -231,6 +231,44 @@ fn revoked_token_stops_working_on_a_running_server() {
 }
 
 #[test]
+fn an_expired_token_is_refused_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(binary())
+        .args(["tokens", "create", "--tenant", "acme", "--role", "ingest"])
+        .args(["--expires-in", "5s", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("expiring at"));
+    let token = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let bad = Command::new(binary())
+        .args(["tokens", "create", "--tenant", "acme", "--role", "ingest"])
+        .args(["--expires-in", "soon", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--expires-in soon"));
+    let server = Sextant::start(dir.path());
+    let auth = bearer(&token);
+    let send = || {
+        post(
+            &server,
+            "/v1/logs",
+            &[("Authorization", &auth), PROTOBUF],
+            &one_log("x"),
+        )
+    };
+    assert_eq!(send().status, 200);
+    // Past the expiry and the one-second lookup cache.
+    std::thread::sleep(Duration::from_millis(6_200));
+    let refused = send();
+    assert_eq!(refused.status, 401);
+    assert!(refused.body.contains("expired"), "{}", refused.body);
+}
+
+#[test]
 fn cli_names_bad_arguments() {
     let dir = tempfile::tempdir().unwrap();
     for (args, expected) in [
