@@ -114,6 +114,13 @@ try {
     throw new Error(`the lines do not follow the pattern \`${template}\`: ${lines.slice(0, 3)}`);
   }
   await page.screenshot({ path: path.join(shots, "logs.png") });
+  // A search typed into the form.
+  await page.fill("#search", '"placed" service:checkout');
+  await page.press("#search", "Enter");
+  await page.waitForFunction(() => {
+    const cells = [...document.querySelectorAll("#lines tbody td.line")];
+    return cells.length > 0 && cells.every((td) => td.textContent.includes("placed"));
+  });
 
   // Payment's incident proposes its rollback runbook: approve it.
   const runDeadline = Date.now() + 150_000;

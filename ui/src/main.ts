@@ -592,7 +592,7 @@ async function audit(): Promise<HTMLElement> {
 
 let routing = 0;
 
-async function route(): Promise<void> {
+async function route(refreshing = false): Promise<void> {
   const ticket = ++routing;
   const [path, search] = location.hash.replace(/^#/, "").split("?");
   const parts = (path || "/incidents").split("/").filter(Boolean);
@@ -629,9 +629,9 @@ async function route(): Promise<void> {
     content = failure(e);
   }
   if (ticket !== routing) return;
-  // Keep what the user is typing across a refresh.
-  const typing = document.activeElement instanceof HTMLInputElement && document.activeElement.type === "text";
-  if (typing && document.querySelector("main")) {
+  // An automatic refresh keeps what the user is typing.
+  const typing = document.activeElement instanceof HTMLInputElement && document.activeElement.type !== "checkbox";
+  if (refreshing && typing && document.querySelector("main")) {
     schedule();
     return;
   }
@@ -641,8 +641,8 @@ async function route(): Promise<void> {
 
 function schedule(): void {
   clearTimeout(refreshTimer);
-  if (autoRefresh && token()) refreshTimer = window.setTimeout(route, REFRESH_MS);
+  if (autoRefresh && token()) refreshTimer = window.setTimeout(() => route(true), REFRESH_MS);
 }
 
-window.addEventListener("hashchange", route);
+window.addEventListener("hashchange", () => route());
 route();
