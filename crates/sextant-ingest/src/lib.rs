@@ -30,6 +30,7 @@
 
 mod bus;
 mod config;
+pub mod convert;
 mod error;
 mod limits;
 pub mod loki;

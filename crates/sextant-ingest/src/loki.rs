@@ -8,10 +8,11 @@
 use std::collections::BTreeMap;
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use serde_json::Value;
+
+use crate::convert::{logs_by_service, string_attribute as text, string_value};
 
 /// One stream of a push: its labels and entries.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -74,16 +75,7 @@ pub struct LabelPair {
 
 /// Decodes a snappy-compressed protobuf push. `max_bytes` bounds the decompressed size.
 pub fn decode_protobuf(body: &[u8], max_bytes: usize) -> Result<Vec<Stream>, String> {
-    let len = snap::raw::decompress_len(body)
-        .map_err(|e| format!("the body is not snappy-compressed: {e}"))?;
-    if len > max_bytes {
-        return Err(format!(
-            "the body decompresses to {len} bytes, over the limit of {max_bytes}"
-        ));
-    }
-    let raw = snap::raw::Decoder::new()
-        .decompress_vec(body)
-        .map_err(|e| format!("the body is not snappy-compressed: {e}"))?;
+    let raw = crate::convert::unsnappy(body, max_bytes)?;
     let push = <PushRequest as prost::Message>::decode(raw.as_slice())
         .map_err(|e| format!("not a Loki PushRequest: {e}"))?;
     push.streams
@@ -234,16 +226,6 @@ pub fn parse_labels(text: &str) -> Result<Vec<(String, String)>, String> {
     Ok(labels)
 }
 
-fn text(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.to_owned())),
-        }),
-        ..Default::default()
-    }
-}
-
 /// The streams as one OTLP logs request; `now` is the observed time.
 pub fn to_otlp(streams: Vec<Stream>, now: u64) -> ExportLogsServiceRequest {
     let mut by_service: BTreeMap<String, Vec<LogRecord>> = BTreeMap::new();
@@ -262,34 +244,13 @@ pub fn to_otlp(streams: Vec<Stream>, now: u64) -> ExportLogsServiceRequest {
             records.push(LogRecord {
                 time_unix_nano: entry.time_unix_nano,
                 observed_time_unix_nano: now,
-                body: Some(AnyValue {
-                    value: Some(any_value::Value::StringValue(entry.line)),
-                }),
+                body: string_value(&entry.line),
                 attributes,
                 ..Default::default()
             });
         }
     }
-    ExportLogsServiceRequest {
-        resource_logs: by_service
-            .into_iter()
-            .map(|(service, log_records)| ResourceLogs {
-                resource: Some(Resource {
-                    attributes: if service.is_empty() {
-                        Vec::new()
-                    } else {
-                        vec![text("service.name", &service)]
-                    },
-                    ..Default::default()
-                }),
-                scope_logs: vec![ScopeLogs {
-                    log_records,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            })
-            .collect(),
-    }
+    logs_by_service(by_service)
 }
 
 #[cfg(test)]

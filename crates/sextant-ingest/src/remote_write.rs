@@ -24,12 +24,13 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{
     self as otlp, AggregationTemporality, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
     exemplar, metric, number_data_point,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
+
+use crate::convert::string_attribute as text_attribute;
 
 /// The `WriteRequest` message of remote_write 1.0.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -104,16 +105,7 @@ const MAX_SERIES: usize = 2_000_000;
 /// Decompresses (snappy, block format) and decodes a remote_write body. `max_bytes` bounds the
 /// decompressed size, which is checked before anything is allocated.
 pub fn decode(body: &[u8], max_bytes: usize) -> Result<WriteRequest, String> {
-    let len = snap::raw::decompress_len(body)
-        .map_err(|e| format!("the body is not snappy-compressed: {e}"))?;
-    if len > max_bytes {
-        return Err(format!(
-            "the body decompresses to {len} bytes, over the limit of {max_bytes}"
-        ));
-    }
-    let raw = snap::raw::Decoder::new()
-        .decompress_vec(body)
-        .map_err(|e| format!("the body is not snappy-compressed: {e}"))?;
+    let raw = crate::convert::unsnappy(body, max_bytes)?;
     <WriteRequest as prost::Message>::decode(raw.as_slice())
         .map_err(|e| format!("not a remote_write WriteRequest: {e}"))
 }
@@ -337,16 +329,6 @@ fn hex_bytes(text: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
         .collect()
-}
-
-fn text_attribute(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.to_owned())),
-        }),
-        ..Default::default()
-    }
 }
 
 /// `[a-zA-Z_][a-zA-Z0-9_]*`.

@@ -16,10 +16,8 @@ use std::collections::BTreeMap;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use bytes::Bytes;
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use prost::Message;
 use serde_json::{Value, json};
 use sextant_ingest::otlp::OtlpRequest;
@@ -32,11 +30,7 @@ pub const MAX_LINES: usize = 100_000;
 /// Most problems listed in an answer (the count is always whole).
 const MAX_LISTED: usize = 100;
 
-fn text(value: &str) -> Option<AnyValue> {
-    Some(AnyValue {
-        value: Some(any_value::Value::StringValue(value.to_owned())),
-    })
-}
+use sextant_ingest::convert::string_value as text;
 
 /// The OTLP severity number and text of a level.
 fn severity(value: &Value) -> Result<(i32, String), String> {
@@ -164,7 +158,7 @@ pub async fn logs(
     }
     let accepted: usize = by_service.values().map(Vec::len).sum();
     if accepted > 0 {
-        let request = logs_request(by_service);
+        let request = sextant_ingest::convert::logs_by_service(by_service);
         let size = request.encoded_len();
         pipeline
             .ingest_request(&principal.tenant, OtlpRequest::Logs(request), size)
@@ -177,37 +171,10 @@ pub async fn logs(
     })))
 }
 
-/// Builds one OTLP logs request from records grouped by service.
-fn logs_request(by_service: BTreeMap<String, Vec<LogRecord>>) -> ExportLogsServiceRequest {
-    ExportLogsServiceRequest {
-        resource_logs: by_service
-            .into_iter()
-            .map(|(service, log_records)| ResourceLogs {
-                resource: Some(Resource {
-                    attributes: if service.is_empty() {
-                        Vec::new()
-                    } else {
-                        vec![KeyValue {
-                            key: "service.name".into(),
-                            value: text(&service),
-                            ..Default::default()
-                        }]
-                    },
-                    ..Default::default()
-                }),
-                scope_logs: vec![ScopeLogs {
-                    log_records,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            })
-            .collect(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry_proto::tonic::common::v1::any_value;
 
     /// Bytes that mean something to JSON, for mutations.
     const JSON_BYTES: &[u8] = b"{}[]\":,0-e.";

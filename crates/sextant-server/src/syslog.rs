@@ -24,11 +24,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use serde::{Deserialize, Serialize};
+use sextant_ingest::convert::{string_attribute as text, string_value};
 use sextant_ingest::otlp::OtlpRequest;
 use sextant_ingest::syslog::{self, FrameDecoder, SyslogMessage};
 use sextant_model::TenantId;
@@ -269,16 +269,6 @@ async fn send(state: &AppState, tenant: &TenantId, request: ExportLogsServiceReq
     }
 }
 
-fn text(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.to_owned())),
-        }),
-        ..Default::default()
-    }
-}
-
 /// One batch as an OTLP logs request, a resource per (app, host).
 fn to_request(
     tenant: &TenantId,
@@ -359,9 +349,7 @@ fn record(message: SyslogMessage, format: &str, received: &Received) -> LogRecor
         observed_time_unix_nano: received.at_ns as u64,
         severity_number,
         severity_text,
-        body: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(message.message)),
-        }),
+        body: string_value(&message.message),
         attributes,
         ..Default::default()
     }
