@@ -354,3 +354,80 @@ fn record(message: SyslogMessage, format: &str, received: &Received) -> LogRecor
         ..Default::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listener(tenant: &str, udp: Option<&str>, tcp: Option<&str>, max: usize) -> SyslogListener {
+        SyslogListener {
+            tenant: tenant.into(),
+            udp: udp.map(Into::into),
+            tcp: tcp.map(Into::into),
+            max_message_bytes: max,
+        }
+    }
+
+    #[test]
+    fn a_listener_that_cannot_work_is_refused_with_the_reason() {
+        let ok = listener("ops", Some("127.0.0.1:5514"), None, 65_536)
+            .validate()
+            .unwrap();
+        assert_eq!(ok.0.as_str(), "ops");
+        for (bad, why) in [
+            (
+                listener("Ops!", Some("127.0.0.1:1"), None, 65_536),
+                "syslog tenant `Ops!`",
+            ),
+            (
+                listener("ops", Some("localhost"), None, 65_536),
+                "`localhost` is not IP:PORT",
+            ),
+            (
+                listener("ops", None, Some("1.2.3.4"), 65_536),
+                "tcp address `1.2.3.4`",
+            ),
+            (
+                listener("ops", None, None, 65_536),
+                "neither `udp` nor `tcp`",
+            ),
+            (
+                listener("ops", Some("127.0.0.1:1"), None, 100),
+                "max_message_bytes",
+            ),
+        ] {
+            let error = bad.validate().unwrap_err();
+            assert!(error.contains(why), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_batch_groups_by_app_and_host_and_keeps_unparsed_lines_whole() {
+        let peer: SocketAddr = "10.0.0.7:514".parse().unwrap();
+        let tenant = TenantId::new("ops").unwrap();
+        let received = |bytes: &[u8]| Received {
+            bytes: bytes.to_vec(),
+            peer,
+            at_ns: 1_700_000_000_000_000_000,
+        };
+        let request = to_request(
+            &tenant,
+            [
+                received(b"<13>Dec  1 09:05:01 web1 cron[12]: job done"),
+                received(b"<13>Dec  1 09:05:02 web1 cron[12]: job done again"),
+                received(b"no header at all"),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(
+            request.resource_logs.len(),
+            2,
+            "cron on web1, and the raw line"
+        );
+        let raw = &request.resource_logs[1].scope_logs[0].log_records[0];
+        assert_eq!(raw.body, string_value("no header at all"));
+        assert_eq!(raw.time_unix_nano, 1_700_000_000_000_000_000);
+        assert!(raw.attributes.contains(&text("syslog.format", "raw")));
+        assert!(raw.attributes.contains(&text("net.peer.ip", "10.0.0.7")));
+    }
+}

@@ -97,11 +97,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             };
             println!("    {:<28} {:<10} {when}", f.name, f.service);
         }
-        let target = shop::Target {
-            base: format!("http://{addr}"),
-            ingest_token: ingest,
-            admin_token: admin,
-        };
+        let target = shop::Target::new(format!("http://{addr}"), ingest, admin);
         // The shop runs until the process ends; the server until SIGTERM or SIGINT.
         std::thread::spawn(move || shop::run(&target));
         let result = server.await?;

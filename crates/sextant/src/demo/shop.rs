@@ -485,23 +485,34 @@ fn visit(
 
 /// Where the shop sends, and with which tokens.
 pub struct Target {
-    pub base: String,
-    pub ingest_token: String,
-    pub admin_token: String,
+    base: String,
+    ingest_token: String,
+    admin_token: String,
+    /// One client for the whole run: its connections are kept alive between ticks.
+    agent: ureq::Agent,
 }
 
 impl Target {
+    pub fn new(base: String, ingest_token: String, admin_token: String) -> Target {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .new_agent();
+        Target {
+            base,
+            ingest_token,
+            admin_token,
+            agent,
+        }
+    }
+
     fn post(&self, path: &str, content_type: &str, token: &str, body: Vec<u8>) {
         self.send("POST", path, content_type, token, body);
     }
 
     fn send(&self, method: &str, path: &str, content_type: &str, token: &str, body: Vec<u8>) {
         // Retries with back-off, as an OpenTelemetry exporter does.
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(10)))
-            .build()
-            .new_agent();
         for attempt in 0..5u32 {
             let request = ureq::http::Request::builder()
                 .method(method)
@@ -510,7 +521,7 @@ impl Target {
                 .header("Authorization", format!("Bearer {token}"))
                 .body(body.clone());
             let sent = match request {
-                Ok(request) => agent.run(request),
+                Ok(request) => self.agent.run(request),
                 Err(e) => {
                     tracing::warn!(path, error = %e, "demo request not built");
                     return;
