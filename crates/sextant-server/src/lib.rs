@@ -91,8 +91,9 @@ pub struct AppState {
     services: Arc<OnceLock<Services>>,
     request_slots: Arc<Semaphore>,
     metrics: Option<PrometheusHandle>,
-    /// What each tenant's remote_write traffic has taught (metadata, counter starts).
-    prom: Arc<parking_lot::Mutex<HashMap<TenantId, PromState>>>,
+    /// What each tenant's remote_write traffic has taught (metadata, counter starts); each
+    /// tenant's behind its own lock, so tenants convert in parallel.
+    prom: Arc<parking_lot::Mutex<HashMap<TenantId, Arc<parking_lot::Mutex<PromState>>>>>,
 }
 
 impl AppState {

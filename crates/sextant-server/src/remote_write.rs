@@ -46,11 +46,15 @@ pub async fn write(
             limit: max,
         }));
     }
-    let tenant = principal.tenant.clone();
-    let prom = state.prom.clone();
+    let prom = state
+        .prom
+        .lock()
+        .entry(principal.tenant.clone())
+        .or_default()
+        .clone();
     let convert = move || -> Result<Converted, String> {
         let write = remote_write::decode(&body, max)?;
-        Ok(prom.lock().entry(tenant).or_default().convert(write))
+        Ok(prom.lock().convert(write))
     };
     let converted = if body_len_is_small(&headers) {
         convert()
