@@ -15,6 +15,11 @@ pub enum Error {
     /// A table name that is not one of `logs`, `spans`, `metrics`.
     #[error("unknown table `{name}` (expected one of logs, spans, metrics)")]
     UnknownTable { name: String },
+    /// A token scope that is not one of [`crate::Scope::NAMES`].
+    #[error(
+        "unknown scope `{name}` (expected one of read, edit, admin, ingest, ingest:logs, ingest:metrics, ingest:traces, ingest:alerts)"
+    )]
+    UnknownScope { name: String },
 }
 
 impl Error {
@@ -25,6 +30,7 @@ impl Error {
             Error::UnknownRole { .. } => "unknown_role",
             Error::UnknownSignal { .. } => "unknown_signal",
             Error::UnknownTable { .. } => "unknown_table",
+            Error::UnknownScope { .. } => "unknown_scope",
         }
     }
 }

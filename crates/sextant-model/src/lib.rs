@@ -32,4 +32,4 @@ pub use event::{Event, EventKind};
 pub use rows::{AttrValue, Attributes, LogRow, MetricKind, MetricRow, SpanRow};
 pub use signal::Signal;
 pub use table::Table;
-pub use tenant::{Role, TenantId};
+pub use tenant::{Action, IngestKind, Role, Scope, TenantId};

@@ -168,3 +168,162 @@ mod tests {
         assert!(Role::Admin.can_administer() && !Role::Editor.can_administer());
     }
 }
+
+/// What a request does, as far as authorization is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Send telemetry or alerts of one kind.
+    Ingest(IngestKind),
+    /// Read telemetry, incidents, rules and runbooks.
+    Read,
+    /// Change rules, runbooks and secrets; act on incidents and runs; give feedback.
+    Edit,
+    /// Administer the tenant: erase its data, read its audit trail.
+    Administer,
+}
+
+/// The kinds of data a narrowed ingest token may send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IngestKind {
+    /// OTLP logs, Loki push, NDJSON lines.
+    Logs,
+    /// OTLP metrics, Prometheus remote_write.
+    Metrics,
+    /// OTLP traces.
+    Traces,
+    /// Alertmanager webhooks and Sextant's JSON events.
+    Alerts,
+}
+
+impl From<crate::Signal> for IngestKind {
+    fn from(signal: crate::Signal) -> IngestKind {
+        match signal {
+            crate::Signal::Logs => IngestKind::Logs,
+            crate::Signal::Metrics => IngestKind::Metrics,
+            crate::Signal::Traces => IngestKind::Traces,
+        }
+    }
+}
+
+impl Role {
+    /// May this role do `action` at all (before a token's scopes narrow it)?
+    pub fn allows(self, action: Action) -> bool {
+        match action {
+            Action::Ingest(_) => self.can_ingest(),
+            Action::Read => self.can_query(),
+            Action::Edit => self.can_edit(),
+            Action::Administer => self.can_administer(),
+        }
+    }
+}
+
+/// A narrowing of a token's role: a token with scopes may do only what its role allows *and*
+/// one of its scopes names. A token without scopes may do all its role allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Read only.
+    Read,
+    /// Change things (implies nothing else: combine with `read` to see what is changed).
+    Edit,
+    /// Tenant administration.
+    Admin,
+    /// Ingest of every kind, or of one.
+    Ingest(Option<IngestKind>),
+}
+
+impl Scope {
+    /// Every scope's name, as `--scope` takes it and the metadata store keeps it.
+    pub const NAMES: [&'static str; 8] = [
+        "read",
+        "edit",
+        "admin",
+        "ingest",
+        "ingest:logs",
+        "ingest:metrics",
+        "ingest:traces",
+        "ingest:alerts",
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Edit => "edit",
+            Scope::Admin => "admin",
+            Scope::Ingest(None) => "ingest",
+            Scope::Ingest(Some(IngestKind::Logs)) => "ingest:logs",
+            Scope::Ingest(Some(IngestKind::Metrics)) => "ingest:metrics",
+            Scope::Ingest(Some(IngestKind::Traces)) => "ingest:traces",
+            Scope::Ingest(Some(IngestKind::Alerts)) => "ingest:alerts",
+        }
+    }
+
+    /// Does this scope cover `action`?
+    pub fn covers(self, action: Action) -> bool {
+        match (self, action) {
+            (Scope::Read, Action::Read)
+            | (Scope::Edit, Action::Edit)
+            | (Scope::Admin, Action::Administer)
+            | (Scope::Ingest(None), Action::Ingest(_)) => true,
+            (Scope::Ingest(Some(kind)), Action::Ingest(asked)) => kind == asked,
+            _ => false,
+        }
+    }
+
+    /// Parses a comma-separated list (`ingest:logs,read`); empty parts are refused.
+    pub fn parse_list(text: &str) -> Result<Vec<Scope>> {
+        text.split(',').map(|part| part.trim().parse()).collect()
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Scope {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Scope> {
+        let all = [
+            Scope::Read,
+            Scope::Edit,
+            Scope::Admin,
+            Scope::Ingest(None),
+            Scope::Ingest(Some(IngestKind::Logs)),
+            Scope::Ingest(Some(IngestKind::Metrics)),
+            Scope::Ingest(Some(IngestKind::Traces)),
+            Scope::Ingest(Some(IngestKind::Alerts)),
+        ];
+        all.into_iter()
+            .find(|scope| scope.as_str() == s)
+            .ok_or_else(|| Error::UnknownScope { name: s.to_owned() })
+    }
+}
+
+#[cfg(test)]
+mod scope_tests {
+    use super::*;
+
+    #[test]
+    fn scopes_narrow_and_parse_back() {
+        for name in Scope::NAMES {
+            assert_eq!(name.parse::<Scope>().unwrap().as_str(), name);
+        }
+        let logs = Scope::Ingest(Some(IngestKind::Logs));
+        assert!(logs.covers(Action::Ingest(IngestKind::Logs)));
+        assert!(!logs.covers(Action::Ingest(IngestKind::Metrics)));
+        assert!(!logs.covers(Action::Read));
+        assert!(Scope::Ingest(None).covers(Action::Ingest(IngestKind::Alerts)));
+        assert!(!Scope::Read.covers(Action::Edit));
+        assert_eq!(
+            Scope::parse_list("ingest:logs, read").unwrap(),
+            vec![logs, Scope::Read]
+        );
+        assert!(matches!(
+            Scope::parse_list("read,"),
+            Err(Error::UnknownScope { .. })
+        ));
+        assert!(Role::Viewer.allows(Action::Read) && !Role::Viewer.allows(Action::Edit));
+    }
+}

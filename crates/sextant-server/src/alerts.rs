@@ -30,7 +30,7 @@ use axum::http::HeaderMap;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sextant_model::{Event, EventKind, TenantId};
+use sextant_model::{Event, EventKind, IngestKind, TenantId};
 use sha2::{Digest, Sha256};
 
 use crate::auth::authorize_ingest;
@@ -102,6 +102,7 @@ struct PostedEvent {
 pub(crate) fn ingest_principal(
     state: &AppState,
     headers: &HeaderMap,
+    kind: IngestKind,
 ) -> Result<Principal, ApiError> {
     let authorization = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -110,7 +111,7 @@ pub(crate) fn ingest_principal(
     let tenant_header = headers
         .get(crate::auth::TENANT_HEADER)
         .and_then(|v| v.to_str().ok());
-    authorize_ingest(&principal, tenant_header)?;
+    authorize_ingest(&principal, kind, tenant_header)?;
     Ok(principal)
 }
 
@@ -119,7 +120,7 @@ pub async fn alertmanager(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let principal = ingest_principal(&state, &headers)?;
+    let principal = ingest_principal(&state, &headers, IngestKind::Alerts)?;
     let payload: WebhookPayload = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("not an Alertmanager webhook payload: {e}")))?;
     if payload.version != "4" {
@@ -202,7 +203,7 @@ pub async fn events(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let principal = ingest_principal(&state, &headers)?;
+    let principal = ingest_principal(&state, &headers, IngestKind::Alerts)?;
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
     let items = match value {

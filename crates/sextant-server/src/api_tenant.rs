@@ -1,4 +1,5 @@
-//! `DELETE /api/v1/tenant/data`: erase all of the caller's tenant's telemetry (admin only).
+//! `DELETE /api/v1/tenant/data`: erase all of the caller's tenant's telemetry (admin only),
+//! recorded as `tenant.erase` in the (new) audit trail.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
@@ -18,12 +19,7 @@ async fn run(state: &AppState, headers: &HeaderMap) -> Result<Response, ApiError
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let principal = state.auth.authenticate(authorization)?;
-    if !principal.role.can_administer() {
-        return Err(ApiError::Forbidden(format!(
-            "role `{}` may not erase telemetry",
-            principal.role
-        )));
-    }
+    crate::auth::authorize_admin(&principal)?;
     let tables = state.services()?.tables.clone();
     let correlation = state.services()?.correlation.clone();
     let tenant = principal.tenant.clone();
@@ -38,6 +34,20 @@ async fn run(state: &AppState, headers: &HeaderMap) -> Result<Response, ApiError
     // The erasure removed the tenant's incidents and correlator state; what memory holds of
     // them goes too.
     correlation.forget(&principal.tenant).await;
+    // Erasure took the tenant's audit trail with it; the erasure itself is its first record.
+    crate::audit::record(
+        state,
+        &principal.tenant,
+        &principal.token_id,
+        "tenant.erase",
+        principal.tenant.as_str(),
+        serde_json::json!({
+            "erased_files": report.files,
+            "erased_rows": report.rows,
+            "up_to_seq": report.up_to_seq,
+        }),
+    )
+    .await?;
     tracing::info!(
         tenant = %principal.tenant,
         token_id = %principal.token_id,

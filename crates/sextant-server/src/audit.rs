@@ -57,12 +57,7 @@ pub async fn list(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let principal = state.auth.authenticate(authorization)?;
-    if !principal.role.can_administer() {
-        return Err(ApiError::Forbidden(format!(
-            "role `{}` may not read the audit trail; an `admin` token may",
-            principal.role
-        )));
-    }
+    crate::auth::authorize_admin(&principal)?;
     let params = Params::new(query, &["from", "to", "kind", "limit"])?;
     let limit = params.count("limit", DEFAULT_LIMIT, MAX_LIMIT)?;
     let filter = AuditFilter {

@@ -1,16 +1,19 @@
-//! Bearer-token authentication: the token decides the tenant and the role.
+//! Bearer-token authentication: the token decides the tenant, the role and (if narrowed) the
+//! scopes.
 //!
-//! Lookups go through a small cache in front of the metadata store. Entries live one second,
-//! so a token revoked from the command line stops working within a second on a running server,
-//! and a flood of bad tokens costs one metadata lookup per distinct token per second.
+//! Lookups go through a small cache in front of the metadata store, keyed by the token's
+//! SHA-256 (so no comparison ever runs over a secret). Entries live one second, so a token
+//! revoked from the command line stops working within a second on a running server, and a
+//! flood of bad tokens costs one metadata lookup per distinct token per second. A token's
+//! last-used time is written at most once a minute.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use sextant_model::{Role, TenantId};
-use sextant_store::meta::{MetadataStore, TokenInfo};
+use sextant_model::{Action, IngestKind, Role, Scope, TenantId};
+use sextant_store::meta::{LAST_USED_RESOLUTION, MetadataStore, TokenInfo, hash_token};
 
 use crate::ApiError;
 
@@ -25,12 +28,63 @@ pub struct Principal {
     pub tenant: TenantId,
     pub role: Role,
     pub token_id: String,
+    /// What the token is narrowed to; `None`: all its role allows.
+    pub scopes: Option<Vec<Scope>>,
+}
+
+impl Principal {
+    /// Sextant itself reading a tenant's data (`component` names who, for the audit trail).
+    pub fn internal(tenant: &TenantId, component: &str) -> Principal {
+        Principal {
+            tenant: tenant.clone(),
+            role: Role::Viewer,
+            token_id: component.to_owned(),
+            scopes: None,
+        }
+    }
+
+    /// May this principal do `action`? Its role must allow it, and its scopes (if any) cover it.
+    pub fn may(&self, action: Action) -> bool {
+        self.role.allows(action)
+            && self
+                .scopes
+                .as_ref()
+                .is_none_or(|scopes| scopes.iter().any(|scope| scope.covers(action)))
+    }
+
+    /// `Ok` if the principal may do `action`, else a 403 that says what is missing.
+    pub fn authorize(&self, action: Action) -> Result<(), ApiError> {
+        if self.may(action) {
+            return Ok(());
+        }
+        let what = match action {
+            Action::Ingest(IngestKind::Logs) => "ingest logs",
+            Action::Ingest(IngestKind::Metrics) => "ingest metrics",
+            Action::Ingest(IngestKind::Traces) => "ingest traces",
+            Action::Ingest(IngestKind::Alerts) => "ingest alerts",
+            Action::Read => "query telemetry",
+            Action::Edit => "change anything",
+            Action::Administer => "administer the tenant",
+        };
+        Err(ApiError::Forbidden(if self.role.allows(action) {
+            let scopes: Vec<&str> = self.scopes.iter().flatten().map(|s| s.as_str()).collect();
+            format!(
+                "this token is narrowed to scopes `{}` and may not {what}",
+                scopes.join(",")
+            )
+        } else {
+            format!("role `{}` may not {what}", self.role)
+        }))
+    }
 }
 
 /// Checks bearer tokens against the metadata store.
 pub struct Authenticator {
     meta: Arc<dyn MetadataStore>,
+    /// Token hash → what the store said, and when.
     cache: Mutex<HashMap<String, (Option<TokenInfo>, Instant)>>,
+    /// Token id → the last-used time last written.
+    touched: Mutex<HashMap<String, i64>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -44,6 +98,7 @@ impl Authenticator {
         Authenticator {
             meta,
             cache: Mutex::new(HashMap::new()),
+            touched: Mutex::new(HashMap::new()),
         }
     }
 
@@ -75,16 +130,40 @@ impl Authenticator {
         if info.expires_at.is_some_and(|at| now >= at) {
             return Err(ApiError::Unauthenticated("token has expired"));
         }
+        self.touch(&info, now);
         Ok(Principal {
             tenant: info.tenant,
             role: info.role,
             token_id: info.id,
+            scopes: info.scopes,
         })
+    }
+
+    /// Writes the token's last-used time if the stored one is a minute old.
+    fn touch(&self, info: &TokenInfo, now: i64) {
+        let mut touched = self.touched.lock();
+        let last = touched
+            .get(&info.id)
+            .copied()
+            .or(info.last_used_at)
+            .unwrap_or(i64::MIN);
+        if now.saturating_sub(last) < LAST_USED_RESOLUTION {
+            return;
+        }
+        if touched.len() >= CACHE_CAPACITY {
+            touched.clear();
+        }
+        touched.insert(info.id.clone(), now);
+        drop(touched);
+        if let Err(err) = self.meta.touch_token(&info.id, now) {
+            tracing::warn!(token_id = %info.id, error = %err, "cannot record the token's last use");
+        }
     }
 
     fn lookup(&self, token: &str) -> Result<Option<TokenInfo>, ApiError> {
         let now = Instant::now();
-        if let Some((info, at)) = self.cache.lock().get(token)
+        let key = hash_token(token);
+        if let Some((info, at)) = self.cache.lock().get(&key)
             && now.duration_since(*at) < CACHE_TTL
         {
             return Ok(info.clone());
@@ -97,48 +176,35 @@ impl Authenticator {
         if cache.len() >= CACHE_CAPACITY {
             cache.clear();
         }
-        cache.insert(token.to_owned(), (info.clone(), now));
+        cache.insert(key, (info.clone(), now));
         Ok(info)
     }
 }
 
-/// Checks that a principal may ingest, and that an explicit tenant header (if sent) names the
-/// token's own tenant.
+/// Checks that a principal may ingest `kind`, and that an explicit tenant header (if sent)
+/// names the token's own tenant.
 pub fn authorize_ingest(
     principal: &Principal,
+    kind: IngestKind,
     tenant_header: Option<&str>,
 ) -> Result<(), ApiError> {
-    if !principal.role.can_ingest() {
-        return Err(ApiError::Forbidden(format!(
-            "role `{}` may not ingest telemetry",
-            principal.role
-        )));
-    }
+    principal.authorize(Action::Ingest(kind))?;
     check_tenant_header(principal, tenant_header)
 }
 
 /// Checks that a principal may read telemetry.
 pub fn authorize_query(principal: &Principal) -> Result<(), ApiError> {
-    if principal.role.can_query() {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden(format!(
-            "role `{}` may not query telemetry",
-            principal.role
-        )))
-    }
+    principal.authorize(Action::Read)
 }
 
 /// Checks that a principal may change things (feedback, rules, incident actions).
 pub fn authorize_edit(principal: &Principal) -> Result<(), ApiError> {
-    if principal.role.can_edit() {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden(format!(
-            "role `{}` may not change anything; an `editor` or `admin` token may",
-            principal.role
-        )))
-    }
+    principal.authorize(Action::Edit)
+}
+
+/// Checks that a principal may administer its tenant (erasure, the audit trail).
+pub fn authorize_admin(principal: &Principal) -> Result<(), ApiError> {
+    principal.authorize(Action::Administer)
 }
 
 /// Header a client may send to state which tenant it means; it must match the token.
@@ -173,7 +239,7 @@ mod tests {
             .unwrap();
         assert_eq!(principal.tenant, acme);
         assert!(matches!(
-            authorize_ingest(&principal, None),
+            authorize_ingest(&principal, IngestKind::Logs, None),
             Err(ApiError::Forbidden(_))
         ));
 
@@ -196,12 +262,67 @@ mod tests {
             tenant: TenantId::new("acme").unwrap(),
             role: Role::Ingest,
             token_id: "t".into(),
+            scopes: None,
         };
-        assert!(authorize_ingest(&principal, Some("acme")).is_ok());
-        assert!(authorize_ingest(&principal, None).is_ok());
+        let logs = IngestKind::Logs;
+        assert!(authorize_ingest(&principal, logs, Some("acme")).is_ok());
+        assert!(authorize_ingest(&principal, logs, None).is_ok());
         assert!(matches!(
-            authorize_ingest(&principal, Some("other")),
+            authorize_ingest(&principal, logs, Some("other")),
             Err(ApiError::Forbidden(_))
         ));
+    }
+
+    #[test]
+    fn scopes_narrow_a_role_and_say_so() {
+        let principal = Principal {
+            tenant: TenantId::new("acme").unwrap(),
+            role: Role::Admin,
+            token_id: "t".into(),
+            scopes: Some(vec![Scope::Ingest(Some(IngestKind::Metrics)), Scope::Read]),
+        };
+        assert!(authorize_ingest(&principal, IngestKind::Metrics, None).is_ok());
+        assert!(authorize_query(&principal).is_ok());
+        for refused in [
+            authorize_ingest(&principal, IngestKind::Logs, None),
+            authorize_edit(&principal),
+            authorize_admin(&principal),
+        ] {
+            match refused {
+                Err(ApiError::Forbidden(message)) => {
+                    assert!(
+                        message.contains("narrowed to scopes `ingest:metrics,read`"),
+                        "{message}"
+                    )
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // Scopes never widen a role.
+        let viewer = Principal {
+            role: Role::Viewer,
+            scopes: Some(vec![Scope::Edit]),
+            ..principal
+        };
+        assert!(authorize_edit(&viewer).is_err());
+    }
+
+    #[test]
+    fn last_use_is_recorded_once_a_minute() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Arc::new(SqliteMetadata::open(&dir.path().join("meta.db")).unwrap());
+        let token = meta
+            .create_token(&TenantId::new("acme").unwrap(), Role::Viewer)
+            .unwrap();
+        let auth = Authenticator::new(meta.clone());
+        let header = format!("Bearer {}", token.secret);
+        auth.authenticate(Some(&header)).unwrap();
+        let first = meta.list_tokens().unwrap()[0].last_used_at.unwrap();
+        meta.touch_token(&token.info.id, 5).unwrap();
+        std::thread::sleep(CACHE_TTL);
+        auth.authenticate(Some(&header)).unwrap();
+        // Within the minute nothing is written again.
+        assert_eq!(meta.list_tokens().unwrap()[0].last_used_at, Some(5));
+        assert!(first > 1_700_000_000);
     }
 }

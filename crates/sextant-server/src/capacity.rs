@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sextant_analytics::forecast::{ForecastConfig, linear_trend};
 use sextant_analytics::text::{duration, number};
-use sextant_model::{Event, EventKind, Role, TenantId};
+use sextant_model::{Event, EventKind, TenantId};
 use sha2::{Digest, Sha256};
 
 use crate::api_metrics::{RangeQuery, parse_matchers};
@@ -202,11 +202,7 @@ async fn check_rule(
         step_seconds: step,
         agg: rule.agg,
     };
-    let principal = Principal {
-        tenant: tenant.clone(),
-        role: Role::Viewer,
-        token_id: "capacity-check".to_owned(),
-    };
+    let principal = Principal::internal(tenant, "sextant.capacity");
     let series = range
         .run(state, &principal)
         .await

@@ -13,7 +13,7 @@ use sextant_incidents::correlator::{
     CorrelatorConfig, Decision, Incident, IncidentCorrelator, InhibitRule, Rules, Signal, Silence,
 };
 use sextant_incidents::topology::ServiceMap;
-use sextant_model::{Role, TenantId};
+use sextant_model::TenantId;
 use sextant_store::meta::{AuditRecord, CorrelationCommit, IncidentRow, MetadataStore};
 use tokio::sync::{Mutex, Notify};
 
@@ -155,11 +155,7 @@ impl Correlation {
                 .as_ref()
                 .is_none_or(|(at, _)| at.elapsed() > MAP_TTL)
             {
-                let principal = Principal {
-                    tenant: tenant.clone(),
-                    role: Role::Viewer,
-                    token_id: "sextant.correlator".into(),
-                };
+                let principal = Principal::internal(tenant, "sextant.correlator");
                 let from = now - MAP_WINDOW_SECONDS * NANOS_PER_SECOND;
                 let map = match crate::api_topology::service_map(state, &principal, from, now).await
                 {

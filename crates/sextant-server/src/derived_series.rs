@@ -21,7 +21,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use sextant_incidents::topology::{ServiceMap, Traffic};
 use sextant_ingest::otlp::OtlpRequest;
-use sextant_model::{Role, TenantId};
+use sextant_model::TenantId;
 
 use crate::read_params::{NANOS_PER_SECOND, now_ns};
 use crate::{AppState, Principal};
@@ -117,11 +117,7 @@ async fn derive(
     from: i64,
     step: i64,
 ) -> Result<usize, String> {
-    let principal = Principal {
-        tenant: tenant.clone(),
-        role: Role::Viewer,
-        token_id: "sextant.derived_series".into(),
-    };
+    let principal = Principal::internal(tenant, "sextant.derived_series");
     let map = crate::api_topology::service_map(state, &principal, from, from + step)
         .await
         .map_err(|e| e.to_string())?;

@@ -12,6 +12,9 @@ pub enum ApiError {
     Forbidden(String),
     #[error("too many requests at once; retry later")]
     TooManyRequests,
+    /// This source address failed to authenticate too often lately.
+    #[error("too many failed authentications from this address; retry in {} s", .0.as_secs().max(1))]
+    AuthThrottled(Duration),
     #[error("sextant is starting (replaying its write-ahead log); retry shortly")]
     Starting,
     #[error("internal error")]
@@ -52,6 +55,7 @@ impl ApiError {
             ApiError::Unauthenticated(_) => "unauthenticated",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::TooManyRequests => "overloaded",
+            ApiError::AuthThrottled(_) => "auth_throttled",
             ApiError::Starting => "unavailable",
             ApiError::Internal => "internal",
             ApiError::Ingest(err) => err.code(),
@@ -74,7 +78,7 @@ impl ApiError {
             "timeout" => 504,
             "body_too_large" => 413,
             "unsupported_content_type" | "unsupported_encoding" => 415,
-            "rate_limited" | "overloaded" => 429,
+            "rate_limited" | "overloaded" | "auth_throttled" => 429,
             "unavailable" => 503,
             _ => 500,
         }
@@ -97,6 +101,7 @@ impl ApiError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             ApiError::TooManyRequests | ApiError::Starting => Some(Duration::from_secs(1)),
+            ApiError::AuthThrottled(wait) => Some(*wait),
             ApiError::Ingest(err) => err.retry_after(),
             _ => None,
         }

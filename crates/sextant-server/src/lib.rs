@@ -39,6 +39,7 @@ pub mod correlation;
 pub mod derived_series;
 mod error;
 mod health;
+pub mod listen;
 mod loki;
 mod ndjson;
 mod otlp_grpc;
@@ -51,6 +52,8 @@ mod rpc_status;
 pub mod runbooks;
 pub mod secrets;
 pub mod syslog;
+pub mod throttle;
+pub mod tls;
 mod ui;
 
 use std::collections::HashMap;
@@ -68,6 +71,9 @@ use sextant_store::{EventSource, TableSource};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use auth::{Authenticator, Principal};
+
+/// Failed authentications per source address and minute before the address is refused.
+pub const DEFAULT_MAX_FAILED_AUTHENTICATIONS: u32 = 30;
 pub use error::ApiError;
 
 /// What the server needs once storage is open: ingest, table snapshots, and the query engine.
@@ -94,6 +100,8 @@ pub struct AppState {
     /// What each tenant's remote_write traffic has taught (metadata, counter starts); each
     /// tenant's behind its own lock, so tenants convert in parallel.
     prom: Arc<parking_lot::Mutex<HashMap<TenantId, Arc<parking_lot::Mutex<PromState>>>>>,
+    /// Failed authentications per source address.
+    throttle: Arc<throttle::AuthThrottle>,
 }
 
 impl AppState {
@@ -112,7 +120,17 @@ impl AppState {
             request_slots: Arc::new(Semaphore::new(max_concurrent_requests)),
             metrics,
             prom: Arc::default(),
+            throttle: Arc::new(throttle::AuthThrottle::new(
+                DEFAULT_MAX_FAILED_AUTHENTICATIONS,
+            )),
         }
+    }
+
+    /// Refuse an address for the rest of the minute after this many failed authentications
+    /// (0: never).
+    pub fn with_max_failed_authentications(mut self, per_minute: u32) -> AppState {
+        self.throttle = Arc::new(throttle::AuthThrottle::new(per_minute));
+        self
     }
 
     /// Starts taking requests.
@@ -214,8 +232,9 @@ pub fn router(state: AppState, max_grpc_message_bytes: usize) -> Router {
             axum::routing::delete(api_rules::delete_inhibit_rule),
         )
         .with_state(state.clone())
-        .merge(otlp_grpc::router(state, max_grpc_message_bytes))
+        .merge(otlp_grpc::router(state.clone(), max_grpc_message_bytes))
         .fallback(health::not_found)
+        .layer(axum::middleware::from_fn_with_state(state, throttle::guard))
 }
 
 #[cfg(test)]

@@ -19,7 +19,8 @@ pub async fn push(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let principal = crate::alerts::ingest_principal(&state, &headers)?;
+    let principal =
+        crate::alerts::ingest_principal(&state, &headers, sextant_model::IngestKind::Logs)?;
     let pipeline = state.pipeline()?.clone();
     let max = pipeline.config().max_body_bytes;
     if body.len() > max {

@@ -122,7 +122,8 @@ pub async fn logs(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let principal = crate::alerts::ingest_principal(&state, &headers)?;
+    let principal =
+        crate::alerts::ingest_principal(&state, &headers, sextant_model::IngestKind::Logs)?;
     let pipeline = state.pipeline()?.clone();
     if body.len() > pipeline.config().max_body_bytes {
         return Err(ApiError::Ingest(sextant_ingest::Error::BodyTooLarge {

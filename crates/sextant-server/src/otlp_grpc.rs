@@ -83,7 +83,7 @@ impl OtlpGrpc {
         let result = async {
             let _slot = self.state.request_slot()?;
             let principal = self.state.auth.authenticate(text("authorization"))?;
-            authorize_ingest(&principal, text(TENANT_HEADER))?;
+            authorize_ingest(&principal, request.signal().into(), text(TENANT_HEADER))?;
             let pipeline = self.state.pipeline()?;
             Ok::<_, ApiError>(
                 pipeline

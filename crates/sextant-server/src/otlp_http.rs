@@ -73,7 +73,11 @@ async fn accept(
     let principal = state
         .auth
         .authenticate(header_str(headers, header::AUTHORIZATION))?;
-    authorize_ingest(&principal, header_str(headers, TENANT_HEADER))?;
+    authorize_ingest(
+        &principal,
+        signal.into(),
+        header_str(headers, TENANT_HEADER),
+    )?;
     let encoding = encoding?;
     let pipeline = state.pipeline()?;
     let limit = pipeline.config().max_body_bytes;

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use sextant_incidents::correlator::Incident;
 use sextant_incidents::rca::{CandidateSeries, LogSignal, RcaConfig, RcaInput, rank};
 use sextant_incidents::topology::ServiceMap;
-use sextant_model::{Role, Table, TenantId};
+use sextant_model::{Table, TenantId};
 
 use crate::correlation::Correlation;
 use crate::read_params::{
@@ -55,11 +55,7 @@ fn basis(incident: &Incident) -> Value {
 }
 
 fn principal(tenant: &TenantId) -> Principal {
-    Principal {
-        tenant: tenant.clone(),
-        role: Role::Viewer,
-        token_id: "sextant.rca".into(),
-    }
+    Principal::internal(tenant, "sextant.rca")
 }
 
 fn number(row: &serde_json::Map<String, Value>, key: &str) -> Option<f64> {

@@ -26,7 +26,8 @@ pub async fn write(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let principal = crate::alerts::ingest_principal(&state, &headers)?;
+    let principal =
+        crate::alerts::ingest_principal(&state, &headers, sextant_model::IngestKind::Metrics)?;
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())

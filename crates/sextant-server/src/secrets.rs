@@ -6,6 +6,7 @@
 //! shows `***` in their place.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -15,6 +16,7 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sextant_model::TenantId;
+use sextant_store::crypto::Keyring;
 
 use crate::auth::authorize_edit;
 use crate::read_params::format_time;
@@ -28,6 +30,8 @@ pub const MAX_SECRETS: usize = 1_000;
 /// Seals and opens secrets.
 pub struct SecretBox {
     cipher: XChaCha20Poly1305,
+    /// Encryption at rest: the tenants' data keys, used instead of `cipher`.
+    keyring: Option<Arc<Keyring>>,
 }
 
 impl std::fmt::Debug for SecretBox {
@@ -73,11 +77,27 @@ impl SecretBox {
         let key = key_file(path)?;
         Ok(SecretBox {
             cipher: XChaCha20Poly1305::new_from_slice(&key).expect("a 32-byte key"),
+            keyring: None,
         })
     }
 
-    /// Nonce (24 bytes) then ciphertext with its tag.
-    pub fn seal(&self, tenant: &TenantId, name: &str, value: &str) -> Vec<u8> {
+    /// With encryption at rest on: secrets are sealed with their tenant's data key (wrapped by
+    /// the master key), and no key file is read or made.
+    pub fn with_keyring(keyring: Arc<Keyring>) -> SecretBox {
+        let mut unused = [0u8; 32];
+        getrandom::fill(&mut unused).expect("the operating system's random source failed");
+        SecretBox {
+            cipher: XChaCha20Poly1305::new_from_slice(&unused).expect("a 32-byte key"),
+            keyring: Some(keyring),
+        }
+    }
+
+    /// Nonce (24 bytes) then ciphertext with its tag; under a keyring, its sealed form.
+    pub fn seal(&self, tenant: &TenantId, name: &str, value: &str) -> Result<Vec<u8>, ApiError> {
+        if let Some(keyring) = &self.keyring {
+            // A tenant's data key is made (and stored) on first use, which can fail.
+            return Ok(keyring.seal(tenant, &associated(tenant, name), value.as_bytes())?);
+        }
         let mut nonce = [0u8; 24];
         getrandom::fill(&mut nonce).expect("the operating system's random source failed");
         let aad = associated(tenant, name);
@@ -91,11 +111,17 @@ impl SecretBox {
                 },
             )
             .expect("sealing cannot fail");
-        [nonce.as_slice(), &sealed].concat()
+        Ok([nonce.as_slice(), &sealed].concat())
     }
 
     /// The value, or `None` when the sealed bytes were not made here for this tenant and name.
     pub fn unseal(&self, tenant: &TenantId, name: &str, sealed: &[u8]) -> Option<String> {
+        if let Some(keyring) = &self.keyring {
+            let plain = keyring
+                .open_sealed(tenant, &associated(tenant, name), sealed)
+                .ok()?;
+            return String::from_utf8(plain).ok();
+        }
         if sealed.len() < 24 {
             return None;
         }
@@ -176,11 +202,12 @@ pub async fn put(
             "the tenant has {MAX_SECRETS} secrets already"
         )));
     }
-    let sealed = state
-        .services()?
-        .runbooks
-        .secrets()
-        .seal(&principal.tenant, &name, &posted.value);
+    let sealed =
+        state
+            .services()?
+            .runbooks
+            .secrets()
+            .seal(&principal.tenant, &name, &posted.value)?;
     state.meta.put_secret(&principal.tenant, &name, &sealed)?;
     crate::audit::record(
         &state,
@@ -236,6 +263,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn under_a_keyring_secrets_use_the_tenant_data_key_and_no_key_file() {
+        use sextant_store::crypto::MasterKey;
+        use sextant_store::meta::{MetadataStore, SqliteMetadata};
+        let dir = tempfile::tempdir().unwrap();
+        let meta: Arc<dyn MetadataStore> =
+            Arc::new(SqliteMetadata::open(&dir.path().join("meta.db")).unwrap());
+        let master = MasterKey::from_hex(&"42".repeat(32)).unwrap();
+        let keyring = Arc::new(Keyring::open(&master, meta.clone()).unwrap());
+        let b = SecretBox::with_keyring(keyring);
+        let ops = TenantId::new("ops").unwrap();
+        let sealed = b.seal(&ops, "token", "s3cret").unwrap();
+        assert!(!sealed.windows(6).any(|w| w == b"s3cret"));
+        assert_eq!(b.unseal(&ops, "token", &sealed).as_deref(), Some("s3cret"));
+        assert_eq!(
+            b.unseal(&TenantId::new("x").unwrap(), "token", &sealed),
+            None
+        );
+        assert_eq!(b.unseal(&ops, "other", &sealed), None);
+        // Another server with the same master key and metadata opens it.
+        let again = SecretBox::with_keyring(Arc::new(Keyring::open(&master, meta).unwrap()));
+        assert_eq!(
+            again.unseal(&ops, "token", &sealed).as_deref(),
+            Some("s3cret")
+        );
+        assert!(!dir.path().join("secrets.key").exists());
+    }
+
+    #[test]
     fn sealed_values_open_only_for_their_tenant_and_name() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secrets.key");
@@ -244,7 +299,7 @@ mod tests {
             TenantId::new("ops").unwrap(),
             TenantId::new("other").unwrap(),
         );
-        let sealed = b.seal(&ops, "token", "s3cret");
+        let sealed = b.seal(&ops, "token", "s3cret").unwrap();
         assert!(!sealed.windows(6).any(|w| w == b"s3cret"));
         assert_eq!(b.unseal(&ops, "token", &sealed).as_deref(), Some("s3cret"));
         assert_eq!(b.unseal(&other, "token", &sealed), None);

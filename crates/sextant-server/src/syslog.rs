@@ -37,6 +37,7 @@ use tokio::sync::mpsc;
 
 use crate::AppState;
 use crate::read_params::now_ns;
+use crate::tls::{Tls, check_plaintext, client_certificate};
 
 /// Most messages in one batch.
 pub const BATCH_MESSAGES: usize = 1_000;
@@ -64,6 +65,10 @@ pub struct SyslogListener {
     /// Longest message taken, in bytes. Default 65,536.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
+    /// TCP with TLS (RFC 5425) using the `[tls]` certificate; with `tls.client_auth` set, a
+    /// sender must show a client certificate. Default false.
+    #[serde(default)]
+    pub tls: bool,
 }
 
 fn default_max_message_bytes() -> usize {
@@ -109,10 +114,30 @@ struct Received {
 pub async fn start(
     state: AppState,
     listeners: &[SyslogListener],
+    tls: Option<Arc<Tls>>,
+    insecure_listen: bool,
 ) -> Result<Vec<(&'static str, SocketAddr, TenantId)>, String> {
     let mut bound = Vec::new();
     for listener in listeners {
         let (tenant, udp, tcp) = listener.validate()?;
+        let tls = match (listener.tls, &tls) {
+            (true, Some(tls)) => Some(tls.clone()),
+            (true, None) => {
+                return Err(format!(
+                    "syslog listener of tenant `{tenant}` asks for TLS but there is no `[tls]` section"
+                ));
+            }
+            (false, _) => None,
+        };
+        if listener.tls && tcp.is_none() {
+            return Err(format!(
+                "syslog listener of tenant `{tenant}`: `tls` needs a `tcp` address"
+            ));
+        }
+        for addr in udp.iter().chain(tcp.iter().filter(|_| tls.is_none())) {
+            check_plaintext("a syslog listener", *addr, insecure_listen)
+                .map_err(|e| e.to_string())?;
+        }
         let (tx, rx) = mpsc::channel::<Received>(QUEUE);
         if let Some(addr) = udp {
             let socket = tokio::net::UdpSocket::bind(addr)
@@ -131,7 +156,12 @@ pub async fn start(
                 .await
                 .map_err(|e| format!("cannot listen for syslog on tcp {addr}: {e}"))?;
             bound.push(("tcp", socket.local_addr().unwrap_or(addr), tenant.clone()));
-            tokio::spawn(accept_tcp(socket, tx.clone(), listener.max_message_bytes));
+            tokio::spawn(accept_tcp(
+                socket,
+                tx.clone(),
+                listener.max_message_bytes,
+                tls,
+            ));
         }
         drop(tx);
         tokio::spawn(ingest(state.clone(), tenant, rx));
@@ -162,7 +192,12 @@ async fn receive_udp(
     }
 }
 
-async fn accept_tcp(listener: tokio::net::TcpListener, tx: mpsc::Sender<Received>, max: usize) {
+async fn accept_tcp(
+    listener: tokio::net::TcpListener,
+    tx: mpsc::Sender<Received>,
+    max: usize,
+    tls: Option<Arc<Tls>>,
+) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
@@ -174,15 +209,35 @@ async fn accept_tcp(listener: tokio::net::TcpListener, tx: mpsc::Sender<Received
             continue;
         };
         let tx = tx.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            read_tcp(stream, peer, tx, max).await;
+            match tls {
+                None => read_tcp(stream, peer, tx, max).await,
+                Some(tls) => {
+                    let accept = tls.acceptor().accept(stream);
+                    match tokio::time::timeout(Duration::from_secs(10), accept).await {
+                        Ok(Ok(stream)) => {
+                            let shown = client_certificate(stream.get_ref().1).is_some();
+                            if tls.ingest_needs_client_certificate() && !shown {
+                                tracing::warn!(%peer, "syslog TLS connection without a client certificate refused");
+                            } else {
+                                read_tcp(stream, peer, tx, max).await;
+                            }
+                        }
+                        Ok(Err(err)) => {
+                            tracing::warn!(%peer, error = %err, "syslog TLS handshake failed")
+                        }
+                        Err(_) => tracing::warn!(%peer, "syslog TLS handshake timed out"),
+                    }
+                }
+            }
             drop(slot);
         });
     }
 }
 
-async fn read_tcp(
-    mut stream: tokio::net::TcpStream,
+async fn read_tcp<S: tokio::io::AsyncRead + Unpin>(
+    mut stream: S,
     peer: SocketAddr,
     tx: mpsc::Sender<Received>,
     max: usize,
@@ -365,6 +420,7 @@ mod tests {
             udp: udp.map(Into::into),
             tcp: tcp.map(Into::into),
             max_message_bytes: max,
+            tls: false,
         }
     }
 

@@ -38,6 +38,9 @@ pub enum Error {
     Decode(String),
     #[error("segment storage error: {0}")]
     ObjectStore(String),
+    /// Encryption at rest: a wrong or missing key, or data that does not decrypt.
+    #[error("encryption: {0}")]
+    Crypto(String),
     /// The storage in use cannot do this (for example, erasure on a read-only source).
     #[error("not supported by this storage: {0}")]
     Unsupported(&'static str),
@@ -54,6 +57,7 @@ impl Error {
             Error::Metadata(_) => "metadata",
             Error::TokenNotFound { .. } | Error::NotFound(_) => "not_found",
             Error::Unsupported(_) => "unsupported",
+            Error::Crypto(_) => "encryption",
         }
     }
 

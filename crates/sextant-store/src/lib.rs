@@ -26,7 +26,9 @@
 //! # Ok(()) }
 //! ```
 
+pub mod crypto;
 mod detectors;
+pub mod encrypted_store;
 mod error;
 mod event_source;
 mod maintenance;

@@ -2,7 +2,10 @@
 //! detector states and feedback of the analytics. SQLite in the embedded mode.
 //!
 //! A token is shown once, when it is created; only its SHA-256 hash is stored. Tokens are
-//! random 192-bit secrets, so a plain hash is enough (no password stretching needed).
+//! random 192-bit secrets, so a plain hash is enough (no password stretching needed). A token
+//! reads `sxt_<id>_<secret>`: it is found by its public id and its hash compared in constant
+//! time, so how long a refusal takes says nothing about how close a guess was. (Tokens from
+//! before ids were part of them are found by their hash.)
 
 mod audit;
 mod events;
@@ -15,7 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
-use sextant_model::{Event, Role, Table, TenantId};
+use sextant_model::{Event, Role, Scope, Table, TenantId};
 use sha2::{Digest, Sha256};
 
 use crate::{Error, Result, SegmentFile};
@@ -39,7 +42,23 @@ pub struct TokenInfo {
     pub revoked_at: Option<i64>,
     /// Seconds since the Unix epoch after which the token is refused; `None`: never.
     pub expires_at: Option<i64>,
+    /// What the token is narrowed to within its role; `None`: all its role allows.
+    pub scopes: Option<Vec<Scope>>,
+    /// Seconds since the Unix epoch of the last request it authenticated (to the minute).
+    pub last_used_at: Option<i64>,
 }
+
+/// How a new token is narrowed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TokenOptions {
+    /// Unix seconds after which it is refused; `None`: never.
+    pub expires_at: Option<i64>,
+    /// `None`: all its role allows.
+    pub scopes: Option<Vec<Scope>>,
+}
+
+/// Last-used times are written at most this often per token (seconds).
+pub const LAST_USED_RESOLUTION: i64 = 60;
 
 /// A token just created: the secret is shown to the caller once and never stored.
 #[derive(Clone, Debug)]
@@ -55,15 +74,17 @@ pub type DetectorState<'a> = (&'a TenantId, &'a str, &'a [u8]);
 pub trait MetadataStore: Send + Sync {
     /// Creates a token for `tenant` (creating the tenant if new) that never expires.
     fn create_token(&self, tenant: &TenantId, role: Role) -> Result<NewToken> {
-        self.create_expiring_token(tenant, role, None)
+        self.create_token_with(tenant, role, &TokenOptions::default())
     }
-    /// Creates a token refused after `expires_at` (Unix seconds), if given.
-    fn create_expiring_token(
+    /// Creates a token, perhaps expiring, perhaps narrowed to some scopes.
+    fn create_token_with(
         &self,
         tenant: &TenantId,
         role: Role,
-        expires_at: Option<i64>,
+        options: &TokenOptions,
     ) -> Result<NewToken>;
+    /// Records that a token authenticated a request at `at` (Unix seconds).
+    fn touch_token(&self, id: &str, at: i64) -> Result<()>;
     /// All tokens, revoked ones included, oldest first.
     fn list_tokens(&self) -> Result<Vec<TokenInfo>>;
     /// Revokes a token by id; revoking twice keeps the first time.
@@ -72,6 +93,17 @@ pub trait MetadataStore: Send + Sync {
     fn find_token(&self, secret: &str) -> Result<Option<TokenInfo>>;
     /// Every tenant that has ever had a token.
     fn tenants(&self) -> Result<Vec<TenantId>>;
+
+    /// The master key check of an encrypted data directory (`None`: never encrypted).
+    fn key_check(&self) -> Result<Option<Vec<u8>>>;
+    /// Records the master key check (the first time encryption is on).
+    fn set_key_check(&self, check: &[u8]) -> Result<()>;
+    /// Every wrapped data key: (tenant, key id, wrapped key).
+    fn data_keys(&self) -> Result<Vec<(TenantId, u32, Vec<u8>)>>;
+    /// Stores a tenant's new wrapped data key.
+    fn put_data_key(&self, tenant: &TenantId, id: u32, wrapped: &[u8]) -> Result<()>;
+    /// Replaces every wrapped data key and the check in one transaction (key rotation).
+    fn replace_data_keys(&self, keys: &[(TenantId, u32, Vec<u8>)], check: &[u8]) -> Result<()>;
 
     /// Every segment file the catalog knows, oldest first.
     fn segments(&self) -> Result<Vec<CatalogEntry>>;
@@ -211,7 +243,9 @@ CREATE TABLE IF NOT EXISTS tokens (
     role       TEXT NOT NULL,
     created_at INTEGER NOT NULL,
     revoked_at INTEGER,
-    expires_at INTEGER
+    expires_at INTEGER,
+    scopes     TEXT,
+    last_used_at INTEGER
 );
 CREATE TABLE IF NOT EXISTS segments (
     path       TEXT PRIMARY KEY,
@@ -230,6 +264,17 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 CREATE TABLE IF NOT EXISTS template_miners (
     tenant     TEXT PRIMARY KEY,
     state      BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS encryption (
+    name  TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS data_keys (
+    tenant     TEXT NOT NULL,
+    key_id     INTEGER NOT NULL,
+    wrapped    BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant, key_id)
 );
 CREATE TABLE IF NOT EXISTS erasures (
     tenant     TEXT PRIMARY KEY,
@@ -285,13 +330,19 @@ impl SqliteMetadata {
     }
 }
 
-/// Data directories from before token expiry get the column.
+/// Data directories from before token expiry, scopes or last-used times get the columns.
 fn migrate_tokens(connection: &Connection) -> Result<()> {
-    let has_expiry = connection
-        .prepare("SELECT 1 FROM pragma_table_info('tokens') WHERE name = 'expires_at'")?
-        .exists([])?;
-    if !has_expiry {
-        connection.execute_batch("ALTER TABLE tokens ADD COLUMN expires_at INTEGER")?;
+    for (column, kind) in [
+        ("expires_at", "INTEGER"),
+        ("scopes", "TEXT"),
+        ("last_used_at", "INTEGER"),
+    ] {
+        let present = connection
+            .prepare("SELECT 1 FROM pragma_table_info('tokens') WHERE name = ?1")?
+            .exists([column])?;
+        if !present {
+            connection.execute_batch(&format!("ALTER TABLE tokens ADD COLUMN {column} {kind}"))?;
+        }
     }
     Ok(())
 }
@@ -332,27 +383,50 @@ fn token_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TokenInfo> {
         created_at: row.get(3)?,
         revoked_at: row.get(4)?,
         expires_at: row.get(5)?,
+        scopes: row
+            .get::<_, Option<String>>(6)?
+            .map(|text| Scope::parse_list(&text).map_err(|e| bad(6, e.to_string())))
+            .transpose()?,
+        last_used_at: row.get(7)?,
     })
 }
 
-const TOKEN_COLUMNS: &str = "id, tenant, role, created_at, revoked_at, expires_at";
+const TOKEN_COLUMNS: &str =
+    "id, tenant, role, created_at, revoked_at, expires_at, scopes, last_used_at";
+
+/// The id inside a token of the `sxt_<id>_<secret>` form.
+fn token_id_of(secret: &str) -> Option<&str> {
+    let rest = secret.strip_prefix(TOKEN_PREFIX)?;
+    let (id, _) = rest.split_once('_')?;
+    (id.len() == 12 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+}
 
 impl MetadataStore for SqliteMetadata {
-    fn create_expiring_token(
+    fn create_token_with(
         &self,
         tenant: &TenantId,
         role: Role,
-        expires_at: Option<i64>,
+        options: &TokenOptions,
     ) -> Result<NewToken> {
-        let secret = format!("{TOKEN_PREFIX}{}", random_hex(24));
+        let id = random_hex(6);
+        let secret = format!("{TOKEN_PREFIX}{id}_{}", random_hex(24));
         let info = TokenInfo {
-            id: random_hex(6),
+            id,
             tenant: tenant.clone(),
             role,
             created_at: now(),
             revoked_at: None,
-            expires_at,
+            expires_at: options.expires_at,
+            scopes: options.scopes.clone(),
+            last_used_at: None,
         };
+        let scopes = info.scopes.as_ref().map(|scopes| {
+            scopes
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        });
         let mut connection = self.connection.lock();
         let tx = connection.transaction()?;
         tx.execute(
@@ -360,15 +434,16 @@ impl MetadataStore for SqliteMetadata {
             params![tenant.as_str(), info.created_at],
         )?;
         tx.execute(
-            "INSERT INTO tokens (id, hash, tenant, role, created_at, expires_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO tokens (id, hash, tenant, role, created_at, expires_at, scopes) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 info.id,
                 hash_token(&secret),
                 tenant.as_str(),
                 role.as_str(),
                 info.created_at,
-                info.expires_at
+                info.expires_at,
+                scopes
             ],
         )?;
         tx.commit()?;
@@ -401,14 +476,101 @@ impl MetadataStore for SqliteMetadata {
     }
 
     fn find_token(&self, secret: &str) -> Result<Option<TokenInfo>> {
+        use subtle::ConstantTimeEq;
+        let hash = hash_token(secret);
         let connection = self.connection.lock();
-        Ok(connection
+        let found = match token_id_of(secret) {
+            Some(id) => connection
+                .query_row(
+                    &format!("SELECT {TOKEN_COLUMNS}, hash FROM tokens WHERE id = ?1"),
+                    [id],
+                    |row| Ok((token_from_row(row)?, row.get::<_, String>(8)?)),
+                )
+                .optional()?,
+            None => connection
+                .query_row(
+                    &format!("SELECT {TOKEN_COLUMNS}, hash FROM tokens WHERE hash = ?1"),
+                    [&hash],
+                    |row| Ok((token_from_row(row)?, row.get::<_, String>(8)?)),
+                )
+                .optional()?,
+        };
+        Ok(found.and_then(|(info, stored)| {
+            bool::from(stored.as_bytes().ct_eq(hash.as_bytes())).then_some(info)
+        }))
+    }
+
+    fn key_check(&self) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .connection
+            .lock()
             .query_row(
-                &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?1"),
-                [hash_token(secret)],
-                token_from_row,
+                "SELECT value FROM encryption WHERE name = 'check'",
+                [],
+                |row| row.get(0),
             )
             .optional()?)
+    }
+
+    fn set_key_check(&self, check: &[u8]) -> Result<()> {
+        self.connection.lock().execute(
+            "INSERT INTO encryption (name, value) VALUES ('check', ?1)",
+            [check],
+        )?;
+        Ok(())
+    }
+
+    fn data_keys(&self) -> Result<Vec<(TenantId, u32, Vec<u8>)>> {
+        let connection = self.connection.lock();
+        let mut statement = connection
+            .prepare("SELECT tenant, key_id, wrapped FROM data_keys ORDER BY tenant, key_id")?;
+        let rows = statement.query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, u32>(1)?,
+                row.get::<_, Vec<u8>>(2)?,
+            ))
+        })?;
+        let mut keys = Vec::new();
+        for row in rows {
+            let (tenant, id, wrapped) = row?;
+            let tenant = TenantId::new(&tenant).map_err(|e| Error::Decode(e.to_string()))?;
+            keys.push((tenant, id, wrapped));
+        }
+        Ok(keys)
+    }
+
+    fn put_data_key(&self, tenant: &TenantId, id: u32, wrapped: &[u8]) -> Result<()> {
+        self.connection.lock().execute(
+            "INSERT INTO data_keys (tenant, key_id, wrapped, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![tenant.as_str(), id, wrapped, now()],
+        )?;
+        Ok(())
+    }
+
+    fn replace_data_keys(&self, keys: &[(TenantId, u32, Vec<u8>)], check: &[u8]) -> Result<()> {
+        let mut connection = self.connection.lock();
+        let tx = connection.transaction()?;
+        for (tenant, id, wrapped) in keys {
+            tx.execute(
+                "UPDATE data_keys SET wrapped = ?3 WHERE tenant = ?1 AND key_id = ?2",
+                params![tenant.as_str(), id, wrapped],
+            )?;
+        }
+        tx.execute(
+            "UPDATE encryption SET value = ?1 WHERE name = 'check'",
+            [check],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn touch_token(&self, id: &str, at: i64) -> Result<()> {
+        self.connection.lock().execute(
+            "UPDATE tokens SET last_used_at = ?2 WHERE id = ?1",
+            params![id, at],
+        )?;
+        Ok(())
     }
 
     fn tenants(&self) -> Result<Vec<TenantId>> {
@@ -728,31 +890,50 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_data_directory_from_before_token_expiry_gains_the_column() {
+    fn a_data_directory_from_before_token_expiry_gains_the_columns() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("meta.db");
+        let legacy = "sxt_0123456789abcdef0123456789abcdef0123456789abcdef";
         {
             let old = Connection::open(&path).unwrap();
-            old.execute_batch(
+            old.execute_batch(&format!(
                 "CREATE TABLE tenants (name TEXT PRIMARY KEY, created_at INTEGER NOT NULL);
                  CREATE TABLE tokens (id TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE,
                    tenant TEXT NOT NULL REFERENCES tenants(name), role TEXT NOT NULL,
                    created_at INTEGER NOT NULL, revoked_at INTEGER);
                  INSERT INTO tenants VALUES ('acme', 1);
-                 INSERT INTO tokens VALUES ('old1', 'h', 'acme', 'viewer', 1, NULL);",
-            )
+                 INSERT INTO tokens VALUES ('old1', '{}', 'acme', 'viewer', 1, NULL);",
+                hash_token(legacy)
+            ))
             .unwrap();
         }
         let meta = SqliteMetadata::open(&path).unwrap();
         let tenant = TenantId::new("acme").unwrap();
         let new = meta
-            .create_expiring_token(&tenant, Role::Ingest, Some(2_000_000_000))
+            .create_token_with(
+                &tenant,
+                Role::Ingest,
+                &TokenOptions {
+                    expires_at: Some(2_000_000_000),
+                    scopes: Some(vec![Scope::Read]),
+                },
+            )
             .unwrap();
         let found = meta.find_token(&new.secret).unwrap().unwrap();
         assert_eq!(found.expires_at, Some(2_000_000_000));
+        assert_eq!(found.scopes, Some(vec![Scope::Read]));
+        assert!(new.secret.starts_with(&format!("sxt_{}_", found.id)));
+        // The right id with a wrong secret finds nothing.
+        let wrong = format!("sxt_{}_{}", found.id, "0".repeat(48));
+        assert_eq!(meta.find_token(&wrong).unwrap(), None);
+        // A token from before ids were part of tokens is still found, by its hash.
+        assert_eq!(meta.find_token(legacy).unwrap().unwrap().id, "old1");
+        meta.touch_token(&found.id, 1_900_000_000).unwrap();
         let tokens = meta.list_tokens().unwrap();
         assert_eq!(tokens[0].id, "old1");
         assert_eq!(tokens[0].expires_at, None);
+        assert_eq!(tokens[0].scopes, None);
+        assert_eq!(tokens[1].last_used_at, Some(1_900_000_000));
         drop(meta);
         // Opening again finds the column and changes nothing.
         assert_eq!(

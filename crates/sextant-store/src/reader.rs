@@ -44,6 +44,12 @@ impl TelemetryReader {
     /// Every row of a tenant's table: segment files first, then the log's unflushed records.
     pub fn batches(&self, tenant: &TenantId, table: Table) -> Result<Vec<RecordBatch>> {
         let meta = SqliteMetadata::open(&metadata_path(&self.data_dir))?;
+        if meta.key_check()?.is_some() {
+            return Err(Error::Crypto(format!(
+                "`{}` is encrypted; the reader reads unencrypted data directories only",
+                self.data_dir.display()
+            )));
+        }
         let checkpoint = meta.checkpoint()?;
         // Records of an erased tenant up to its marker are not the tenant's data any more.
         let erased_through = meta.erasures()?.get(tenant).copied().unwrap_or(0);

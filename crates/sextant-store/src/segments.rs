@@ -56,6 +56,19 @@ impl SegmentStore {
         })
     }
 
+    /// The same folder, every file sealed with its tenant's data key when `keyring` is given.
+    pub fn with_keyring(self, keyring: Option<Arc<crate::crypto::Keyring>>) -> SegmentStore {
+        match keyring {
+            None => self,
+            Some(keyring) => SegmentStore {
+                store: Arc::new(crate::encrypted_store::EncryptedStore::new(
+                    self.store, keyring,
+                )),
+                local_root: self.local_root,
+            },
+        }
+    }
+
     /// Writes one tenant's table rows as segment files, one per hour of `time`. `name` makes
     /// the file names unique (the caller passes the flush's checkpoint and a counter).
     pub async fn write(

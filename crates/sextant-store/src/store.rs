@@ -31,6 +31,7 @@ use sextant_analytics::anomaly::Feedback;
 use sextant_analytics::patterns::{MinerConfig, MinerState};
 use sextant_model::{Event, Signal, Table, TenantId};
 
+use crate::crypto::{Keyring, open_value, seal_value};
 use crate::detectors::{DetectorSettings, Findings, SavedStates, SeriesDetectors};
 use crate::maintenance::{expired_files, plan_compactions};
 use crate::meta::{CatalogEntry, EventFilter, FeedbackRecord, MetadataStore};
@@ -76,6 +77,8 @@ pub struct StoreConfig {
     pub patterns: MinerConfig,
     /// The anomaly detectors watching every metric series and log pattern rate.
     pub detectors: DetectorSettings,
+    /// Encryption at rest, when on: the tenants' data keys. Default none.
+    pub keyring: Option<Arc<Keyring>>,
 }
 
 impl StoreConfig {
@@ -96,6 +99,7 @@ impl StoreConfig {
             delete_grace: Duration::from_secs(300),
             patterns: MinerConfig::default(),
             detectors: DetectorSettings::default(),
+            keyring: None,
         }
     }
 
@@ -191,8 +195,82 @@ impl std::fmt::Debug for TelemetryStore {
     }
 }
 
-fn rows_of(record: &WalRecord) -> Option<RecordBatch> {
-    match batch_from_payload(&record.tenant, record.signal, &record.payload) {
+/// What a write-ahead log payload of `signal` is called where it is sealed.
+fn wal_what(signal: Signal) -> &'static str {
+    match signal {
+        Signal::Logs => "wal logs",
+        Signal::Metrics => "wal metrics",
+        Signal::Traces => "wal traces",
+    }
+}
+
+/// Saved detector states name their series; sealed, the name rides inside the state.
+fn seal_detector_states(
+    keyring: Option<&Keyring>,
+    states: &SavedStates,
+) -> Result<Vec<(TenantId, String, Vec<u8>)>> {
+    let Some(keyring) = keyring else {
+        return Ok(Vec::new());
+    };
+    states
+        .views()
+        .into_iter()
+        .map(|(tenant, key, state)| {
+            let mut plain = Vec::with_capacity(4 + key.len() + state.len());
+            plain.extend_from_slice(&(key.len() as u32).to_le_bytes());
+            plain.extend_from_slice(key.as_bytes());
+            plain.extend_from_slice(state);
+            Ok((
+                tenant.clone(),
+                keyring.hidden_name(tenant, key)?,
+                seal_value(Some(keyring), tenant, "detector state", &plain)?,
+            ))
+        })
+        .collect()
+}
+
+fn open_detector_states(
+    keyring: Option<&Keyring>,
+    saved: Vec<(TenantId, String, Vec<u8>)>,
+) -> Result<Vec<(TenantId, String, Vec<u8>)>> {
+    saved
+        .into_iter()
+        .map(|(tenant, key, state)| {
+            if !key.starts_with("sealed:") {
+                return Ok((tenant, key, state));
+            }
+            let plain = open_value(keyring, &tenant, "detector state", &state)?;
+            let bad = || Error::Crypto(format!("a detector state of `{tenant}` is malformed"));
+            let len = plain
+                .get(..4)
+                .map(|b| u32::from_le_bytes(b.try_into().unwrap()) as usize)
+                .ok_or_else(bad)?;
+            let name = plain
+                .get(4..4 + len)
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .ok_or_else(bad)?
+                .to_owned();
+            Ok((tenant, name, plain[4 + len..].to_vec()))
+        })
+        .collect()
+}
+
+fn rows_of(keyring: Option<&Keyring>, record: &WalRecord) -> Option<RecordBatch> {
+    let payload = match open_value(
+        keyring,
+        &record.tenant,
+        wal_what(record.signal),
+        &record.payload,
+    ) {
+        Ok(payload) => payload,
+        Err(err) => {
+            // A record that does not open is not skipped quietly: it is data, and the key or
+            // the file is wrong. The store refuses to start (see `open`).
+            tracing::error!(seq = record.seq, error = %err, "write-ahead log record does not decrypt");
+            return None;
+        }
+    };
+    match batch_from_payload(&record.tenant, record.signal, &payload) {
         Ok(rows) => Some(rows),
         Err(err) => {
             // Only a payload that was checked at ingest gets here; failing now is a bug.
@@ -209,7 +287,9 @@ impl TelemetryStore {
         config: StoreConfig,
         meta: Arc<dyn MetadataStore>,
     ) -> Result<(TelemetryStore, ReplayReport)> {
-        let segments = SegmentStore::local(&segments_dir(&config.data_dir))?;
+        let segments = SegmentStore::local(&segments_dir(&config.data_dir))?
+            .with_keyring(config.keyring.clone());
+        let keyring = config.keyring.clone();
         let checkpoint = meta.checkpoint()?;
         let mut visible = Visible {
             applied_seq: checkpoint,
@@ -217,10 +297,18 @@ impl TelemetryStore {
         };
         let catalog = meta.segments()?;
         let erasures = meta.erasures()?;
-        let templates = TemplateMiners::restore(config.patterns.clone(), meta.miner_states()?)?;
+        let miner_states = meta
+            .miner_states()?
+            .into_iter()
+            .map(|(tenant, state)| {
+                let state = open_value(keyring.as_deref(), &tenant, "template miner", &state)?;
+                Ok((tenant, state))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let templates = TemplateMiners::restore(config.patterns.clone(), miner_states)?;
         let detectors = SeriesDetectors::restore(
             config.detectors.clone(),
-            meta.detector_states()?,
+            open_detector_states(keyring.as_deref(), meta.detector_states()?)?,
             meta.sensitivities()?,
         )?;
         let known: HashSet<&str> = catalog.iter().map(|e| e.file.path.as_str()).collect();
@@ -260,8 +348,9 @@ impl TelemetryStore {
             closing: std::sync::atomic::AtomicBool::new(false),
         });
         let hook_shared = shared.clone();
+        let hook_keyring = keyring.clone();
         let hook: CommitHook = Box::new(move |record, rows| {
-            let rows = rows.or_else(|| rows_of(record));
+            let rows = rows.or_else(|| rows_of(hook_keyring.as_deref(), record));
             let (over, findings) = {
                 let mut templates = hook_shared.templates.lock();
                 let rows = rows.map(|rows| templates.label(&record.tenant, rows));
@@ -294,10 +383,18 @@ impl TelemetryStore {
                 let erased = erasures
                     .get(&record.tenant)
                     .is_some_and(|&up_to| record.seq <= up_to);
-                if record.seq > checkpoint
-                    && !erased
-                    && let Some(rows) = rows_of(&record)
-                {
+                if record.seq <= checkpoint || erased {
+                    return Ok(());
+                }
+                // A record that does not decrypt stops the start: the key is wrong or the log
+                // was changed, and going on would lose it silently.
+                open_value(
+                    keyring.as_deref(),
+                    &record.tenant,
+                    wal_what(record.signal),
+                    &record.payload,
+                )?;
+                if let Some(rows) = rows_of(keyring.as_deref(), &record) {
                     let findings = {
                         let mut templates = replay_shared.templates.lock();
                         let rows = templates.label(&record.tenant, rows);
@@ -343,6 +440,15 @@ impl TelemetryStore {
             self.shared.request_flush();
             return Err(Error::Overloaded);
         }
+        let payload = match &self.shared.config.keyring {
+            Some(keyring) => Bytes::from(seal_value(
+                Some(keyring),
+                &tenant,
+                wal_what(signal),
+                &payload,
+            )?),
+            None => payload,
+        };
         self.wal.append_with_rows(tenant, signal, payload, rows)
     }
 
@@ -753,12 +859,25 @@ impl Shared {
         if added.is_empty() && detectors.is_empty() && checkpoint <= self.meta.checkpoint()? {
             return Ok(None);
         }
+        let keyring = self.config.keyring.as_deref();
         let states: Vec<(TenantId, Vec<u8>)> = miners
             .iter()
-            .map(|(tenant, state)| (tenant.clone(), encode_state(state)))
-            .collect();
+            .map(|(tenant, state)| {
+                let sealed = seal_value(keyring, tenant, "template miner", &encode_state(state))?;
+                Ok((tenant.clone(), sealed))
+            })
+            .collect::<Result<_>>()?;
+        let sealed_detectors = seal_detector_states(keyring, detectors)?;
+        let detector_views = if keyring.is_some() {
+            sealed_detectors
+                .iter()
+                .map(|(tenant, key, state)| (tenant, key.as_str(), state.as_slice()))
+                .collect()
+        } else {
+            detectors.views()
+        };
         self.meta
-            .commit_flush(&added, checkpoint, &states, &detectors.views())?;
+            .commit_flush(&added, checkpoint, &states, &detector_views)?;
         Ok(Some(added))
     }
 

@@ -14,6 +14,7 @@ use sextant_model::TenantId;
 use sextant_query::QueryLimits;
 use sextant_server::capacity::CapacityRule;
 use sextant_server::syslog::SyslogListener;
+use sextant_server::tls::TlsSettings;
 use sextant_store::wal::WalConfig;
 use sextant_store::{DetectorSettings, StoreConfig};
 
@@ -46,6 +47,42 @@ pub struct SextantConfig {
     pub rca: RcaSettings,
     /// `[[syslog]]` listeners, each with its tenant. None by default.
     pub syslog: Vec<SyslogListener>,
+    /// The `[tls]` section: certificate, key and client CA of every TCP listener. Without it
+    /// Sextant listens in plain text, on loopback only unless `insecure_listen` is set.
+    pub tls: Option<TlsSettings>,
+    /// Allow listening without TLS on a non-loopback address (`--insecure-listen`). Default
+    /// false.
+    pub insecure_listen: bool,
+    /// The `[auth]` section.
+    pub auth: AuthSettings,
+    /// The `[encryption]` section: encryption at rest.
+    pub encryption: EncryptionSettings,
+}
+
+/// The `[encryption]` section. Encryption at rest is on when a master key is given, here or in
+/// the `SEXTANT_MASTER_KEY` environment variable (64 hex digits; `sextant keys generate`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EncryptionSettings {
+    /// File holding the master key (64 hex digits). Keep it outside the data directory.
+    pub master_key_file: Option<PathBuf>,
+}
+
+/// The `[auth]` section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// A source address is refused for the rest of the minute after this many failed
+    /// authentications in it (0: never). Default 30.
+    pub max_failed_per_minute: u32,
+}
+
+impl Default for AuthSettings {
+    fn default() -> AuthSettings {
+        AuthSettings {
+            max_failed_per_minute: sextant_server::DEFAULT_MAX_FAILED_AUTHENTICATIONS,
+        }
+    }
 }
 
 /// The `[rca]` section.
@@ -182,6 +219,10 @@ impl Default for SextantConfig {
             topology: TopologySettings::default(),
             rca: RcaSettings::default(),
             syslog: Vec::new(),
+            tls: None,
+            insecure_listen: false,
+            auth: AuthSettings::default(),
+            encryption: EncryptionSettings::default(),
         }
     }
 }

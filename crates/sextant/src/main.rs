@@ -1,5 +1,5 @@
 //! The `sextant` binary: `serve` runs the engine, `demo` runs it with a simulated shop, `query`
-//! asks it SQL, `tokens` manages who may talk to it; `patterns`, `detect` and `forecast` run the
+//! asks it SQL, `tokens` manages who may talk to it, `keys` its master key; `patterns`, `detect` and `forecast` run the
 //! analytics offline and `eval` scores them on public benchmarks; `rca` ranks root causes
 //! offline.
 
@@ -8,6 +8,7 @@ mod demo;
 mod detect;
 mod eval;
 mod eval_series;
+mod keys;
 mod patterns;
 mod query;
 mod rca;
@@ -38,6 +39,9 @@ enum Command {
     /// Create, list and revoke API tokens.
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
+    /// Make and rotate the master key of encryption at rest.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Mine log templates offline.
     #[command(subcommand)]
     Patterns(patterns::PatternsCommand),
@@ -67,6 +71,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Query(args) => query::run(args),
         Command::Tokens(command) => tokens::run(command),
+        Command::Keys(command) => keys::run(command),
         Command::Patterns(command) => patterns::run(command),
         Command::Detect(args) => detect::detect(args),
         Command::Forecast(args) => detect::forecast_csv(args),

@@ -28,6 +28,10 @@ pub struct ServeArgs {
     /// Address for HTTP and gRPC [default: 127.0.0.1:7300].
     #[arg(long, env = "SEXTANT_LISTEN")]
     listen: Option<String>,
+    /// Allow listening without TLS on an address other than loopback (tokens and telemetry
+    /// then cross the network in the clear).
+    #[arg(long, env = "SEXTANT_INSECURE_LISTEN")]
+    insecure_listen: bool,
 }
 
 impl ServeArgs {
@@ -43,6 +47,7 @@ impl ServeArgs {
         if let Some(listen) = self.listen {
             config.listen = listen;
         }
+        config.insecure_listen |= self.insecure_listen;
         config.validate()?;
         Ok(config)
     }
@@ -87,10 +92,21 @@ pub async fn serve(
         data_dir: config.data_dir.clone(),
     })?;
     bootstrap_token(meta.as_ref(), &config)?;
+    audit_retention(meta.as_ref(), &config)?;
     let meta: Arc<dyn MetadataStore> = meta;
+    let keyring = open_keyring(&config, meta.clone())?;
     let meta_for_correlation = meta.clone();
 
     let addr = config.listen_addr()?;
+    let tls = config
+        .tls
+        .clone()
+        .map(sextant_server::tls::Tls::load)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    if tls.is_none() {
+        sextant_server::tls::check_plaintext("sextant", addr, config.insecure_listen)?;
+    }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -99,20 +115,30 @@ pub async fn serve(
         meta.clone(),
         config.ingest.max_concurrent_requests,
         Some(metrics.clone()),
-    );
+    )
+    .with_max_failed_authentications(config.auth.max_failed_per_minute);
     let app = sextant_server::router(state.clone(), config.ingest.max_body_bytes);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut server_stop = stop_rx.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = server_stop.wait_for(|stop| *stop).await;
-            })
-            .await
-    });
-    let syslog = sextant_server::syslog::start(state.clone(), &config.syslog)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let server = tokio::spawn(sextant_server::listen::serve(
+        listener,
+        app,
+        tls.clone(),
+        async move {
+            let _ = server_stop.wait_for(|stop| *stop).await;
+        },
+    ));
+    if let Some(tls) = &tls {
+        tokio::spawn(tls.clone().watch());
+    }
+    let syslog = sextant_server::syslog::start(
+        state.clone(),
+        &config.syslog,
+        tls.clone(),
+        config.insecure_listen,
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
     for (protocol, addr, tenant) in &syslog {
         tracing::info!(%protocol, %addr, %tenant, "listening for syslog");
     }
@@ -127,7 +153,8 @@ pub async fn serve(
         }
     });
 
-    let store_config = config.store_config();
+    let mut store_config = config.store_config();
+    store_config.keyring = keyring.clone();
     let started = Instant::now();
     let (store, report) =
         tokio::task::spawn_blocking(move || TelemetryStore::open(store_config, meta))
@@ -145,11 +172,14 @@ pub async fn serve(
     let bus: Arc<dyn IngestBus> = store.clone();
     let signer = sextant_server::runbooks::LinkSigner::open(
         &config.data_dir.join("approval.key"),
-        format!("http://{local}"),
+        format!("{}://{local}", if tls.is_some() { "https" } else { "http" }),
     )
     .context("cannot open the approval link key")?;
-    let secrets = sextant_server::secrets::SecretBox::open(&config.data_dir.join("secrets.key"))
-        .context("cannot open the secrets key")?;
+    let secrets = match &keyring {
+        Some(keyring) => sextant_server::secrets::SecretBox::with_keyring(keyring.clone()),
+        None => sextant_server::secrets::SecretBox::open(&config.data_dir.join("secrets.key"))
+            .context("cannot open the secrets key")?,
+    };
     let runbooks = Arc::new(sextant_server::runbooks::Runbooks::new(
         config.data_dir.join("runbooks"),
         signer,
@@ -203,7 +233,7 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     let grace = Duration::from_secs(config.shutdown_grace_seconds);
     match tokio::time::timeout(grace, server).await {
-        Ok(result) => result??,
+        Ok(result) => result?,
         Err(_) => tracing::warn!("in-flight requests did not finish in {grace:?}; closing anyway"),
     }
     tokio::task::spawn_blocking(move || bus.close()).await?;
@@ -219,17 +249,106 @@ fn bootstrap_token(meta: &dyn MetadataStore, config: &SextantConfig) -> anyhow::
     }
     let tenant = TenantId::new("default").expect("valid tenant name");
     let token = meta.create_token(&tenant, Role::Admin)?;
+    crate::tokens::audit_token(meta, "sextant.bootstrap", "token.create", &token.info)?;
     eprintln!(
         "\nFirst start: created an admin token for tenant `default` (shown only now):\n\n  {}\n\n\
          Send a log line with it:\n\n  curl -H 'Authorization: Bearer {}' -H 'Content-Type: application/json' \\\n    \
          -d '{{\"resourceLogs\":[{{\"scopeLogs\":[{{\"logRecords\":[{{\"body\":{{\"stringValue\":\"hello\"}}}}]}}]}}]}}' \\\n    \
-         http://{}/v1/logs\n\nMore tokens: sextant tokens create --data-dir {} --tenant NAME --role ingest\n",
+         {}://{}/v1/logs\n\nMore tokens: sextant tokens create --data-dir {} --tenant NAME --role ingest\n",
         token.secret,
         token.secret,
+        if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
         config.listen,
         config.data_dir.display()
     );
     Ok(())
+}
+
+/// The keyring when encryption at rest is on. Refuses an encrypted data directory without its
+/// key (or with another one), and turning encryption on over telemetry stored in the clear.
+fn open_keyring(
+    config: &SextantConfig,
+    meta: Arc<dyn MetadataStore>,
+) -> anyhow::Result<Option<Arc<sextant_store::crypto::Keyring>>> {
+    let master = crate::keys::master_key(config.encryption.master_key_file.as_deref())?;
+    let encrypted = meta.key_check()?.is_some();
+    let Some(master) = master else {
+        if encrypted {
+            anyhow::bail!(
+                "the data directory `{}` is encrypted: give its master key with                  `encryption.master_key_file` or `{}`",
+                config.data_dir.display(),
+                crate::keys::MASTER_KEY_ENV
+            );
+        }
+        return Ok(None);
+    };
+    if !encrypted && holds_telemetry(&config.data_dir, meta.as_ref())? {
+        anyhow::bail!(
+            "the data directory `{}` already holds telemetry stored without encryption;              encryption at rest starts with a new data directory",
+            config.data_dir.display()
+        );
+    }
+    let keyring = sextant_store::crypto::Keyring::open(&master, meta)?;
+    tracing::info!("encryption at rest is on");
+    Ok(Some(Arc::new(keyring)))
+}
+
+fn holds_telemetry(data_dir: &std::path::Path, meta: &dyn MetadataStore) -> anyhow::Result<bool> {
+    if meta.checkpoint()? > 0 || !meta.segments()?.is_empty() {
+        return Ok(true);
+    }
+    let wal = sextant_store::wal_dir(data_dir);
+    let Ok(entries) = std::fs::read_dir(&wal) else {
+        return Ok(false);
+    };
+    for entry in entries {
+        if entry?.metadata()?.len() > 0 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Records each tenant's retention in its audit trail when it differs from the last recorded
+/// (`retention.set`, actor `config`): retention is set in the configuration file, so a change
+/// is seen at the start that brings it.
+fn audit_retention(meta: &dyn MetadataStore, config: &SextantConfig) -> anyhow::Result<()> {
+    use sextant_store::meta::{AuditFilter, AuditRecord};
+    let store = config.store_config();
+    let filter = AuditFilter {
+        kind: Some("retention.set".to_owned()),
+        limit: 1,
+        ..AuditFilter::default()
+    };
+    let mut records = Vec::new();
+    for tenant in meta.tenants()? {
+        let days = store.retention_of(&tenant).as_secs() / 86_400;
+        let previous = meta
+            .audit_records(&tenant, &filter)?
+            .first()
+            .and_then(|r| serde_json::from_str::<serde_json::Value>(&r.detail).ok())
+            .and_then(|detail| detail["days"].as_u64());
+        if previous == Some(days) {
+            continue;
+        }
+        records.push(AuditRecord {
+            seq: 0,
+            tenant,
+            at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as i64),
+            actor: "config".to_owned(),
+            kind: "retention.set".to_owned(),
+            subject: "retention_days".to_owned(),
+            detail: serde_json::json!({"days": days, "previous": previous}).to_string(),
+        });
+    }
+    meta.audit(&records)
+        .context("cannot record retention in the audit trail")
 }
 
 async fn shutdown_signal() {

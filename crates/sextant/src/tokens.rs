@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Subcommand;
-use sextant_model::{Role, TenantId};
-use sextant_store::meta::{MetadataStore, SqliteMetadata};
+use sextant_model::{Role, Scope, TenantId};
+use sextant_store::meta::{AuditRecord, MetadataStore, SqliteMetadata, TokenOptions};
 
 use crate::DataDirArg;
 
@@ -25,6 +25,11 @@ pub enum TokensCommand {
         /// Default: it never expires.
         #[arg(long, value_name = "DURATION")]
         expires_in: Option<String>,
+        /// Narrow the token within its role: a comma-separated list of read, edit, admin,
+        /// ingest, ingest:logs, ingest:metrics, ingest:traces, ingest:alerts. Default: all its
+        /// role allows.
+        #[arg(long, value_name = "SCOPES")]
+        scope: Option<String>,
     },
     /// List tokens (never their secrets).
     List {
@@ -54,6 +59,7 @@ pub fn run(command: TokensCommand) -> anyhow::Result<()> {
             tenant,
             role,
             expires_in,
+            scope,
         } => {
             let tenant = TenantId::new(&tenant)?;
             let role: Role = role.parse()?;
@@ -61,39 +67,95 @@ pub fn run(command: TokensCommand) -> anyhow::Result<()> {
                 .as_deref()
                 .map(|d| parse_duration(d).map(|seconds| now() + seconds))
                 .transpose()?;
-            let token = open_metadata(&data)?.create_expiring_token(&tenant, role, expires_at)?;
+            let scopes = scope
+                .as_deref()
+                .map(Scope::parse_list)
+                .transpose()
+                .context("`--scope`")?;
+            let options = TokenOptions { expires_at, scopes };
+            let meta = open_metadata(&data)?;
+            let token = meta.create_token_with(&tenant, role, &options)?;
+            audit_token(meta.as_ref(), &cli_actor(), "token.create", &token.info)?;
             let until = expires_at.map_or(String::new(), |at| {
                 format!(", expiring at {at} (Unix seconds)")
             });
+            let narrowed = options.scopes.as_ref().map_or(String::new(), |scopes| {
+                format!(", narrowed to `{}`", scope_list(scopes))
+            });
             eprintln!(
-                "created token {} for tenant `{}` with role `{}`{until}; it is shown only now:",
+                "created token {} for tenant `{}` with role `{}`{narrowed}{until}; it is shown only now:",
                 token.info.id, tenant, role
             );
             println!("{}", token.secret);
         }
         TokensCommand::List { data } => {
             println!(
-                "{:<14} {:<24} {:<8} {:<12} {:<12} REVOKED",
-                "ID", "TENANT", "ROLE", "CREATED", "EXPIRES"
+                "{:<14} {:<24} {:<8} {:<20} {:<12} {:<12} {:<12} REVOKED",
+                "ID", "TENANT", "ROLE", "SCOPES", "CREATED", "EXPIRES", "LAST USED"
             );
+            let or_dash = |t: Option<i64>| t.map_or("-".to_owned(), |t| t.to_string());
             for token in open_metadata(&data)?.list_tokens()? {
                 println!(
-                    "{:<14} {:<24} {:<8} {:<12} {:<12} {}",
+                    "{:<14} {:<24} {:<8} {:<20} {:<12} {:<12} {:<12} {}",
                     token.id,
                     token.tenant,
                     token.role,
+                    token.scopes.as_deref().map_or("-".to_owned(), scope_list),
                     token.created_at,
-                    token.expires_at.map_or("-".to_owned(), |t| t.to_string()),
-                    token.revoked_at.map_or("-".to_owned(), |t| t.to_string())
+                    or_dash(token.expires_at),
+                    or_dash(token.last_used_at),
+                    or_dash(token.revoked_at)
                 );
             }
         }
         TokensCommand::Revoke { data, id } => {
-            let token = open_metadata(&data)?.revoke_token(&id)?;
+            let meta = open_metadata(&data)?;
+            let token = meta.revoke_token(&id)?;
+            audit_token(meta.as_ref(), &cli_actor(), "token.revoke", &token)?;
             eprintln!("revoked token {} of tenant `{}`", token.id, token.tenant);
         }
     }
     Ok(())
+}
+
+fn scope_list(scopes: &[Scope]) -> String {
+    scopes
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Who ran a command line: `cli` and the operating system user, if known.
+pub fn cli_actor() -> String {
+    match std::env::var("USER") {
+        Ok(user) if !user.is_empty() => format!("cli:{user}"),
+        _ => "cli".to_owned(),
+    }
+}
+
+/// Records a token's creation or revocation in its tenant's audit trail.
+pub fn audit_token(
+    meta: &dyn MetadataStore,
+    actor: &str,
+    kind: &str,
+    token: &sextant_store::meta::TokenInfo,
+) -> anyhow::Result<()> {
+    let detail = serde_json::json!({
+        "role": token.role.as_str(),
+        "scopes": token.scopes.as_deref().map(scope_list),
+        "expires_at": token.expires_at,
+    });
+    meta.audit(&[AuditRecord {
+        seq: 0,
+        tenant: token.tenant.clone(),
+        at: now().saturating_mul(1_000_000_000),
+        actor: actor.to_owned(),
+        kind: kind.to_owned(),
+        subject: token.id.clone(),
+        detail: detail.to_string(),
+    }])
+    .context("cannot record the change in the audit trail")
 }
 
 fn now() -> i64 {

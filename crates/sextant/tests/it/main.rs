@@ -16,5 +16,6 @@ mod query;
 mod read_api;
 mod retention;
 mod runbooks;
+mod security;
 mod support;
 mod syslog;

@@ -67,10 +67,10 @@ pub(crate) fn python_or_skip() -> Option<PathBuf> {
     }
 }
 
-struct ScriptRun {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
+pub(crate) struct ScriptRun {
+    pub(crate) status: ExitStatus,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 /// Runs the script once; kills it after [`SCRIPT_TIMEOUT`].
@@ -81,13 +81,26 @@ fn run_script(
     protocol: &str,
     run_id: &str,
 ) -> ScriptRun {
+    run_script_with(python, &server.url(""), token, protocol, run_id, &[])
+}
+
+/// The script against `endpoint`, with more environment (the TLS files, say).
+pub(crate) fn run_script_with(
+    python: &Path,
+    endpoint: &str,
+    token: &str,
+    protocol: &str,
+    run_id: &str,
+    env: &[(&str, &Path)],
+) -> ScriptRun {
     let mut command = Command::new(python);
     command
         .arg(script())
-        .env("SEXTANT_ENDPOINT", format!("http://{}", server.addr))
+        .env("SEXTANT_ENDPOINT", endpoint)
         .env("SEXTANT_TOKEN", token)
         .env("SEXTANT_PROTOCOL", protocol)
         .env("SEXTANT_RUN_ID", run_id)
+        .envs(env.iter().map(|(key, value)| (*key, value.as_os_str())))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -98,6 +111,11 @@ fn run_script(
             command.env_remove(key);
         }
     }
+    // `requests` lets these override the CA an exporter is given, so a test's own CA would be
+    // ignored where the machine sets them.
+    command
+        .env_remove("REQUESTS_CA_BUNDLE")
+        .env_remove("CURL_CA_BUNDLE");
     let mut child = command.spawn().expect("start the Python script");
     let drain = |mut pipe: Box<dyn Read + Send>| {
         std::thread::spawn(move || {

@@ -29,6 +29,8 @@ pub struct Sextant {
     child: Child,
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
+    /// `http` or `https`.
+    scheme: &'static str,
 }
 
 impl Sextant {
@@ -39,11 +41,23 @@ impl Sextant {
 
     /// Same, with a TOML config file written from `config`.
     pub fn start_with_config(data_dir: &Path, config: Option<&str>) -> Sextant {
+        Sextant::start_custom(data_dir, config, &[], None)
+    }
+
+    /// Same, with more environment variables, and over TLS when `tls_agent` is given (an
+    /// agent that trusts the server's certificate; readiness is asked over `https`).
+    pub fn start_custom(
+        data_dir: &Path,
+        config: Option<&str>,
+        env: &[(&str, &str)],
+        tls_agent: Option<ureq::Agent>,
+    ) -> Sextant {
         let mut command = Command::new(binary());
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         if let Some(config) = config {
@@ -70,14 +84,14 @@ impl Sextant {
             child,
             addr,
             data_dir: data_dir.to_owned(),
+            scheme: if tls_agent.is_some() { "https" } else { "http" },
         };
-        server.wait_ready();
+        server.wait_ready(tls_agent.unwrap_or_else(agent));
         server
     }
 
-    fn wait_ready(&self) {
+    fn wait_ready(&self, agent: ureq::Agent) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        let agent = agent();
         loop {
             if let Ok(response) = agent.get(self.url("/readyz")).call()
                 && response.status() == 200
@@ -90,7 +104,7 @@ impl Sextant {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        format!("{}://{}{}", self.scheme, self.addr, path)
     }
 
     /// SIGKILL: no chance to flush or sync anything.

@@ -5,6 +5,9 @@
 #   SEXTANT_TOKEN     an ingest token
 #   SEXTANT_PROTOCOL  "http" (OTLP/HTTP protobuf) or "grpc" (OTLP/gRPC)
 #   SEXTANT_RUN_ID    a unique string put into every log body, span name and metric attribute
+#   SEXTANT_CA_FILE, SEXTANT_CLIENT_CERT, SEXTANT_CLIENT_KEY
+#                     optional, with an https endpoint: the CA to trust, and a client
+#                     certificate and key (PEM) to show
 #
 # Needs: opentelemetry-sdk, opentelemetry-exporter-otlp-proto-http and
 # opentelemetry-exporter-otlp-proto-grpc (tested with 1.45.2). Exits 0 only when every export
@@ -77,7 +80,18 @@ def record_failures(signal, exporter):
     return exporter
 
 
+def tls_files():
+    """(ca, client certificate, client key) paths from the environment, each or None."""
+    return tuple(os.environ.get(name) for name in ("SEXTANT_CA_FILE", "SEXTANT_CLIENT_CERT", "SEXTANT_CLIENT_KEY"))
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def make_exporters(protocol, endpoint, token):
+    ca, cert, key = tls_files()
     if protocol == "http":
         from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
@@ -85,10 +99,13 @@ def make_exporters(protocol, endpoint, token):
 
         base = endpoint.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"}
+        tls = {}
+        if ca:
+            tls = {"certificate_file": ca, "client_certificate_file": cert, "client_key_file": key}
         return (
-            OTLPLogExporter(endpoint=f"{base}/v1/logs", headers=headers, timeout=TIMEOUT_SECONDS),
-            OTLPSpanExporter(endpoint=f"{base}/v1/traces", headers=headers, timeout=TIMEOUT_SECONDS),
-            OTLPMetricExporter(endpoint=f"{base}/v1/metrics", headers=headers, timeout=TIMEOUT_SECONDS),
+            OTLPLogExporter(endpoint=f"{base}/v1/logs", headers=headers, timeout=TIMEOUT_SECONDS, **tls),
+            OTLPSpanExporter(endpoint=f"{base}/v1/traces", headers=headers, timeout=TIMEOUT_SECONDS, **tls),
+            OTLPMetricExporter(endpoint=f"{base}/v1/metrics", headers=headers, timeout=TIMEOUT_SECONDS, **tls),
         )
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
@@ -99,10 +116,20 @@ def make_exporters(protocol, endpoint, token):
         target = parsed.netloc or endpoint
         # gRPC metadata keys must be lowercase.
         headers = (("authorization", f"Bearer {token}"),)
+        tls = {"insecure": True}
+        if ca:
+            import grpc
+
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=read(ca),
+                private_key=read(key) if key else None,
+                certificate_chain=read(cert) if cert else None,
+            )
+            tls = {"insecure": False, "credentials": credentials}
         return (
-            OTLPLogExporter(endpoint=target, insecure=True, headers=headers, timeout=TIMEOUT_SECONDS),
-            OTLPSpanExporter(endpoint=target, insecure=True, headers=headers, timeout=TIMEOUT_SECONDS),
-            OTLPMetricExporter(endpoint=target, insecure=True, headers=headers, timeout=TIMEOUT_SECONDS),
+            OTLPLogExporter(endpoint=target, headers=headers, timeout=TIMEOUT_SECONDS, **tls),
+            OTLPSpanExporter(endpoint=target, headers=headers, timeout=TIMEOUT_SECONDS, **tls),
+            OTLPMetricExporter(endpoint=target, headers=headers, timeout=TIMEOUT_SECONDS, **tls),
         )
     raise SystemExit(f"SEXTANT_PROTOCOL must be 'http' or 'grpc', not {protocol!r}")
 
