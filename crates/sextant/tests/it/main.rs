@@ -7,6 +7,7 @@ mod crash;
 mod demo;
 mod errors;
 mod incidents;
+mod isolation;
 mod ndjson;
 mod offline;
 mod otlp_sdk;
