@@ -303,15 +303,17 @@ pub fn seal_value(
 
 /// Opens what [`seal_value`] made. A sealed value without a keyring, or one that does not open,
 /// is an error; an unsealed value passes as it is (data from before encryption was on).
-pub fn open_value(
+pub fn open_value<'a>(
     keyring: Option<&Keyring>,
     tenant: &TenantId,
     what: &str,
-    stored: &[u8],
-) -> Result<Vec<u8>> {
+    stored: &'a [u8],
+) -> Result<std::borrow::Cow<'a, [u8]>> {
     match (stored.strip_prefix(&SEALED_MAGIC), keyring) {
-        (None, _) => Ok(stored.to_vec()),
-        (Some(sealed), Some(keyring)) => keyring.open_sealed(tenant, what.as_bytes(), sealed),
+        (None, _) => Ok(std::borrow::Cow::Borrowed(stored)),
+        (Some(sealed), Some(keyring)) => keyring
+            .open_sealed(tenant, what.as_bytes(), sealed)
+            .map(std::borrow::Cow::Owned),
         (Some(_), None) => Err(Error::Crypto(format!(
             "a {what} of tenant `{tenant}` is encrypted and no master key is configured"
         ))),

@@ -301,7 +301,8 @@ impl TelemetryStore {
             .miner_states()?
             .into_iter()
             .map(|(tenant, state)| {
-                let state = open_value(keyring.as_deref(), &tenant, "template miner", &state)?;
+                let state =
+                    open_value(keyring.as_deref(), &tenant, "template miner", &state)?.into_owned();
                 Ok((tenant, state))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -388,13 +389,21 @@ impl TelemetryStore {
                 }
                 // A record that does not decrypt stops the start: the key is wrong or the log
                 // was changed, and going on would lose it silently.
-                open_value(
+                let payload = open_value(
                     keyring.as_deref(),
                     &record.tenant,
                     wal_what(record.signal),
                     &record.payload,
                 )?;
-                if let Some(rows) = rows_of(keyring.as_deref(), &record) {
+                let record = match payload {
+                    std::borrow::Cow::Borrowed(_) => record,
+                    std::borrow::Cow::Owned(plain) => WalRecord {
+                        payload: Bytes::from(plain),
+                        ..record
+                    },
+                };
+                // Opened already: decoded as plaintext.
+                if let Some(rows) = rows_of(None, &record) {
                     let findings = {
                         let mut templates = replay_shared.templates.lock();
                         let rows = templates.label(&record.tenant, rows);
