@@ -102,6 +102,8 @@ pub struct AppState {
     prom: Arc<parking_lot::Mutex<HashMap<TenantId, Arc<parking_lot::Mutex<PromState>>>>>,
     /// Failed authentications per source address.
     throttle: Arc<throttle::AuthThrottle>,
+    /// Show every tenant's self-metrics on `/metrics` without a token.
+    public_tenant_metrics: bool,
 }
 
 impl AppState {
@@ -123,7 +125,15 @@ impl AppState {
             throttle: Arc::new(throttle::AuthThrottle::new(
                 DEFAULT_MAX_FAILED_AUTHENTICATIONS,
             )),
+            public_tenant_metrics: false,
         }
+    }
+
+    /// `/metrics` shows every tenant's series to anyone (`true`), or each tenant's only to its
+    /// tokens (`false`, the default).
+    pub fn with_public_tenant_metrics(mut self, public: bool) -> AppState {
+        self.public_tenant_metrics = public;
+        self
     }
 
     /// Refuse an address for the rest of the minute after this many failed authentications

@@ -73,7 +73,8 @@ impl AuthThrottle {
 
 /// Paths that need no token and are never throttled.
 fn exempt(path: &str) -> bool {
-    matches!(path, "/" | "/healthz" | "/readyz" | "/metrics") || path.starts_with("/assets/")
+    // `/metrics` takes tokens (a tenant sees its own series), so it is guarded like the API.
+    matches!(path, "/" | "/healthz" | "/readyz") || path.starts_with("/assets/")
 }
 
 /// The middleware: refuse throttled addresses, count refusals.

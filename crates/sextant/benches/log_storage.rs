@@ -217,7 +217,7 @@ fn main() {
     let server_cpu = server1.saturating_sub(server0) as f64 / ticks;
     let client_cpu = client1.saturating_sub(client0) as f64 / ticks;
     let accepted = metric_sum(
-        &server.metrics(),
+        &server.metrics(&ingest_token),
         "sextant_ingest_records_total",
         &["outcome=\"accepted\""],
     );

@@ -471,7 +471,7 @@ fn run(bodies: &Arc<Vec<Body>>, threads: usize, warmup: Duration, seconds: Durat
     for handle in handles {
         handle.join().expect("client thread panicked");
     }
-    let metrics = server.metrics();
+    let metrics = server.metrics(&token);
     let server_accepted = metric_sum(
         &metrics,
         "sextant_ingest_records_total",

@@ -302,7 +302,7 @@ fn run_sextant(
     );
     let cpu_seconds = (cpu_ticks(&pid) - ticks) as f64 / clock_ticks();
     let counted = metric_sum(
-        &server.metrics(),
+        &server.metrics(&token),
         "sextant_ingest_records_total",
         &["signal=\"metrics\"", "outcome=\"accepted\""],
     )

@@ -306,9 +306,11 @@ impl Server {
         self.child.id().to_string()
     }
 
-    pub fn metrics(&self) -> String {
+    /// `/metrics` as a token of the bench tenant sees it (its own series).
+    pub fn metrics(&self, token: &str) -> String {
         agent()
             .get(format!("{}/metrics", self.base))
+            .header("Authorization", &format!("Bearer {token}"))
             .call()
             .ok()
             .and_then(|mut r| r.body_mut().read_to_string().ok())

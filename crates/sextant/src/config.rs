@@ -75,12 +75,16 @@ pub struct AuthSettings {
     /// A source address is refused for the rest of the minute after this many failed
     /// authentications in it (0: never). Default 30.
     pub max_failed_per_minute: u32,
+    /// `/metrics` shows series labelled with a tenant only to that tenant's tokens; true shows
+    /// every tenant's to anyone who reaches the port. Default false.
+    pub public_tenant_metrics: bool,
 }
 
 impl Default for AuthSettings {
     fn default() -> AuthSettings {
         AuthSettings {
             max_failed_per_minute: sextant_server::DEFAULT_MAX_FAILED_AUTHENTICATIONS,
+            public_tenant_metrics: false,
         }
     }
 }

@@ -116,7 +116,8 @@ pub async fn serve(
         config.ingest.max_concurrent_requests,
         Some(metrics.clone()),
     )
-    .with_max_failed_authentications(config.auth.max_failed_per_minute);
+    .with_max_failed_authentications(config.auth.max_failed_per_minute)
+    .with_public_tenant_metrics(config.auth.public_tenant_metrics);
     let app = sextant_server::router(state.clone(), config.ingest.max_body_bytes);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut server_stop = stop_rx.clone();

@@ -342,6 +342,7 @@ fn a_flood_meets_the_tenant_limit() {
     // Sextant's own metrics count records per tenant and refusals per error code.
     let metrics = agent()
         .get(&server.url("/metrics"))
+        .header("Authorization", &format!("Bearer {noisy}"))
         .call()
         .unwrap()
         .body_mut()

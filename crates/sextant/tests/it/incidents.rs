@@ -458,8 +458,14 @@ fn the_scenario_suite_through_the_api_gives_few_pure_incidents() {
         "root cause first in {ranked_right} of {ranked}"
     );
 
+    // A tenant's series show to its own tokens.
+    let storm = files
+        .iter()
+        .position(|p| p.file_stem().unwrap() == "storm")
+        .expect("the storm scenario");
     let metrics = agent()
         .get(&server.url("/metrics"))
+        .header("Authorization", &format!("Bearer {}", tokens[storm]))
         .call()
         .unwrap()
         .body_mut()

@@ -27,7 +27,7 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("GET", "/assets/{file}", "a UI asset holds no tenant data"),
     ("GET", "/healthz", "no tenant data"),
     ("GET", "/readyz", "no tenant data"),
-    ("GET", "/metrics", "counts by tenant name only, no content"),
+    ("GET", "/metrics", "beta's series only, not alpha's name"),
     ("POST", "/v1/logs", "403 with alpha's tenant header"),
     ("POST", "/v1/metrics", "403 with alpha's tenant header"),
     ("POST", "/v1/traces", "403 with alpha's tenant header"),
@@ -1291,13 +1291,15 @@ fn beta_reads_nothing(beta: &Client, ids: &AlphaIds) {
         assert!(reply.status < 500, "{path}: {}", reply.status);
         assert_clean(&reply, path, &alpha_ids);
     }
-    // Sextant's own metrics are the operator's: they name tenants and count their records,
-    // signals and incidents (a known exposure: anyone who reaches the port, with or without a
-    // token, learns that tenant `alpha` exists and how busy it is), but hold none of their
-    // content.
+    // Sextant's own metrics show beta's token beta's series only: not even alpha's name.
     let reply = beta.get("/metrics");
     assert_eq!(reply.status, 200);
     assert_clean(&reply, "/metrics", &alpha_ids);
+    assert!(
+        !reply.text.contains("tenant=\"alpha\""),
+        "alpha's name on /metrics: {}",
+        reply.text
+    );
 }
 
 /// Ingest that names alpha in `X-Sextant-Tenant` is refused on every route, with the refusal

@@ -490,15 +490,18 @@ fn scopes_narrow_tokens_use_is_recorded_admin_actions_are_audited_and_guessing_i
     assert_eq!(status, 403, "{text}");
     let (status, _) = sql_with(&http, &server, &read_only, "SELECT 1 AS one");
     assert_eq!(status, 200);
-    let (status, text) = send(
-        &http,
-        "DELETE",
-        &server.url("/api/v1/tenant/data"),
-        &read_only,
-        "",
-        b"",
-    )
-    .unwrap();
+    let erase = |token: &str| {
+        send(
+            &http,
+            "DELETE",
+            &server.url("/api/v1/tenant/data"),
+            token,
+            "",
+            b"",
+        )
+        .unwrap()
+    };
+    let (status, text) = erase(&read_only);
     assert_eq!(status, 403, "{text}");
     assert!(text.contains("may not administer"), "{text}");
 
@@ -529,15 +532,7 @@ fn scopes_narrow_tokens_use_is_recorded_admin_actions_are_audited_and_guessing_i
     assert_eq!(revoked.len(), 1);
     assert_eq!(revoked[0]["subject"], id_of(&doomed));
     assert_eq!(audit("retention.set")[0]["detail"]["days"], 30);
-    let (status, text) = send(
-        &http,
-        "DELETE",
-        &server.url("/api/v1/tenant/data"),
-        &admin,
-        "",
-        b"",
-    )
-    .unwrap();
+    let (status, text) = erase(&admin);
     assert_eq!(status, 200, "{text}");
     let erased = audit("tenant.erase");
     assert_eq!(erased.len(), 1, "{erased:?}");
