@@ -181,26 +181,60 @@ fn syslog_over_tls(
     }
 }
 
-// --- TLS --------------------------------------------------------------------------------------
+/// A server CA and certificate, a client CA and one client's certificate, written under
+/// `dir/pki`; `tls` is the `[tls]` section that uses them with `client_auth = "ingest"`.
+struct Pki {
+    dir: PathBuf,
+    server_ca: CertifiedIssuer<'static, KeyPair>,
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    /// The client's certificate and key (PEM).
+    client: (String, String),
+    tls: String,
+}
 
-#[test]
-fn tls_serves_checks_client_certificates_and_reloads_without_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = dir.path().join("pki");
+fn pki(dir: &Path) -> Pki {
+    let pki = dir.join("pki");
     std::fs::create_dir_all(&pki).unwrap();
     let server_ca = ca("Sextant test server CA");
     let client_ca = ca("Sextant test client CA");
-    let rogue_ca = ca("Someone else's CA");
     let (cert, key) = leaf(&server_ca, "sextant", false);
     let cert_file = write(&pki, "server.pem", &cert);
     let key_file = write(&pki, "server.key", &key);
     let client_ca_file = write(&pki, "clients.pem", &client_ca.pem());
     let client = leaf(&client_ca, "collector-1", true);
+    let tls = format!(
+        "[tls]\ncert_file = {cert_file:?}\nkey_file = {key_file:?}\n\
+         client_ca_file = {client_ca_file:?}\nclient_auth = \"ingest\"\n"
+    );
+    Pki {
+        dir: pki,
+        server_ca,
+        cert_file,
+        key_file,
+        client,
+        tls,
+    }
+}
+
+// --- TLS --------------------------------------------------------------------------------------
+
+#[test]
+fn tls_serves_checks_client_certificates_and_reloads_without_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let Pki {
+        server_ca,
+        cert_file,
+        key_file,
+        client,
+        tls,
+        ..
+    } = pki(dir.path());
+    let rogue_ca = ca("Someone else's CA");
     let rogue = leaf(&rogue_ca, "collector-1", true);
     let syslog_port = free_port();
     let config = format!(
-        "[tls]\ncert_file = {cert_file:?}\nkey_file = {key_file:?}\n\
-         client_ca_file = {client_ca_file:?}\nclient_auth = \"ingest\"\nreload_seconds = 1\n\
+        "{tls}reload_seconds = 1\n\
          [[syslog]]\ntenant = \"acme\"\ntcp = \"127.0.0.1:{syslog_port}\"\ntls = true\n"
     );
     let data = dir.path().join("data");
@@ -315,22 +349,12 @@ fn the_python_sdk_exports_over_tls_with_a_client_certificate() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let pki = dir.path().join("pki");
-    std::fs::create_dir_all(&pki).unwrap();
-    let server_ca = ca("Sextant test server CA");
-    let client_ca = ca("Sextant test client CA");
-    let (cert, key) = leaf(&server_ca, "sextant", false);
-    let cert_file = write(&pki, "server.pem", &cert);
-    let key_file = write(&pki, "server.key", &key);
-    let ca_file = write(&pki, "ca.pem", &server_ca.pem());
-    let client_ca_file = write(&pki, "clients.pem", &client_ca.pem());
-    let (client_cert, client_key) = leaf(&client_ca, "collector", true);
-    let client_cert = write(&pki, "client.pem", &client_cert);
-    let client_key = write(&pki, "client.key", &client_key);
-    let config = format!(
-        "[tls]\ncert_file = {cert_file:?}\nkey_file = {key_file:?}\n\
-         client_ca_file = {client_ca_file:?}\nclient_auth = \"ingest\"\n"
-    );
+    let pki = pki(dir.path());
+    let server_ca = &pki.server_ca;
+    let ca_file = write(&pki.dir, "ca.pem", &server_ca.pem());
+    let client_cert = write(&pki.dir, "client.pem", &pki.client.0);
+    let client_key = write(&pki.dir, "client.key", &pki.client.1);
+    let config = pki.tls.clone();
     let data = dir.path().join("data");
     let ingest = create_token(&data, "acme", "ingest");
     let admin = create_token(&data, "acme", "admin");
