@@ -27,11 +27,12 @@ pub const MAX_SECRET_BYTES: usize = 16 * 1024;
 /// Most secrets per tenant.
 pub const MAX_SECRETS: usize = 1_000;
 
-/// Seals and opens secrets.
-pub struct SecretBox {
-    cipher: XChaCha20Poly1305,
-    /// Encryption at rest: the tenants' data keys, used instead of `cipher`.
-    keyring: Option<Arc<Keyring>>,
+/// Seals and opens secrets, in one of two ways.
+pub enum SecretBox {
+    /// Under the key in `secrets.key`.
+    KeyFile(XChaCha20Poly1305),
+    /// Encryption at rest: under each tenant's data key.
+    Keyring(Arc<Keyring>),
 }
 
 impl std::fmt::Debug for SecretBox {
@@ -75,34 +76,30 @@ impl SecretBox {
     /// of another size is refused, never replaced: secrets sealed with it would be lost.
     pub fn open(path: &std::path::Path) -> std::io::Result<SecretBox> {
         let key = key_file(path)?;
-        Ok(SecretBox {
-            cipher: XChaCha20Poly1305::new_from_slice(&key).expect("a 32-byte key"),
-            keyring: None,
-        })
+        Ok(SecretBox::KeyFile(
+            XChaCha20Poly1305::new_from_slice(&key).expect("a 32-byte key"),
+        ))
     }
 
     /// With encryption at rest on: secrets are sealed with their tenant's data key (wrapped by
     /// the master key), and no key file is read or made.
     pub fn with_keyring(keyring: Arc<Keyring>) -> SecretBox {
-        let mut unused = [0u8; 32];
-        getrandom::fill(&mut unused).expect("the operating system's random source failed");
-        SecretBox {
-            cipher: XChaCha20Poly1305::new_from_slice(&unused).expect("a 32-byte key"),
-            keyring: Some(keyring),
-        }
+        SecretBox::Keyring(keyring)
     }
 
     /// Nonce (24 bytes) then ciphertext with its tag; under a keyring, its sealed form.
     pub fn seal(&self, tenant: &TenantId, name: &str, value: &str) -> Result<Vec<u8>, ApiError> {
-        if let Some(keyring) = &self.keyring {
+        let cipher = match self {
+            SecretBox::KeyFile(cipher) => cipher,
             // A tenant's data key is made (and stored) on first use, which can fail.
-            return Ok(keyring.seal(tenant, &associated(tenant, name), value.as_bytes())?);
-        }
+            SecretBox::Keyring(keyring) => {
+                return Ok(keyring.seal(tenant, &associated(tenant, name), value.as_bytes())?);
+            }
+        };
         let mut nonce = [0u8; 24];
         getrandom::fill(&mut nonce).expect("the operating system's random source failed");
         let aad = associated(tenant, name);
-        let sealed = self
-            .cipher
+        let sealed = cipher
             .encrypt(
                 XNonce::from_slice(&nonce),
                 Payload {
@@ -116,18 +113,20 @@ impl SecretBox {
 
     /// The value, or `None` when the sealed bytes were not made here for this tenant and name.
     pub fn unseal(&self, tenant: &TenantId, name: &str, sealed: &[u8]) -> Option<String> {
-        if let Some(keyring) = &self.keyring {
-            let plain = keyring
-                .open_sealed(tenant, &associated(tenant, name), sealed)
-                .ok()?;
-            return String::from_utf8(plain).ok();
-        }
+        let cipher = match self {
+            SecretBox::KeyFile(cipher) => cipher,
+            SecretBox::Keyring(keyring) => {
+                let plain = keyring
+                    .open_sealed(tenant, &associated(tenant, name), sealed)
+                    .ok()?;
+                return String::from_utf8(plain).ok();
+            }
+        };
         if sealed.len() < 24 {
             return None;
         }
         let aad = associated(tenant, name);
-        let plain = self
-            .cipher
+        let plain = cipher
             .decrypt(
                 XNonce::from_slice(&sealed[..24]),
                 Payload {

@@ -236,3 +236,82 @@ pub fn check_plaintext(what: &str, addr: std::net::SocketAddr, allowed: bool) ->
         ),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate and its key, PEM.
+    fn self_signed() -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+        (params.self_signed(&key).unwrap().pem(), key.serialize_pem())
+    }
+
+    fn settings(dir: &Path) -> TlsSettings {
+        TlsSettings {
+            cert_file: dir.join("server.pem"),
+            key_file: dir.join("server.key"),
+            client_ca_file: None,
+            client_auth: ClientAuth::None,
+            reload_seconds: 1,
+        }
+    }
+
+    fn served(tls: &Tls) -> Arc<ServerConfig> {
+        tls.current.read().clone()
+    }
+
+    #[test]
+    fn a_key_of_another_certificate_is_refused_at_load_and_at_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = settings(dir.path());
+        let (cert, key) = self_signed();
+        let (other_cert, other_key) = self_signed();
+        std::fs::write(&settings.cert_file, &cert).unwrap();
+        std::fs::write(&settings.key_file, &other_key).unwrap();
+        let err = Tls::load(settings.clone()).unwrap_err();
+        assert!(err.contains("do not make a pair"), "{err}");
+
+        std::fs::write(&settings.key_file, &key).unwrap();
+        let tls = Tls::load(settings.clone()).unwrap();
+        assert_eq!(tls.reload_if_changed(), Ok(false));
+        let before = served(&tls);
+        // A renewal half done: the new certificate is written, its key not yet.
+        std::fs::write(&settings.cert_file, &other_cert).unwrap();
+        let err = tls.reload_if_changed().unwrap_err();
+        assert!(err.contains("do not make a pair"), "{err}");
+        assert!(Arc::ptr_eq(&before, &served(&tls)), "the old pair is kept");
+        // The failure is reported once, not at every check.
+        assert_eq!(tls.reload_if_changed(), Ok(false));
+        // The key arrives: the new pair is used.
+        std::fs::write(&settings.key_file, &other_key).unwrap();
+        assert_eq!(tls.reload_if_changed(), Ok(true));
+        assert!(!Arc::ptr_eq(&before, &served(&tls)));
+    }
+
+    #[test]
+    fn missing_files_and_bad_settings_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = settings(dir.path());
+        let err = Tls::load(settings.clone()).unwrap_err();
+        assert!(err.contains("server.pem"), "{err}");
+        let (cert, key) = self_signed();
+        std::fs::write(&settings.cert_file, &cert).unwrap();
+        std::fs::write(&settings.key_file, "not a key").unwrap();
+        let err = Tls::load(settings.clone()).unwrap_err();
+        assert!(err.contains("server.key"), "{err}");
+        std::fs::write(&settings.key_file, &key).unwrap();
+        let needs_ca = TlsSettings {
+            client_auth: ClientAuth::Ingest,
+            ..settings.clone()
+        };
+        let err = Tls::load(needs_ca).unwrap_err();
+        assert!(err.contains("client_ca_file"), "{err}");
+        let never = TlsSettings {
+            reload_seconds: 0,
+            ..settings
+        };
+        assert!(Tls::load(never).unwrap_err().contains("reload_seconds"));
+    }
+}

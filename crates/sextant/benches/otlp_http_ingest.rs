@@ -1,6 +1,9 @@
 //! OTLP/HTTP log ingest benchmark; run it with `cargo bench -p sextant --bench otlp_http_ingest`.
 //!
-//! Options go after `--`: `--threads N`, `--seconds S`, `--warmup S`, `--sweep 1,2,4,8`.
+//! Options go after `--`: `--threads N`, `--seconds S`, `--warmup S`, `--sweep 1,2,4,8`, and
+//! `--modes plain,tls,encrypted,tls+encrypted` to run the server in each of those ways one
+//! after another (default `plain`): `tls` serves HTTPS with a certificate made here (rcgen),
+//! `encrypted` turns encryption at rest on with a fresh master key.
 //!
 //! It reads the 2,000-line samples of the 16 Loghub datasets
 //! (<https://github.com/logpai/loghub>) from `../shared/datasets/loghub-2k` next to the
@@ -28,7 +31,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
 use support::{
-    DATASETS, Machine, Server, agent, clock_ticks, cpu_ticks, create_token, datasets_dir,
+    DATASETS, Machine, Server, Start, clock_ticks, cpu_ticks, create_token, datasets_dir,
     metric_sum, severity, string_value,
 };
 
@@ -77,25 +80,35 @@ fn main() {
     let bodies = Arc::new(bodies);
 
     let mut results = Vec::new();
-    for &threads in &options.threads {
-        println!(
-            "\n--- {threads} client thread(s): {:.0} s warm-up, {:.0} s timed ---",
-            options.warmup.as_secs_f64(),
-            options.seconds.as_secs_f64()
-        );
-        let result = run(&bodies, threads, options.warmup, options.seconds);
-        result.print(&machine);
-        results.push(result);
+    for &mode in &options.modes {
+        for &threads in &options.threads {
+            println!(
+                "\n--- {}, {threads} client thread(s): {:.0} s warm-up, {:.0} s timed ---",
+                mode.name(),
+                options.warmup.as_secs_f64(),
+                options.seconds.as_secs_f64()
+            );
+            let result = run(&bodies, mode, threads, options.warmup, options.seconds);
+            result.print(&machine);
+            results.push(result);
+        }
     }
     if results.len() > 1 {
-        println!("\nsweep summary:");
+        println!("\nsummary:");
         println!(
-            "{:>8} {:>12} {:>8} {:>10} {:>16} {:>18}",
-            "threads", "records/s", "MB/s", "batches/s", "srv CPU s/Mrec", "records/srv-CPU-s"
+            "{:>14} {:>8} {:>12} {:>8} {:>10} {:>16} {:>18}",
+            "mode",
+            "threads",
+            "records/s",
+            "MB/s",
+            "batches/s",
+            "srv CPU s/Mrec",
+            "records/srv-CPU-s"
         );
         for r in &results {
             println!(
-                "{:>8} {:>12.0} {:>8.1} {:>10.1} {:>16.3} {:>18.0}",
+                "{:>14} {:>8} {:>12.0} {:>8.1} {:>10.1} {:>16.3} {:>18.0}",
+                r.mode.name(),
                 r.threads,
                 r.records_per_sec(),
                 r.mb_per_sec(),
@@ -111,6 +124,47 @@ struct Options {
     threads: Vec<usize>,
     seconds: Duration,
     warmup: Duration,
+    modes: Vec<Mode>,
+}
+
+/// How the server runs: over TLS or not, with encryption at rest or not.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Mode {
+    tls: bool,
+    encrypted: bool,
+}
+
+impl Mode {
+    const PLAIN: Mode = Mode {
+        tls: false,
+        encrypted: false,
+    };
+
+    fn parse(text: &str) -> Result<Mode, String> {
+        let mut mode = Mode::PLAIN;
+        for part in text.trim().split('+') {
+            match part {
+                "plain" => {}
+                "tls" => mode.tls = true,
+                "encrypted" => mode.encrypted = true,
+                other => {
+                    return Err(format!(
+                        "unknown mode `{other}` (expected plain, tls, encrypted, tls+encrypted)"
+                    ));
+                }
+            }
+        }
+        Ok(mode)
+    }
+
+    fn name(self) -> &'static str {
+        match (self.tls, self.encrypted) {
+            (false, false) => "plain",
+            (true, false) => "tls",
+            (false, true) => "encrypted",
+            (true, true) => "tls+encrypted",
+        }
+    }
 }
 
 impl Options {
@@ -119,6 +173,7 @@ impl Options {
             threads: vec![DEFAULT_THREADS],
             seconds: Duration::from_secs_f64(DEFAULT_SECONDS),
             warmup: Duration::from_secs_f64(DEFAULT_WARMUP),
+            modes: vec![Mode::PLAIN],
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -135,10 +190,16 @@ impl Options {
                 }
                 "--seconds" => options.seconds = parse_seconds(&value("--seconds")?)?,
                 "--warmup" => options.warmup = parse_seconds(&value("--warmup")?)?,
+                "--modes" => {
+                    options.modes = value("--modes")?
+                        .split(',')
+                        .map(Mode::parse)
+                        .collect::<Result<_, _>>()?;
+                }
                 other => {
                     return Err(format!(
                         "unknown argument `{other}` (expected --threads N, --sweep N,N,.., \
-                         --seconds S, --warmup S)"
+                         --seconds S, --warmup S, --modes M,M,..)"
                     ));
                 }
             }
@@ -262,13 +323,13 @@ impl Counters {
 
 fn client(
     id: usize,
+    agent: ureq::Agent,
     url: String,
     auth: String,
     bodies: Arc<Vec<Body>>,
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
 ) {
-    let agent = agent();
     let mut next = id * 7 % bodies.len();
     while !stop.load(Ordering::Relaxed) {
         let body = &bodies[next];
@@ -314,6 +375,7 @@ fn client(
 }
 
 struct RunResult {
+    mode: Mode,
     threads: usize,
     elapsed: f64,
     batches: u64,
@@ -350,6 +412,7 @@ impl RunResult {
     }
 
     fn print(&self, machine: &Machine) {
+        println!("server: {}", self.mode.name());
         println!("client threads (keep-alive connections): {}", self.threads);
         println!(
             "timed window: {:.2} s, {} batches of {} records, {} records, {:.1} MB",
@@ -432,15 +495,33 @@ impl RunResult {
     }
 }
 
-fn run(bodies: &Arc<Vec<Body>>, threads: usize, warmup: Duration, seconds: Duration) -> RunResult {
-    let data_dir = tempfile::Builder::new()
+fn run(
+    bodies: &Arc<Vec<Body>>,
+    mode: Mode,
+    threads: usize,
+    warmup: Duration,
+    seconds: Duration,
+) -> RunResult {
+    let dir = tempfile::Builder::new()
         .prefix("sextant-bench-")
         .tempdir()
-        .expect("create a temporary data directory");
+        .expect("create a temporary directory");
+    let data_dir = dir.path().join("data");
     // A token made before the first start also keeps the server from printing its bootstrap
     // admin token.
-    let token = create_token(data_dir.path(), "ingest");
-    let server = Server::start(data_dir.path());
+    let token = create_token(&data_dir, "ingest");
+    let mut start = Start::default();
+    let config_file = dir.path().join("sextant.toml");
+    if mode.tls {
+        let (ca_pem, tls) = tls_files(dir.path());
+        std::fs::write(&config_file, tls).expect("write the bench config");
+        start.config = Some(&config_file);
+        start.ca_pem = Some(ca_pem);
+    }
+    if mode.encrypted {
+        start.env.push(("SEXTANT_MASTER_KEY", master_key()));
+    }
+    let server = Server::start_custom(&data_dir, start);
     let pid = server.pid();
     let ticks = clock_ticks();
     let url = format!("{}/v1/logs", server.base);
@@ -449,11 +530,11 @@ fn run(bodies: &Arc<Vec<Body>>, threads: usize, warmup: Duration, seconds: Durat
     let stop = Arc::new(AtomicBool::new(false));
     let handles: Vec<_> = (0..threads)
         .map(|id| {
-            let (url, auth) = (url.clone(), auth.clone());
+            let (agent, url, auth) = (server.agent(), url.clone(), auth.clone());
             let (bodies, counters, stop) = (bodies.clone(), counters.clone(), stop.clone());
             std::thread::Builder::new()
                 .name(format!("client-{id}"))
-                .spawn(move || client(id, url, auth, bodies, counters, stop))
+                .spawn(move || client(id, agent, url, auth, bodies, counters, stop))
                 .expect("spawn a client thread")
         })
         .collect();
@@ -488,6 +569,7 @@ fn run(bodies: &Arc<Vec<Body>>, threads: usize, warmup: Duration, seconds: Durat
     server.stop();
 
     RunResult {
+        mode,
         threads,
         elapsed,
         batches: batches1 - batches0,
@@ -501,4 +583,37 @@ fn run(bodies: &Arc<Vec<Body>>, threads: usize, warmup: Duration, seconds: Durat
         failures: std::mem::take(&mut *counters.failures.lock().unwrap()),
         fsync,
     }
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, written under `dir`: the CA's PEM
+/// and the `[tls]` section naming the files.
+fn tls_files(dir: &Path) -> (String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("a CA key"))
+        .expect("a self-signed CA");
+    let key = KeyPair::generate().expect("a server key");
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .expect("server parameters")
+        .signed_by(&key, &ca)
+        .expect("a server certificate");
+    let (cert_file, key_file) = (dir.join("server.pem"), dir.join("server.key"));
+    std::fs::write(&cert_file, cert.pem()).expect("write the certificate");
+    std::fs::write(&key_file, key.serialize_pem()).expect("write the key");
+    let tls = format!("[tls]\ncert_file = {cert_file:?}\nkey_file = {key_file:?}\n");
+    (ca.pem(), tls)
+}
+
+/// A fresh master key from `sextant keys generate`.
+fn master_key() -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_sextant"))
+        .args(["keys", "generate"])
+        .output()
+        .expect("run `sextant keys generate`");
+    assert!(output.status.success(), "sextant keys generate failed");
+    String::from_utf8(output.stdout)
+        .expect("the key is UTF-8")
+        .trim()
+        .to_owned()
 }

@@ -244,6 +244,19 @@ pub fn create_token(data_dir: &Path, role: &str) -> String {
 pub struct Server {
     child: Child,
     pub base: String,
+    /// The CA the server's certificate chains to, when it serves TLS.
+    ca_pem: Option<String>,
+}
+
+/// How to start a server beyond its data directory.
+#[derive(Default)]
+pub struct Start<'a> {
+    /// `--config FILE`.
+    pub config: Option<&'a Path>,
+    /// Extra environment variables (`SEXTANT_MASTER_KEY`).
+    pub env: Vec<(&'static str, String)>,
+    /// The server's `[tls]` certificate chains to this CA: the clients trust it and use https.
+    pub ca_pem: Option<String>,
 }
 
 impl Server {
@@ -253,7 +266,19 @@ impl Server {
 
     /// Same, with `--config FILE`.
     pub fn start_with_config(data_dir: &Path, config: Option<&Path>) -> Server {
+        Server::start_custom(
+            data_dir,
+            Start {
+                config,
+                ..Start::default()
+            },
+        )
+    }
+
+    pub fn start_custom(data_dir: &Path, start: Start<'_>) -> Server {
+        let config = start.config;
         let mut command = Command::new(env!("CARGO_BIN_EXE_sextant"));
+        command.envs(start.env.iter().map(|(k, v)| (k, v)));
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir);
@@ -280,9 +305,15 @@ impl Server {
         };
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
+        let scheme = if start.ca_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let server = Server {
             child,
-            base: format!("http://{addr}"),
+            base: format!("{scheme}://{addr}"),
+            ca_pem: start.ca_pem,
         };
         server.wait_ready();
         server
@@ -290,7 +321,7 @@ impl Server {
 
     pub fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(600);
-        let agent = agent();
+        let agent = self.agent();
         loop {
             if let Ok(response) = agent.get(format!("{}/readyz", self.base)).call()
                 && response.status() == 200
@@ -302,13 +333,36 @@ impl Server {
         }
     }
 
+    /// A new client (its own connection pool) that can reach the server, over TLS if it
+    /// serves TLS.
+    pub fn agent(&self) -> ureq::Agent {
+        match &self.ca_pem {
+            None => agent(),
+            Some(pem) => {
+                use ureq::tls::{Certificate, RootCerts, TlsConfig};
+                let root = Certificate::from_pem(pem.as_bytes()).expect("the bench CA's PEM");
+                let tls = TlsConfig::builder()
+                    .root_certs(RootCerts::Specific(std::sync::Arc::new(vec![
+                        root.to_owned(),
+                    ])))
+                    .build();
+                ureq::Agent::config_builder()
+                    .tls_config(tls)
+                    .http_status_as_error(false)
+                    .timeout_global(Some(Duration::from_secs(120)))
+                    .build()
+                    .new_agent()
+            }
+        }
+    }
+
     pub fn pid(&self) -> String {
         self.child.id().to_string()
     }
 
     /// `/metrics` as a token of the bench tenant sees it (its own series).
     pub fn metrics(&self, token: &str) -> String {
-        agent()
+        self.agent()
             .get(format!("{}/metrics", self.base))
             .header("Authorization", &format!("Bearer {token}"))
             .call()

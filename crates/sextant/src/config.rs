@@ -310,7 +310,8 @@ impl Default for StorageSettings {
     }
 }
 
-const DAY_SECONDS: u64 = 24 * 3600;
+/// Seconds in a day, the unit of retention settings.
+pub(crate) const DAY_SECONDS: u64 = 24 * 3600;
 
 fn days(days: u32) -> std::time::Duration {
     std::time::Duration::from_secs(u64::from(days) * DAY_SECONDS)

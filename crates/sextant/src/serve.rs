@@ -327,7 +327,7 @@ fn audit_retention(meta: &dyn MetadataStore, config: &SextantConfig) -> anyhow::
     };
     let mut records = Vec::new();
     for tenant in meta.tenants()? {
-        let days = store.retention_of(&tenant).as_secs() / 86_400;
+        let days = store.retention_of(&tenant).as_secs() / crate::config::DAY_SECONDS;
         let previous = meta
             .audit_records(&tenant, &filter)?
             .first()

@@ -7,9 +7,9 @@
 //! and ingest that names alpha in `X-Sextant-Tenant` is refused everywhere. `ROUTES` is checked
 //! against the router's source, so a new route without an isolation check fails here.
 //!
-//! Not covered: the OTLP/gRPC routes (merged from `otlp_grpc::router`, not `.route("...")`
-//! strings; no test client speaks HTTP/2 here) and the syslog listeners (their tenant is set
-//! by configuration, not by a token).
+//! The OTLP/gRPC routes (merged from `otlp_grpc::router`, not `.route("...")` strings) have
+//! their own test, through grpcio from the Python SDK's environment. Not covered: the syslog
+//! listeners (their tenant is set by configuration, not by a token).
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -1523,4 +1523,120 @@ fn the_isolation_table_covers_every_route_of_the_router() {
         gone.is_empty(),
         "ROUTES names routes the router no longer has: {gone:?}"
     );
+}
+
+/// Runs `tests/python/grpc_export.py`: each signal's Export with `token` and, unless `-`, the
+/// tenant header; returns (signal, status code, details) per call.
+fn grpc_export(
+    python: &Path,
+    server: &Sextant,
+    token: &str,
+    tenant: &str,
+    bodies: &[(&str, std::path::PathBuf)],
+) -> Vec<(String, String, String)> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/grpc_export.py");
+    let output = std::process::Command::new(python)
+        .arg(script)
+        .arg(server.addr.to_string())
+        .args([token, tenant])
+        .args(
+            bodies
+                .iter()
+                .map(|(signal, file)| format!("{signal}={}", file.display())),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "grpc_export.py: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let mut parts = line.splitn(3, ' ');
+            let mut next = || parts.next().unwrap_or_default().to_owned();
+            (next(), next(), next())
+        })
+        .collect()
+}
+
+/// The OTLP/gRPC routes: beta's tokens that name alpha in `x-sextant-tenant` get
+/// PERMISSION_DENIED, worded as for a tenant that does not exist, and store nothing; the same
+/// calls without the header land in beta's own tables (so the refusal is not a broken call).
+#[test]
+fn grpc_ingest_cannot_name_another_tenant() {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message;
+
+    let Some(python) = crate::otlp_sdk::python_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let tokens = [("alpha", "admin"), ("beta", "admin"), ("beta", "ingest")]
+        .map(|(tenant, role)| create_token(&data, tenant, role));
+    let server = Sextant::start(&data);
+    let exercised = Exercised::default();
+    let client = |token: &str| Client {
+        server: &server,
+        token: token.to_owned(),
+        exercised: &exercised,
+    };
+    let (alpha, beta) = (client(&tokens[0]), client(&tokens[1]));
+    let alpha_logs = alpha.call(
+        "POST",
+        "/v1/logs",
+        &[JSON],
+        otlp_logs("alpha-api", &["alpha's own line"]).as_bytes(),
+    );
+    assert_eq!(alpha_logs.status, 200, "{}", alpha_logs.text);
+    eventually("alpha's line", || alpha.count("logs") == 1);
+
+    let write = |name: &str, bytes: Vec<u8>| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    };
+    let logs: ExportLogsServiceRequest =
+        serde_json::from_str(&otlp_logs("grpc-smuggled", &["grpc smuggled line"])).unwrap();
+    let traces: ExportTraceServiceRequest =
+        serde_json::from_str(&otlp_trace("grpc-smuggled", TRACE)).unwrap();
+    let metrics: ExportMetricsServiceRequest =
+        serde_json::from_str(&otlp_gauge("grpc-smuggled", "grpc_smuggled", 0..3, None)).unwrap();
+    let bodies = [
+        ("logs", write("logs.pb", logs.encode_to_vec())),
+        ("traces", write("traces.pb", traces.encode_to_vec())),
+        ("metrics", write("metrics.pb", metrics.encode_to_vec())),
+    ];
+
+    for token in &tokens[1..] {
+        let as_alpha = grpc_export(&python, &server, token, "alpha", &bodies);
+        let as_nobody = grpc_export(&python, &server, token, "nobody", &bodies);
+        assert_eq!(as_alpha.len(), 3, "{as_alpha:?}");
+        for (alpha_call, nobody_call) in as_alpha.iter().zip(&as_nobody) {
+            assert_eq!(alpha_call.1, "PERMISSION_DENIED", "{alpha_call:?}");
+            assert_eq!(
+                alpha_call.2.replace("alpha", "TENANT"),
+                nobody_call.2.replace("nobody", "TENANT"),
+                "the refusal tells alpha from a tenant that does not exist"
+            );
+        }
+    }
+    let own = grpc_export(&python, &server, &tokens[2], "-", &bodies);
+    assert!(own.iter().all(|call| call.1 == "OK"), "{own:?}");
+    eventually("beta's own gRPC telemetry", || {
+        ["logs", "spans", "metrics"]
+            .iter()
+            .all(|table| beta.count(table) > 0)
+    });
+    assert_eq!(beta.count("logs"), 1, "beta's logs");
+    assert_eq!(alpha.count("logs"), 1, "alpha's logs");
+    for table in ["spans", "metrics"] {
+        assert_eq!(alpha.count(table), 0, "alpha's {table}");
+    }
+    server.stop();
 }

@@ -242,6 +242,18 @@ fn tls_serves_checks_client_certificates_and_reloads_without_restart() {
     let trusting = tls_agent(&server_ca.pem(), None);
     let server = Sextant::start_custom(&data, Some(&config), &[], Some(trusting.clone()));
     assert!(server.url("/").starts_with("https://"));
+    // A client that connects and never starts the handshake is dropped after 10 s, and does
+    // not hold up anyone else meanwhile (checked at the end).
+    let addr = server.addr;
+    let stalled = std::thread::spawn(move || {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        let opened = Instant::now();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let read = stream.read(&mut [0u8; 1]);
+        (read.map_err(|err| err.kind()), opened.elapsed())
+    });
 
     // Plain HTTP to the TLS port gets no HTTP answer; a client that does not trust the CA
     // does not get through either.
@@ -339,6 +351,15 @@ fn tls_serves_checks_client_certificates_and_reloads_without_restart() {
             .call()
             .is_err(),
         "the old certificate is still served"
+    );
+    let (read, held) = stalled.join().unwrap();
+    assert!(
+        matches!(read, Ok(0) | Err(std::io::ErrorKind::ConnectionReset)),
+        "a stalled handshake was not dropped: {read:?} after {held:?}"
+    );
+    assert!(
+        (Duration::from_secs(9)..Duration::from_secs(15)).contains(&held),
+        "dropped after {held:?}"
     );
     server.stop();
 }
@@ -491,6 +512,15 @@ fn scopes_narrow_tokens_use_is_recorded_admin_actions_are_audited_and_guessing_i
     .to_owned();
     let doomed = create_token(&data, "acme", "viewer");
     token_cli(&data, &["revoke", id_of(&doomed)]);
+    let unknown = Command::new(binary())
+        .args(["tokens", "create", "--tenant", "acme", "--role", "admin"])
+        .args(["--scope", "read,ingest:profiles", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(stderr.contains("ingest:profiles"), "{stderr}");
     let config = "[auth]\nmax_failed_per_minute = 5\n";
     let server = Sextant::start_with_config(&data, Some(config));
     let http = agent();
@@ -579,8 +609,12 @@ fn scopes_narrow_tokens_use_is_recorded_admin_actions_are_audited_and_guessing_i
     assert_eq!(line_of(&doomed)[6], "-");
     assert_ne!(line_of(&doomed)[7], "-");
 
-    // Guessing: five refusals from this address, then even a good token waits.
-    for guess in 0..5 {
+    // Guessing: five refusals from this address (one of them on `/metrics`), then even a
+    // good token waits.
+    let (status, text) = send(&http, "GET", &server.url("/metrics"), "sxt_guess", "", b"").unwrap();
+    assert_eq!(status, 401, "{text}");
+    assert!(text.contains("unknown token"), "{text}");
+    for guess in 1..5 {
         let (status, _) = sql_with(&http, &server, &format!("sxt_guess{guess}"), "SELECT 1");
         assert_eq!(status, 401);
     }
