@@ -278,6 +278,8 @@ impl Server {
     pub fn start_custom(data_dir: &Path, start: Start<'_>) -> Server {
         let config = start.config;
         let mut command = Command::new(env!("CARGO_BIN_EXE_sextant"));
+        // Encryption at rest is what `start.env` says, not what the caller's shell has.
+        command.env_remove("SEXTANT_MASTER_KEY");
         command.envs(start.env.iter().map(|(k, v)| (k, v)));
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
