@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Subcommand;
 use sextant_store::crypto::{MasterKey, rotate};
-use sextant_store::meta::{AuditRecord, MetadataStore};
+use sextant_store::meta::MetadataStore;
 
 use crate::DataDirArg;
 
@@ -59,19 +59,17 @@ pub fn run(command: KeysCommand) -> anyhow::Result<()> {
             let new = MasterKey::from_file(&new_key_file)?;
             let meta = crate::tokens::open_metadata(&data)?;
             let tenants = rotate(meta.as_ref(), &old, &new)?;
-            let at = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as i64);
-            let records: Vec<AuditRecord> = tenants
+            let actor = crate::tokens::cli_actor();
+            let records: Vec<_> = tenants
                 .iter()
-                .map(|tenant| AuditRecord {
-                    seq: 0,
-                    tenant: tenant.clone(),
-                    at,
-                    actor: crate::tokens::cli_actor(),
-                    kind: "key.rotate".to_owned(),
-                    subject: "master_key".to_owned(),
-                    detail: "{}".to_owned(),
+                .map(|tenant| {
+                    crate::tokens::admin_record(
+                        tenant,
+                        &actor,
+                        "key.rotate",
+                        "master_key",
+                        "{}".to_owned(),
+                    )
                 })
                 .collect();
             meta.audit(&records)

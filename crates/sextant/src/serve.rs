@@ -173,7 +173,7 @@ pub async fn serve(
     let bus: Arc<dyn IngestBus> = store.clone();
     let signer = sextant_server::runbooks::LinkSigner::open(
         &config.data_dir.join("approval.key"),
-        format!("{}://{local}", if tls.is_some() { "https" } else { "http" }),
+        format!("{}://{local}", scheme(&config)),
     )
     .context("cannot open the approval link key")?;
     let secrets = match &keyring {
@@ -258,15 +258,20 @@ fn bootstrap_token(meta: &dyn MetadataStore, config: &SextantConfig) -> anyhow::
          {}://{}/v1/logs\n\nMore tokens: sextant tokens create --data-dir {} --tenant NAME --role ingest\n",
         token.secret,
         token.secret,
-        if config.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        },
+        scheme(config),
         config.listen,
         config.data_dir.display()
     );
     Ok(())
+}
+
+/// The scheme of the server's URLs (approval links, the first-start hint).
+fn scheme(config: &SextantConfig) -> &'static str {
+    if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    }
 }
 
 /// The keyring when encryption at rest is on. Refuses an encrypted data directory without its
@@ -280,7 +285,8 @@ fn open_keyring(
     let Some(master) = master else {
         if encrypted {
             anyhow::bail!(
-                "the data directory `{}` is encrypted: give its master key with                  `encryption.master_key_file` or `{}`",
+                "the data directory `{}` is encrypted: give its master key with \
+                 `encryption.master_key_file` or `{}`",
                 config.data_dir.display(),
                 crate::keys::MASTER_KEY_ENV
             );
@@ -289,7 +295,8 @@ fn open_keyring(
     };
     if !encrypted && holds_telemetry(&config.data_dir, meta.as_ref())? {
         anyhow::bail!(
-            "the data directory `{}` already holds telemetry stored without encryption;              encryption at rest starts with a new data directory",
+            "the data directory `{}` already holds telemetry stored without encryption; \
+             encryption at rest starts with a new data directory",
             config.data_dir.display()
         );
     }
@@ -318,7 +325,7 @@ fn holds_telemetry(data_dir: &std::path::Path, meta: &dyn MetadataStore) -> anyh
 /// (`retention.set`, actor `config`): retention is set in the configuration file, so a change
 /// is seen at the start that brings it.
 fn audit_retention(meta: &dyn MetadataStore, config: &SextantConfig) -> anyhow::Result<()> {
-    use sextant_store::meta::{AuditFilter, AuditRecord};
+    use sextant_store::meta::AuditFilter;
     let store = config.store_config();
     let filter = AuditFilter {
         kind: Some("retention.set".to_owned()),
@@ -336,17 +343,13 @@ fn audit_retention(meta: &dyn MetadataStore, config: &SextantConfig) -> anyhow::
         if previous == Some(days) {
             continue;
         }
-        records.push(AuditRecord {
-            seq: 0,
-            tenant,
-            at: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as i64),
-            actor: "config".to_owned(),
-            kind: "retention.set".to_owned(),
-            subject: "retention_days".to_owned(),
-            detail: serde_json::json!({"days": days, "previous": previous}).to_string(),
-        });
+        records.push(crate::tokens::admin_record(
+            &tenant,
+            "config",
+            "retention.set",
+            "retention_days",
+            serde_json::json!({"days": days, "previous": previous}).to_string(),
+        ));
     }
     meta.audit(&records)
         .context("cannot record retention in the audit trail")

@@ -146,16 +146,36 @@ pub fn audit_token(
         "scopes": token.scopes.as_deref().map(scope_list),
         "expires_at": token.expires_at,
     });
-    meta.audit(&[AuditRecord {
+    meta.audit(&[admin_record(
+        &token.tenant,
+        actor,
+        kind,
+        &token.id,
+        detail.to_string(),
+    )])
+    .context("cannot record the change in the audit trail")
+}
+
+/// An audit record of an admin action made now (token, key or retention changes).
+pub fn admin_record(
+    tenant: &TenantId,
+    actor: &str,
+    kind: &str,
+    subject: &str,
+    detail: String,
+) -> AuditRecord {
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64);
+    AuditRecord {
         seq: 0,
-        tenant: token.tenant.clone(),
-        at: now().saturating_mul(1_000_000_000),
+        tenant: tenant.clone(),
+        at,
         actor: actor.to_owned(),
         kind: kind.to_owned(),
-        subject: token.id.clone(),
-        detail: detail.to_string(),
-    }])
-    .context("cannot record the change in the audit trail")
+        subject: subject.to_owned(),
+        detail,
+    }
 }
 
 fn now() -> i64 {

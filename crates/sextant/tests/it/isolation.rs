@@ -1564,7 +1564,8 @@ fn grpc_export(
 
 /// The OTLP/gRPC routes: beta's tokens that name alpha in `x-sextant-tenant` get
 /// PERMISSION_DENIED, worded as for a tenant that does not exist, and store nothing; the same
-/// calls without the header land in beta's own tables (so the refusal is not a broken call).
+/// calls without the header land in beta's own tables (so the refusal is not a broken call);
+/// failed authentications over gRPC are throttled.
 #[test]
 fn grpc_ingest_cannot_name_another_tenant() {
     use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -1579,7 +1580,8 @@ fn grpc_ingest_cannot_name_another_tenant() {
     let data = dir.path().join("data");
     let tokens = [("alpha", "admin"), ("beta", "admin"), ("beta", "ingest")]
         .map(|(tenant, role)| create_token(&data, tenant, role));
-    let server = Sextant::start(&data);
+    // Throttling is checked last: three refusals, then the address waits.
+    let server = Sextant::start_with_config(&data, Some("[auth]\nmax_failed_per_minute = 3\n"));
     let exercised = Exercised::default();
     let client = |token: &str| Client {
         server: &server,
@@ -1638,5 +1640,14 @@ fn grpc_ingest_cannot_name_another_tenant() {
     for table in ["spans", "metrics"] {
         assert_eq!(alpha.count(table), 0, "alpha's {table}");
     }
+
+    // Guessing over gRPC is throttled like HTTP: each refusal counts, then even a good token
+    // gets RESOURCE_EXHAUSTED.
+    for _ in 0..3 {
+        let guess = grpc_export(&python, &server, "sxt_guess", "-", &bodies[..1]);
+        assert_eq!(guess[0].1, "UNAUTHENTICATED", "{guess:?}");
+    }
+    let waiting = grpc_export(&python, &server, &tokens[2], "-", &bodies[..1]);
+    assert_eq!(waiting[0].1, "RESOURCE_EXHAUSTED", "{waiting:?}");
     server.stop();
 }

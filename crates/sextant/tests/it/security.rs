@@ -5,6 +5,7 @@
 //! anywhere under the data directory, while queries still find it; wrong and missing keys
 //! refused; key rotation).
 
+use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -18,7 +19,7 @@ use rcgen::{
 };
 use serde_json::{Value, json};
 
-use crate::support::{Sextant, agent, binary, create_token, free_port, logs_request};
+use crate::support::{Sextant, agent, binary, cli, create_token, free_port, logs_request};
 
 // --- certificates ---------------------------------------------------------------------------
 
@@ -455,23 +456,12 @@ fn listening_in_the_clear_off_loopback_needs_insecure_listen() {
 
 // --- tokens -----------------------------------------------------------------------------------
 
-fn token_cli(data: &Path, args: &[&str]) -> (String, String) {
-    let output = Command::new(binary())
-        .arg("tokens")
-        .args(args)
-        .arg("--data-dir")
-        .arg(data)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (
-        String::from_utf8(output.stdout).unwrap(),
-        String::from_utf8(output.stderr).unwrap(),
-    )
+/// `sextant tokens ARGS --data-dir DATA`; its stdout.
+fn token_cli(data: &Path, args: &[&str]) -> String {
+    let mut all: Vec<OsString> = vec!["tokens".into()];
+    all.extend(args.iter().map(OsString::from));
+    all.extend(["--data-dir".into(), data.into()]);
+    cli(&all)
 }
 
 fn id_of(token: &str) -> &str {
@@ -498,7 +488,6 @@ fn scopes_narrow_tokens_use_is_recorded_admin_actions_are_audited_and_guessing_i
             "ingest:logs",
         ],
     )
-    .0
     .trim()
     .to_owned();
     let read_only = token_cli(
@@ -507,7 +496,6 @@ fn scopes_narrow_tokens_use_is_recorded_admin_actions_are_audited_and_guessing_i
             "create", "--tenant", "acme", "--role", "admin", "--scope", "read",
         ],
     )
-    .0
     .trim()
     .to_owned();
     let doomed = create_token(&data, "acme", "viewer");
@@ -593,7 +581,7 @@ fn scopes_narrow_tokens_use_is_recorded_admin_actions_are_audited_and_guessing_i
     assert_eq!(erased[0]["actor"], id_of(&admin));
 
     // Last use is recorded (to the minute) and listed; unused tokens show none.
-    let (listing, _) = token_cli(&data, &["list"]);
+    let listing = token_cli(&data, &["list"]);
     let line_of = |token: &str| {
         listing
             .lines()
@@ -705,12 +693,7 @@ fn refused_start(data: &Path, config: &Path, env: &[(&str, &str)]) -> String {
 }
 
 fn generate_key(path: &Path) {
-    let output = Command::new(binary())
-        .args(["keys", "generate"])
-        .output()
-        .unwrap();
-    assert!(output.status.success());
-    std::fs::write(path, output.stdout).unwrap();
+    std::fs::write(path, cli(&["keys", "generate"])).unwrap();
 }
 
 #[test]
@@ -806,22 +789,23 @@ fn encryption_at_rest_leaves_no_plaintext_and_refuses_wrong_keys() {
         stderr.contains("is encrypted") && stderr.contains("SEXTANT_MASTER_KEY"),
         "{stderr}"
     );
+    assert!(
+        stderr.contains("give its master key with `encryption.master_key_file` or"),
+        "{stderr}"
+    );
 
     // Rotation re-wraps the data keys: the new key opens everything, the old one nothing.
-    let output = Command::new(binary())
-        .args(["keys", "rotate", "--data-dir"])
-        .arg(&data)
-        .arg("--old-key-file")
-        .arg(&key1)
-        .arg("--new-key-file")
-        .arg(&key2)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (old_key, new_key) = (key1.as_os_str(), key2.as_os_str());
+    cli(&[
+        OsStr::new("keys"),
+        OsStr::new("rotate"),
+        OsStr::new("--data-dir"),
+        data.as_os_str(),
+        OsStr::new("--old-key-file"),
+        old_key,
+        OsStr::new("--new-key-file"),
+        new_key,
+    ]);
     let old = write(dir.path(), "old.toml", &config_with(&key1));
     let stderr = refused_start(&data, &old, &[]);
     assert!(stderr.contains("does not open"), "{stderr}");
@@ -868,4 +852,8 @@ fn encryption_at_rest_leaves_no_plaintext_and_refuses_wrong_keys() {
     let turn_on = write(dir.path(), "on.toml", &config_with(&key1));
     let stderr = refused_start(&plain, &turn_on, &[]);
     assert!(stderr.contains("without encryption"), "{stderr}");
+    assert!(
+        stderr.contains("without encryption; encryption at rest starts with a new data directory"),
+        "{stderr}"
+    );
 }

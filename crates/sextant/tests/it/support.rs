@@ -1,5 +1,6 @@
 //! Test support: start and stop the real binary, create tokens, send OTLP requests.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -132,27 +133,32 @@ impl Drop for Sextant {
     }
 }
 
-/// Creates a token with the real CLI and returns its secret.
-pub fn create_token(data_dir: &Path, tenant: &str, role: &str) -> String {
-    let output = Command::new(binary())
-        .args([
-            "tokens",
-            "create",
-            "--tenant",
-            tenant,
-            "--role",
-            role,
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .output()
-        .unwrap();
+/// Runs the binary with `args`; panics with its stderr unless it succeeds; returns its stdout.
+pub fn cli<S: AsRef<OsStr>>(args: &[S]) -> String {
+    let output = Command::new(binary()).args(args).output().unwrap();
     assert!(
         output.status.success(),
-        "tokens create failed: {}",
+        "sextant {:?} failed: {}",
+        args.iter().map(|a| a.as_ref()).collect::<Vec<_>>(),
         String::from_utf8_lossy(&output.stderr)
     );
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Creates a token with the real CLI and returns its secret.
+pub fn create_token(data_dir: &Path, tenant: &str, role: &str) -> String {
+    cli(&[
+        OsStr::new("tokens"),
+        OsStr::new("create"),
+        OsStr::new("--tenant"),
+        OsStr::new(tenant),
+        OsStr::new("--role"),
+        OsStr::new(role),
+        OsStr::new("--data-dir"),
+        data_dir.as_os_str(),
+    ])
+    .trim()
+    .to_owned()
 }
 
 /// A blocking HTTP client that returns 4xx and 5xx responses instead of errors.
