@@ -26,8 +26,7 @@ use futures::stream::BoxStream;
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetRange, GetResult, GetResultPayload, ListResult, MultipartUpload,
-    ObjectMeta, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload,
-    PutResult,
+    ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
 use sextant_model::TenantId;
 
@@ -137,8 +136,8 @@ fn seal(cipher: &XChaCha20Poly1305, key_id: u32, tenant: &TenantId, plaintext: &
 }
 
 impl EncryptedStore {
-    async fn header(&self, location: &Path) -> object_store::Result<(u32, [u8; 16])> {
-        let header = self.inner.get_range(location, 0..HEADER).await?;
+    /// The key id and file id of a file's header.
+    fn header(location: &Path, header: &[u8]) -> object_store::Result<(u32, [u8; 16])> {
         if header.len() as u64 != HEADER || &header[..4] != MAGIC {
             return Err(error(format!(
                 "`{location}` is not an encrypted segment file (written without encryption?)"
@@ -159,17 +158,22 @@ impl EncryptedStore {
             return Ok(Bytes::new());
         }
         let tenant = tenant_of(location)?;
-        let (key_id, file_id) = self.header(location).await?;
-        let cipher = self
-            .keyring
-            .key(&tenant, key_id)
-            .map_err(|e| error(format!("`{location}`: {e}")))?;
         let count = chunks(size);
         let first = range.start / CHUNK;
         let last = (range.end - 1) / CHUNK;
         let stored = HEADER + first * (CHUNK + TAG)
             ..(HEADER + (last + 1) * (CHUNK + TAG)).min(HEADER + size + count * TAG);
-        let sealed = self.inner.get_range(location, stored).await?;
+        // The header and the chunks in one request (object stores coalesce nearby ranges).
+        let parts = self
+            .inner
+            .get_ranges(location, &[0..HEADER, stored])
+            .await?;
+        let (key_id, file_id) = Self::header(location, &parts[0])?;
+        let sealed = &parts[1];
+        let cipher = self
+            .keyring
+            .key(&tenant, key_id)
+            .map_err(|e| error(format!("`{location}`: {e}")))?;
         let mut plaintext = Vec::with_capacity(((last - first + 1) * CHUNK) as usize);
         for (offset, chunk) in sealed.chunks((CHUNK + TAG) as usize).enumerate() {
             let index = first + offset as u64;
@@ -328,6 +332,7 @@ impl ObjectStore for EncryptedStore {
 
 #[cfg(test)]
 mod tests {
+    use object_store::ObjectStoreExt;
     use object_store::memory::InMemory;
 
     use super::*;
