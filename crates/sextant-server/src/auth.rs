@@ -155,8 +155,16 @@ impl Authenticator {
         }
         touched.insert(info.id.clone(), now);
         drop(touched);
-        if let Err(err) = self.meta.touch_token(&info.id, now) {
-            tracing::warn!(token_id = %info.id, error = %err, "cannot record the token's last use");
+        let (meta, id) = (self.meta.clone(), info.id.clone());
+        let write = move || {
+            if let Err(err) = meta.touch_token(&id, now) {
+                tracing::warn!(token_id = %id, error = %err, "cannot record the token's last use");
+            }
+        };
+        // A SQLite write: off the request's async worker when there is a runtime.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(write)),
+            Err(_) => write(),
         }
     }
 
