@@ -136,6 +136,24 @@ try {
       await page.click(`.run[data-run='${run.id}'] button.approve`);
       await page.waitForSelector(`.run[data-run='${run.id}']:not([data-status=waiting_approval])`, { timeout: 30_000 });
       await page.screenshot({ path: path.join(shots, "runbook.png"), fullPage: true });
+      // The rollback is the operator's action from the demo's configuration: it runs, and
+      // says what it rolled back.
+      const doneBy = Date.now() + 30_000;
+      for (;;) {
+        const answer = await page.request.get(`${base}/api/v1/runs/${run.id}`, { headers: { Authorization: `Bearer ${token}` } });
+        const done = await answer.json();
+        if (done.status === "succeeded") {
+          const stdout = done.steps.at(-1)?.output?.stdout ?? "";
+          if (!stdout.startsWith(`rolling back ${done.context.root_cause} for incident ${run.incident}`)) {
+            throw new Error(`the rollback action said ${JSON.stringify(stdout)}`);
+          }
+          break;
+        }
+        if (done.status !== "running" || Date.now() > doneBy) {
+          throw new Error(`the approved rollback ended ${done.status}: ${JSON.stringify(done.steps)}`);
+        }
+        await page.waitForTimeout(500);
+      }
       approved = true;
     } else {
       await page.waitForTimeout(3000);

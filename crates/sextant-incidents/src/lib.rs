@@ -9,6 +9,8 @@
 //!   joined, deduplicated, silenced, inhibited, ...) with the reason written out.
 //! - [`rca::rank`]: the root-cause ranking of an incident's candidate series, each candidate
 //!   with its [`rca::Evidence`] and a sentence.
+//! - [`action::Actions`]: the programs runbooks may run, as the operator defined them; every
+//!   parameter value checked before it reaches a program.
 //! - [`runbook::Runbook`]: what to do when an incident matches, checked at load with the line
 //!   of every problem; [`runbook::render`] fills its templates.
 //! - [`scenario::Scenario`]: a correlation scenario from `testdata/incidents/`, run and scored.
@@ -41,6 +43,7 @@
 //! assert!(matches!(again, Decision::Deduplicated { incident: 1, count: 2 }));
 //! ```
 
+pub mod action;
 pub mod correlator;
 mod error;
 pub mod matcher;

@@ -1,7 +1,7 @@
 //! [`Runbook`]: what to do when an incident matches — a match on the incident's properties,
-//! then ordered steps (a webhook, a chat message, a command, a wait for approval) with the
-//! safety settings around them. Read from TOML, checked at load with the line and the reason of
-//! every problem, matched against incidents, and templated from them.
+//! then ordered steps (a webhook, a chat message, an operator's action, a wait for approval)
+//! with the safety settings around them. Read from TOML, checked at load with the line and the
+//! reason of every problem, matched against incidents, and templated from them.
 //!
 //! ```toml
 //! name = "restart-payment"            # letters, digits, `-`, `_`
@@ -35,31 +35,32 @@
 //! retries = 3
 //!
 //! [[step]]
-//! kind = "command"
-//! program = "/usr/bin/systemctl"
-//! args = ["restart", "{{incident.root_cause}}"]
-//! timeout_seconds = 30
-//! env = ["PATH"]                      # the only variables the program sees
+//! kind = "action"                     # a program the operator defined (`crate::action`)
+//! action = "restart-service"
+//! params = { service = "{{incident.root_cause}}" }   # checked after templating, every run
 //! continue_on_error = true            # any step: a failure does not stop the run
 //! ```
 //!
 //! Templates: `{{incident.id}}`, `{{incident.title}}`, `{{incident.severity}}`,
 //! `{{incident.status}}`, `{{incident.services}}` (comma-separated), `{{incident.root_cause}}`
 //! (empty before a ranking), `{{incident.summary}}`, `{{incident.link}}`, and
-//! `{{secret:NAME}}` (a stored secret, resolved only when the step runs, never shown).
+//! `{{secret:NAME}}` (a stored secret, resolved only when the step runs, never shown; not in an
+//! action's parameters, which a process list would show).
+//!
+//! A tenant never names a program: the `command` step of earlier versions (a program and its
+//! arguments in the runbook) is refused at load, with what to write instead.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::action::Actions;
 use crate::correlator::{Incident, severity_rank};
 
 /// Longest runbook file, in bytes.
 pub const MAX_RUNBOOK_BYTES: usize = 64 * 1024;
 /// Most steps in a runbook.
 pub const MAX_STEPS: usize = 32;
-/// Longest a command may be allowed to run, in seconds.
-pub const MAX_COMMAND_SECONDS: u64 = 3_600;
 /// Longest an approval may wait, in seconds.
 pub const MAX_APPROVAL_SECONDS: u64 = 7 * 86_400;
 
@@ -93,9 +94,6 @@ fn default_method() -> String {
 }
 fn default_retries() -> u32 {
     2
-}
-fn default_command_seconds() -> u64 {
-    60
 }
 fn default_approval_seconds() -> u64 {
     3_600
@@ -131,13 +129,25 @@ pub enum Step {
         #[serde(default)]
         continue_on_error: bool,
     },
+    /// An action the operator defined in the server's configuration, with its parameters
+    /// (templates, checked against the action's parameter types when the step runs).
+    Action {
+        action: String,
+        #[serde(default)]
+        params: BTreeMap<String, String>,
+        #[serde(default)]
+        continue_on_error: bool,
+    },
+    /// A program and arguments named by the runbook, as earlier versions took them: refused by
+    /// [`Runbook::parse`], and never run. It is kept only so that runs stored before the change
+    /// still read (their remaining command steps fail).
     Command {
+        #[serde(default)]
         program: String,
         #[serde(default)]
         args: Vec<String>,
-        #[serde(default = "default_command_seconds")]
+        #[serde(default)]
         timeout_seconds: u64,
-        /// Environment variables passed through; nothing else is.
         #[serde(default)]
         env: Vec<String>,
         #[serde(default)]
@@ -154,6 +164,7 @@ impl Step {
         match self {
             Step::Webhook { .. } => "webhook",
             Step::Chat { .. } => "chat",
+            Step::Action { .. } => "action",
             Step::Command { .. } => "command",
             Step::WaitForApproval { .. } => "wait_for_approval",
         }
@@ -165,6 +176,9 @@ impl Step {
                 continue_on_error, ..
             }
             | Step::Chat {
+                continue_on_error, ..
+            }
+            | Step::Action {
                 continue_on_error, ..
             }
             | Step::Command {
@@ -308,28 +322,42 @@ impl Runbook {
                         ));
                     }
                 }
-                Step::Command {
-                    program,
-                    timeout_seconds,
-                    ..
-                } => {
-                    if !program.starts_with('/') {
-                        return Err(error(
-                            at,
-                            format!(
-                                "step {}: `program` must be an absolute path (no shell, no PATH lookup)",
-                                i + 1
-                            ),
-                        ));
+                Step::Command { .. } => {
+                    return Err(error(
+                        at,
+                        format!(
+                            "step {}: `command` steps are not accepted: the programs runbooks run \
+                             are defined by the operator in the server's configuration. Write \
+                             kind = \"action\", action = \"NAME\", params = {{ ... }} with an \
+                             action offered to this tenant (GET /api/v1/actions lists them)",
+                            i + 1
+                        ),
+                    ));
+                }
+                Step::Action { action, params, .. } => {
+                    if action.is_empty() {
+                        return Err(error(at, format!("step {}: `action` is empty", i + 1)));
                     }
-                    if !(1..=MAX_COMMAND_SECONDS).contains(timeout_seconds) {
-                        return Err(error(
-                            at,
-                            format!(
-                                "step {}: `timeout_seconds` must be 1 to {MAX_COMMAND_SECONDS}",
-                                i + 1
-                            ),
-                        ));
+                    for (param, value) in params {
+                        if value.contains("{{secret:") {
+                            return Err(error(
+                                at,
+                                format!(
+                                    "step {}: parameter `{param}`: secrets cannot be action \
+                                     parameters (a process list shows arguments); the operator \
+                                     gives an action its secrets in its `env`",
+                                    i + 1
+                                ),
+                            ));
+                        }
+                        if let Err(why) =
+                            render(value, &TemplateContext::default(), Escape::None, &|_| None)
+                        {
+                            return Err(error(
+                                at,
+                                format!("step {}: parameter `{param}`: {why}", i + 1),
+                            ));
+                        }
                     }
                 }
                 Step::WaitForApproval { expires_seconds } => {
@@ -346,6 +374,48 @@ impl Runbook {
             }
         }
         Ok(runbook)
+    }
+
+    /// Checks the runbook's action steps against the actions `tenant` may use: each names one,
+    /// gives exactly its parameters, and every value without a template is allowed already
+    /// (templated values are checked when the step runs). `text` is the file, for line numbers.
+    pub fn check_actions(
+        &self,
+        file: &str,
+        text: &str,
+        tenant: &str,
+        actions: &Actions,
+    ) -> Result<(), RunbookError> {
+        for (i, step) in self.steps.iter().enumerate() {
+            let Step::Action { action, params, .. } = step else {
+                continue;
+            };
+            let refuse = |reason: String| RunbookError {
+                file: file.to_owned(),
+                line: step_line(text, i),
+                reason: format!("step {}: {reason}", i + 1),
+            };
+            let Some(defined) = actions.get(tenant, action) else {
+                let offered: Vec<String> = actions
+                    .available_to(tenant)
+                    .into_iter()
+                    .map(|a| format!("`{}`", a.name))
+                    .collect();
+                return Err(refuse(format!(
+                    "no action `{action}` for this tenant (offered: {})",
+                    if offered.is_empty() {
+                        "none; the operator defines actions in the server's configuration".into()
+                    } else {
+                        offered.join(", ")
+                    }
+                )));
+            };
+            defined.check_names(params.keys()).map_err(refuse)?;
+            for (param, value) in params.iter().filter(|(_, v)| !v.contains("{{")) {
+                defined.check(param, value).map_err(refuse)?;
+            }
+        }
+        Ok(())
     }
 
     /// Whether `incident` (with its ranked-first service, if any) meets every condition.
@@ -411,6 +481,23 @@ impl TemplateContext {
 pub enum Escape {
     None,
     Json,
+}
+
+/// The names of the secrets `template` uses (`{{secret:NAME}}`).
+pub fn secret_names(template: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            break;
+        };
+        if let Some(name) = after[..end].trim().strip_prefix("secret:") {
+            names.push(name.trim().to_owned());
+        }
+        rest = &after[end + 2..];
+    }
+    names
 }
 
 /// Fills `template`'s `{{incident.*}}` and `{{secret:NAME}}` placeholders; `secret` looks a
@@ -508,9 +595,9 @@ kind = "chat"
 url = "http://127.0.0.1:1/hook"
 
 [[step]]
-kind = "command"
-program = "/bin/echo"
-args = ["{{incident.root_cause}}"]
+kind = "action"
+action = "restart"
+params = { service = "{{incident.root_cause}}" }
 "#;
 
     #[test]
@@ -519,12 +606,13 @@ args = ["{{incident.root_cause}}"]
         assert_eq!(runbook.steps.len(), 2);
         assert_eq!(runbook.steps[0].kind(), "chat");
         match &runbook.steps[1] {
-            Step::Command {
-                timeout_seconds,
-                env,
-                ..
+            Step::Action {
+                action,
+                params,
+                continue_on_error,
             } => {
-                assert_eq!((*timeout_seconds, env.len()), (60, 0));
+                assert_eq!((action.as_str(), params.len()), ("restart", 1));
+                assert!(!continue_on_error);
             }
             other => panic!("{other:?}"),
         }
@@ -555,9 +643,19 @@ args = ["{{incident.root_cause}}"]
         );
         check("name = \"x\"\n", 1, "at least one");
         check(
-            "name = \"x\"\n[[step]]\nkind = \"chat\"\nurl = \"http://a\"\n[[step]]\nkind = \"command\"\nprogram = \"rm\"\n",
+            "name = \"x\"\n[[step]]\nkind = \"chat\"\nurl = \"http://a\"\n[[step]]\nkind = \"command\"\nprogram = \"/bin/sh\"\nargs = [\"-c\", \"id\"]\n",
             5,
-            "absolute path",
+            "`command` steps are not accepted",
+        );
+        check(
+            "name = \"x\"\n[[step]]\nkind = \"action\"\naction = \"a\"\nparams = { p = \"{{secret:k}}\" }\n",
+            2,
+            "secrets cannot be action parameters",
+        );
+        check(
+            "name = \"x\"\n[[step]]\nkind = \"action\"\naction = \"a\"\nparams = { p = \"{{incident.nope}}\" }\n",
+            2,
+            "unknown placeholder",
         );
         check(
             "name = \"x\"\n[[step]]\nkind = \"webhook\"\nurl = \"ftp://a\"\n",
@@ -573,6 +671,76 @@ args = ["{{incident.root_cause}}"]
             "name = \"x\"\nmax_runs_per_hour = 0\n[[step]]\nkind = \"chat\"\nurl = \"http://a\"\n",
             2,
             "at least 1",
+        );
+    }
+
+    #[test]
+    fn action_steps_are_checked_against_the_tenants_actions() {
+        let specs: BTreeMap<String, crate::action::ActionSpec> = toml::from_str(
+            "[restart]\nprogram = \"/bin/echo\"\nargs = [\"{{service}}\"]\ntenants = [\"shop\"]\n\
+             [restart.params.service]\npattern = \"[a-z]+\"\n\
+             [other]\nprogram = \"/bin/echo\"\ntenants = [\"elsewhere\"]\n",
+        )
+        .unwrap();
+        let actions = Actions::new(&specs).unwrap();
+        let check = |text: &str, tenant: &str, expected: Result<(), (usize, &str)>| {
+            let runbook = Runbook::parse("r.toml", text).unwrap();
+            match (
+                runbook.check_actions("r.toml", text, tenant, &actions),
+                expected,
+            ) {
+                (Ok(()), Ok(())) => {}
+                (Err(e), Err((line, reason))) => {
+                    assert_eq!(e.line, line, "{e}");
+                    assert!(e.reason.contains(reason), "{e}");
+                }
+                (got, want) => panic!("{text}: {got:?}, expected {want:?}"),
+            }
+        };
+        check(GOOD, "shop", Ok(()));
+        let step = "name = \"x\"\n[[step]]\nkind = \"chat\"\nurl = \"http://a\"\n[[step]]\nkind = \"action\"\n";
+        check(
+            GOOD,
+            "elsewhere",
+            Err((13, "no action `restart` for this tenant (offered: `other`)")),
+        );
+        check(
+            &format!("{step}action = \"other\"\n"),
+            "shop",
+            Err((5, "no action `other` for this tenant (offered: `restart`)")),
+        );
+        check(
+            &format!("{step}action = \"restart\"\n"),
+            "shop",
+            Err((5, "needs parameter `service`")),
+        );
+        check(
+            &format!(
+                "{step}action = \"restart\"\nparams = {{ service = \"a\", program = \"/bin/sh\" }}\n"
+            ),
+            "shop",
+            Err((5, "no parameter `program`")),
+        );
+        // A literal value is checked at load; a template only when it runs.
+        check(
+            &format!("{step}action = \"restart\"\nparams = {{ service = \"x; id\" }}\n"),
+            "shop",
+            Err((5, "does not match `[a-z]+`")),
+        );
+        check(
+            &format!(
+                "{step}action = \"restart\"\nparams = {{ service = \"{{{{incident.services}}}}\" }}\n"
+            ),
+            "shop",
+            Ok(()),
+        );
+    }
+
+    #[test]
+    fn secret_names_are_found() {
+        assert_eq!(
+            secret_names("Bearer {{secret:a}} {{ secret: b }} {{incident.id}} {{secret:c"),
+            ["a", "b"]
         );
     }
 

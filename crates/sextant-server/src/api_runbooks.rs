@@ -3,8 +3,9 @@
 //! line and reason, nothing changed), `DELETE /api/v1/runbooks/{name}`,
 //! `POST /api/v1/runbooks/pause` and `/resume` (the tenant's kill switch), `GET /api/v1/runs`,
 //! `GET /api/v1/runs/{id}`, `POST /api/v1/runs/{id}/approve` and `/reject`
-//! (`{"comment": "..."}`, required). Reading needs a query role; everything else `editor` or
-//! `admin`, and goes to the audit trail.
+//! (`{"comment": "..."}`, required), `GET /api/v1/actions` (the operator's actions this tenant
+//! may use: name, description, parameters, time limit; not the program). Reading needs a query
+//! role; everything else `editor` or `admin`, and goes to the audit trail.
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -35,6 +36,18 @@ pub async fn list(
         "runbooks": books.of(&principal.tenant),
         "errors": books.errors(&principal.tenant),
         "paused": runbooks::paused(&state, &principal.tenant),
+    })))
+}
+
+/// `GET /api/v1/actions`: the actions a runbook of this tenant may name.
+pub async fn actions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<axum::Json<Value>, ApiError> {
+    let principal = crate::api_sql::query_principal(&state, &headers)?;
+    let books = state.services()?.runbooks.clone();
+    Ok(axum::Json(json!({
+        "actions": books.actions().actions().available_to(principal.tenant.as_str()),
     })))
 }
 

@@ -19,6 +19,7 @@
 //! # }
 //! ```
 
+pub mod action_runner;
 pub mod alerts;
 mod api_anomalies;
 mod api_forecast;
@@ -37,6 +38,7 @@ pub mod auth;
 pub mod capacity;
 pub mod correlation;
 pub mod derived_series;
+pub mod egress;
 mod error;
 mod health;
 pub mod listen;
@@ -201,6 +203,7 @@ pub fn router(state: AppState, max_grpc_message_bytes: usize) -> Router {
         .route("/api/v1/topology", get(api_topology::topology))
         .route("/api/v1/audit", get(audit::list))
         .route("/api/v1/runbooks", get(api_runbooks::list))
+        .route("/api/v1/actions", get(api_runbooks::actions))
         .route(
             "/api/v1/runbooks/{name}",
             axum::routing::put(api_runbooks::put)

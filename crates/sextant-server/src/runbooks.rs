@@ -7,9 +7,12 @@
 //! `max_runs_per_hour` hold new runs back (recorded once per incident); the tenant's kill
 //! switch (`POST /api/v1/runbooks/pause`, `/resume`) stops new runs and steps; a failed step
 //! ends the run unless it says `continue_on_error`; webhooks and chat messages are retried
-//! with back-off (1 s, 2 s, 4 s, ...); commands run without a shell, with an emptied
-//! environment (only the runbook's allow-list passes), a time limit and captured output
-//! (64 KiB of each stream). A `wait_for_approval` step waits for
+//! with back-off (1 s, 2 s, 4 s, ...) and reach only what the egress rules allow
+//! (`egress.rs`), and their records keep the status and the first KiB of an answer, with the
+//! secrets the step used masked. An `action` step runs a program only as the operator defined
+//! it (`action_runner.rs`): the runbook gives parameters, which are templated and then checked
+//! against the action's types; a refused value fails the step and is audited
+//! (`runbook.action_refused`). A `wait_for_approval` step waits for
 //! `POST /api/v1/runs/{id}/approve` or `/reject` (editor or admin, with a comment) until it
 //! expires, or for one of the signed links a chat message before the approval step carries
 //! (`GET /api/v1/runs/{id}/link?...&sig=`, HMAC-SHA256 with a key in the data directory; a link
@@ -17,26 +20,31 @@
 //! `secrets.rs`) go into what a step sends only as it runs; its record shows `***`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sextant_incidents::correlator::Incident;
-use sextant_incidents::runbook::{Escape, Runbook, RunbookError, Step, TemplateContext, render};
+use sextant_incidents::runbook::{
+    Escape, Runbook, RunbookError, Step, TemplateContext, render, secret_names,
+};
 use sextant_model::TenantId;
 use sextant_store::meta::RunRow;
 use sha2::{Digest, Sha256};
 
+use crate::action_runner::ActionRunner;
 use crate::correlation::Correlation;
+use crate::egress::EgressPolicy;
 use crate::read_params::{NANOS_PER_SECOND, format_time, now_ns};
 use crate::{ApiError, AppState};
 
-/// Most output kept of each stream of a command, or of a response body.
-const MAX_OUTPUT: usize = 64 * 1024;
+/// Most of a response body a step's record keeps, in bytes.
+const MAX_RECORDED_BODY: usize = 1024;
+/// Most of a response body read, in bytes.
+const MAX_READ_BODY: u64 = 64 * 1024;
 /// Most runbooks per tenant.
 pub const MAX_RUNBOOKS: usize = 200;
 
@@ -61,7 +69,8 @@ pub struct Run {
 pub struct StepRecord {
     pub index: usize,
     pub kind: String,
-    /// `succeeded`, `failed`, `dry_run`, `waiting`, `approved`, `rejected`, `expired`.
+    /// `succeeded`, `failed`, `refused` (an action's parameter was not allowed), `dry_run`,
+    /// `waiting`, `approved`, `rejected`, `expired`.
     pub status: String,
     pub attempts: u32,
     pub started_at: i64,
@@ -100,6 +109,8 @@ pub struct Runbooks {
     wake: tokio::sync::Notify,
     links: LinkSigner,
     secrets: crate::secrets::SecretBox,
+    actions: ActionRunner,
+    egress: Arc<EgressPolicy>,
 }
 
 /// Signs the one-time approval links chat messages carry: HMAC-SHA256 over the tenant, the
@@ -179,10 +190,18 @@ impl std::fmt::Debug for Runbooks {
 }
 
 impl Runbooks {
-    pub fn new(dir: PathBuf, links: LinkSigner, secrets: crate::secrets::SecretBox) -> Runbooks {
+    pub fn new(
+        dir: PathBuf,
+        links: LinkSigner,
+        secrets: crate::secrets::SecretBox,
+        actions: ActionRunner,
+        egress: EgressPolicy,
+    ) -> Runbooks {
         Runbooks {
             links,
             secrets,
+            actions,
+            egress: Arc::new(egress),
             dir,
             loaded: Mutex::new(HashMap::new()),
             errors: Mutex::new(HashMap::new()),
@@ -194,6 +213,29 @@ impl Runbooks {
 
     fn tenant_dir(&self, tenant: &TenantId) -> PathBuf {
         self.dir.join(tenant.as_str())
+    }
+
+    /// Parses `text` (the file `file` of `tenant`) and checks its action steps against the
+    /// actions the tenant may use.
+    fn parse(&self, tenant: &TenantId, file: &str, text: &str) -> Result<Runbook, RunbookError> {
+        let runbook = Runbook::parse(file, text)?;
+        runbook.check_actions(file, text, tenant.as_str(), self.actions.actions())?;
+        Ok(runbook)
+    }
+
+    /// The actions the operator defined, with the users they run as.
+    pub fn actions(&self) -> &ActionRunner {
+        &self.actions
+    }
+
+    /// The file `name` was loaded from and its modification time.
+    fn source(&self, tenant: &TenantId, name: &str) -> Option<(String, SystemTime)> {
+        self.loaded.lock().get(tenant).and_then(|files| {
+            files
+                .iter()
+                .find(|(_, (runbook, _))| runbook.name == name)
+                .map(|(file, (_, at))| (file.clone(), *at))
+        })
     }
 
     /// Re-reads the files that changed; a bad file keeps its last good version.
@@ -232,7 +274,7 @@ impl Runbooks {
                     continue;
                 }
                 let text = std::fs::read_to_string(file.path()).unwrap_or_default();
-                match Runbook::parse(&name, &text) {
+                match self.parse(&tenant, &name, &text) {
                     Ok(runbook) => {
                         self.loaded
                             .lock()
@@ -290,7 +332,7 @@ impl Runbooks {
     /// Checks `text` and writes it as the tenant's runbook file `<name>.toml`.
     pub fn put(&self, tenant: &TenantId, name: &str, text: &str) -> Result<Runbook, RunbookError> {
         let file = format!("{name}.toml");
-        let runbook = Runbook::parse(&file, text)?;
+        let runbook = self.parse(tenant, &file, text)?;
         if runbook.name != name {
             return Err(RunbookError {
                 file,
@@ -505,16 +547,52 @@ async fn start_if_due(
     if store(state, &run).await.is_err() {
         return;
     }
+    let defined_by = defined_by(state, runbooks, tenant, &book.name).await;
     audit(
         state,
         &run,
         "sextant.runbooks",
         "runbook.run",
         json!({"runbook": book.name, "incident": incident.id, "dry_run": book.dry_run,
-               "root_cause": root_cause, "match": book.matcher}),
+               "root_cause": root_cause, "match": book.matcher, "defined_by": defined_by}),
     )
     .await;
     spawn_drive(state.clone(), runbooks.clone(), run);
+}
+
+/// Who defined runbook `name`, for its runs' audit records: the token whose `PUT` wrote it, or
+/// its file when the file changed on disk after that (or no `PUT` is on record).
+async fn defined_by(state: &AppState, runbooks: &Runbooks, tenant: &TenantId, name: &str) -> Value {
+    let source = runbooks.source(tenant, name);
+    let meta = state.meta.clone();
+    let (tenant, name) = (tenant.clone(), name.to_owned());
+    let put = tokio::task::spawn_blocking(move || {
+        let filter = sextant_store::meta::AuditFilter {
+            kind: Some("runbook.put".into()),
+            limit: 1000,
+            ..Default::default()
+        };
+        meta.audit_records(&tenant, &filter)
+            .ok()?
+            .into_iter()
+            .find(|r| r.subject == name)
+    })
+    .await
+    .ok()
+    .flatten();
+    let modified = source.as_ref().map_or(0, |(_, at)| {
+        at.duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64)
+    });
+    match (put, source) {
+        // The API writes the file, then records the put.
+        (Some(put), _) if modified <= put.at + NANOS_PER_SECOND => {
+            json!({"token": put.actor, "at": format_time(put.at)})
+        }
+        (_, Some((file, _))) => json!({"file": file, "modified_at": format_time(modified)}),
+        (None, None) => Value::Null,
+        (Some(put), None) => json!({"token": put.actor, "at": format_time(put.at)}),
+    }
 }
 
 fn spawn_drive(state: AppState, runbooks: Arc<Runbooks>, run: Run) {
@@ -530,7 +608,7 @@ fn spawn_drive(state: AppState, runbooks: Arc<Runbooks>, run: Run) {
 
 /// Runs steps until the run ends or waits; a waiting run is checked every second until it is
 /// decided or expires.
-async fn drive(state: &AppState, runbooks: &Runbooks, mut run: Run) {
+async fn drive(state: &AppState, runbooks: &Arc<Runbooks>, mut run: Run) {
     let signer = runbooks.links();
     loop {
         if run.status == "waiting_approval" {
@@ -556,7 +634,11 @@ async fn drive(state: &AppState, runbooks: &Runbooks, mut run: Run) {
             return;
         }
         let Some(step) = run.runbook.steps.get(run.next_step).cloned() else {
-            run.status = if run.steps.iter().any(|s| s.status == "failed") {
+            run.status = if run
+                .steps
+                .iter()
+                .any(|s| s.status == "failed" || s.status == "refused")
+            {
                 "failed_steps_continued".into()
             } else {
                 "succeeded".into()
@@ -620,18 +702,37 @@ async fn drive(state: &AppState, runbooks: &Runbooks, mut run: Run) {
         } else {
             runbooks.secrets().all(state, &run.tenant)
         };
-        let (status, attempts, input, output) =
-            tokio::task::spawn_blocking(move || execute(&step, &context, dry, links, &secrets))
-                .await
-                .unwrap_or_else(|e| {
-                    (
-                        "failed".into(),
-                        0,
-                        Value::Null,
-                        json!(format!("step task failed: {e}")),
-                    )
-                });
-        let failed = status == "failed";
+        let books = runbooks.clone();
+        let tenant = run.tenant.clone();
+        let (status, attempts, input, output) = tokio::task::spawn_blocking(move || {
+            let target = Target {
+                tenant: &tenant,
+                books: &books,
+                links,
+                secrets: &secrets,
+            };
+            execute(&step, &context, dry, &target)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            (
+                "failed".into(),
+                0,
+                Value::Null,
+                json!(format!("step task failed: {e}")),
+            )
+        });
+        if status == "refused" {
+            audit(
+                state,
+                &run,
+                "sextant.runbooks",
+                "runbook.action_refused",
+                json!({"step": index + 1, "input": input, "reason": output["refused"]}),
+            )
+            .await;
+        }
+        let failed = status == "failed" || status == "refused";
         let kind = run.runbook.steps[index].kind().to_owned();
         let record = StepRecord {
             index,
@@ -771,15 +872,24 @@ pub async fn decide(
     Ok(run)
 }
 
+/// What a step runs against: its tenant, the runbooks (actions, egress rules, link signer), the
+/// approval links a chat message carries, and the tenant's secrets.
+struct Target<'a> {
+    tenant: &'a TenantId,
+    books: &'a Runbooks,
+    links: Option<(String, String)>,
+    secrets: &'a HashMap<String, String>,
+}
+
 /// Runs one step (or, in a dry run, describes it): (status, attempts, input, output).
 fn execute(
     step: &Step,
     context: &TemplateContext,
     dry: bool,
-    links: Option<(String, String)>,
-    secrets: &HashMap<String, String>,
+    target: &Target<'_>,
 ) -> (String, u32, Value, Value) {
     let failed = |input: Value, why: String| ("failed".to_owned(), 0, input, json!(why));
+    let secrets = target.secrets;
     // What is sent uses the secrets; what is recorded shows `***` in their place. A dry run
     // has no secrets to hand and records every placeholder as `***`.
     let real = |name: &str| secrets.get(name).cloned();
@@ -817,11 +927,20 @@ fn execute(
             if dry {
                 return ("dry_run".into(), 0, input, json!("would send"));
             }
+            // The values of the secrets the step's templates name, to mask in its record.
+            let used: Vec<String> = std::iter::once(url.as_str())
+                .chain(headers.values().map(String::as_str))
+                .chain(std::iter::once(body.as_str()))
+                .flat_map(secret_names)
+                .filter_map(|name| secrets.get(&name).cloned())
+                .collect();
             let (url, sent, body) = match rendered(&real) {
                 Ok(r) => r,
                 Err(why) => return failed(input, why),
             };
-            let (ok, attempts, output) = send(method, &url, &sent, &body, *retries);
+            let agent = target.books.egress.agent(target.tenant, SEND_TIMEOUT);
+            let (ok, attempts, mut output) = send(&agent, method, &url, &sent, &body, *retries);
+            redact(&mut output, &used);
             (
                 if ok { "succeeded" } else { "failed" }.into(),
                 attempts,
@@ -830,52 +949,14 @@ fn execute(
             )
         }
         Step::Chat { url, format, .. } => {
-            let text = format!(
-                "Incident {} [{}] {}: {} Root cause: {}. {}",
-                context.id,
-                context.severity,
-                context.title,
-                context.summary,
-                if context.root_cause.is_empty() {
-                    "not ranked yet"
-                } else {
-                    &context.root_cause
-                },
-                context.link
-            );
-            let text = match &links {
-                Some((approve, reject)) => format!("{text} Approve: {approve} Reject: {reject}"),
-                None => text,
-            };
-            let mut actions = vec![json!({"@type": "OpenUri", "name": "Open incident",
-                                          "targets": [{"os": "default", "uri": context.link}]})];
-            let mut buttons = Vec::new();
-            if let Some((approve, reject)) = &links {
-                for (name, url) in [("Approve", approve), ("Reject", reject)] {
-                    actions.push(json!({"@type": "OpenUri", "name": name,
-                                        "targets": [{"os": "default", "uri": url}]}));
-                    buttons.push(json!({"type": "button", "text": {"type": "plain_text", "text": name}, "url": url}));
-                }
-            }
-            let payload = if format == "teams" {
-                json!({"@type": "MessageCard", "@context": "https://schema.org/extensions",
-                       "summary": format!("Incident {}", context.id),
-                       "title": format!("Incident {}: {}", context.id, context.title),
-                       "text": text,
-                       "potentialAction": actions})
-            } else {
-                let mut blocks =
-                    vec![json!({"type": "section", "text": {"type": "mrkdwn", "text": text}})];
-                if !buttons.is_empty() {
-                    blocks.push(json!({"type": "actions", "elements": buttons}));
-                }
-                json!({"text": text, "blocks": blocks})
-            };
+            let payload = chat_payload(context, format, target.links.as_ref());
             let input = json!({"url": url, "format": format, "payload": payload});
             if dry {
                 return ("dry_run".into(), 0, input, json!("would post"));
             }
+            let agent = target.books.egress.agent(target.tenant, SEND_TIMEOUT);
             let (ok, attempts, output) = send(
+                &agent,
                 "POST",
                 url,
                 &[],
@@ -889,32 +970,40 @@ fn execute(
                 output,
             )
         }
-        Step::Command {
-            program,
-            args,
-            timeout_seconds,
-            env,
-            ..
-        } => {
-            let rendered =
-                |secret: &dyn Fn(&str) -> Option<String>| -> Result<Vec<String>, String> {
-                    args.iter()
-                        .map(|a| render(a, context, Escape::None, secret))
-                        .collect()
-                };
-            let shown_args = match rendered(&shown) {
-                Ok(a) => a,
-                Err(why) => return failed(json!({"program": program}), why),
+        Step::Action { action, params, .. } => {
+            let rendered: Result<BTreeMap<String, String>, String> = params
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), render(v, context, Escape::None, &|_| None)?)))
+                .collect();
+            let runner = target.books.actions();
+            let mut input = json!({"action": action, "params": params});
+            let rendered = match rendered {
+                Ok(r) => r,
+                Err(why) => return failed(input, why),
             };
-            let input = json!({"program": program, "args": shown_args, "env": env, "timeout_seconds": timeout_seconds});
+            input["params"] = json!(rendered);
+            // The action is looked up at every run: the operator may have changed it since the
+            // runbook was loaded.
+            let Some(defined) = runner.actions().get(target.tenant.as_str(), action) else {
+                return (
+                    "refused".into(),
+                    0,
+                    input,
+                    json!({"refused": format!("no action `{action}` for this tenant")}),
+                );
+            };
+            let args = match defined.arguments(&rendered) {
+                Ok(args) => args,
+                Err(why) => return ("refused".into(), 0, input, json!({ "refused": why })),
+            };
+            input["program"] = json!(defined.spec().program);
+            input["args"] = json!(args);
+            input["user"] = json!(runner.user_of(defined));
+            input["timeout_seconds"] = json!(defined.spec().timeout_seconds);
             if dry {
                 return ("dry_run".into(), 0, input, json!("would run"));
             }
-            let args = match rendered(&real) {
-                Ok(a) => a,
-                Err(why) => return failed(input, why),
-            };
-            let (ok, output) = command(program, &args, env, Duration::from_secs(*timeout_seconds));
+            let (ok, output) = runner.run(defined, &args);
             (
                 if ok { "succeeded" } else { "failed" }.into(),
                 1,
@@ -922,6 +1011,12 @@ fn execute(
                 output,
             )
         }
+        Step::Command { program, .. } => failed(
+            json!({"program": program}),
+            "`command` steps no longer run: the programs runbooks run are the operator's \
+             actions (kind = \"action\")"
+                .into(),
+        ),
         Step::WaitForApproval { .. } => (
             "failed".into(),
             0,
@@ -931,23 +1026,102 @@ fn execute(
     }
 }
 
+/// A chat message about the incident, with the approval links when a step waits for one.
+fn chat_payload(
+    context: &TemplateContext,
+    format: &str,
+    links: Option<&(String, String)>,
+) -> Value {
+    let text = format!(
+        "Incident {} [{}] {}: {} Root cause: {}. {}",
+        context.id,
+        context.severity,
+        context.title,
+        context.summary,
+        if context.root_cause.is_empty() {
+            "not ranked yet"
+        } else {
+            &context.root_cause
+        },
+        context.link
+    );
+    let text = match links {
+        Some((approve, reject)) => format!("{text} Approve: {approve} Reject: {reject}"),
+        None => text,
+    };
+    let mut actions = vec![json!({"@type": "OpenUri", "name": "Open incident",
+                                  "targets": [{"os": "default", "uri": context.link}]})];
+    let mut buttons = Vec::new();
+    if let Some((approve, reject)) = links {
+        for (name, url) in [("Approve", approve), ("Reject", reject)] {
+            actions.push(json!({"@type": "OpenUri", "name": name,
+                                "targets": [{"os": "default", "uri": url}]}));
+            buttons.push(
+                json!({"type": "button", "text": {"type": "plain_text", "text": name}, "url": url}),
+            );
+        }
+    }
+    if format == "teams" {
+        json!({"@type": "MessageCard", "@context": "https://schema.org/extensions",
+               "summary": format!("Incident {}", context.id),
+               "title": format!("Incident {}: {}", context.id, context.title),
+               "text": text,
+               "potentialAction": actions})
+    } else {
+        let mut blocks = vec![json!({"type": "section", "text": {"type": "mrkdwn", "text": text}})];
+        if !buttons.is_empty() {
+            blocks.push(json!({"type": "actions", "elements": buttons}));
+        }
+        json!({"text": text, "blocks": blocks})
+    }
+}
+
 fn default_chat_retries() -> u32 {
     2
 }
 
-/// Sends with retries and back-off; (succeeded, attempts, the last answer).
+/// How long one attempt of a webhook or chat message may take.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Replaces every occurrence of each of `secrets` in the strings of `value` with `***`.
+fn redact(value: &mut Value, secrets: &[String]) {
+    match value {
+        Value::String(text) => {
+            for secret in secrets.iter().filter(|s| !s.is_empty()) {
+                if text.contains(secret.as_str()) {
+                    *text = text.replace(secret.as_str(), "***");
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| redact(v, secrets)),
+        Value::Object(fields) => fields.values_mut().for_each(|v| redact(v, secrets)),
+        _ => {}
+    }
+}
+
+/// The first [`MAX_RECORDED_BODY`] bytes of `text` (on a character boundary), and whether
+/// that is all of it.
+fn bounded(text: &str) -> (&str, bool) {
+    if text.len() <= MAX_RECORDED_BODY {
+        return (text, true);
+    }
+    let mut end = MAX_RECORDED_BODY;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    (&text[..end], false)
+}
+
+/// Sends with retries and back-off; (succeeded, attempts, the last answer: its status and the
+/// start of its body).
 fn send(
+    agent: &ureq::Agent,
     method: &str,
     url: &str,
     headers: &[(String, String)],
     body: &str,
     retries: u32,
 ) -> (bool, u32, Value) {
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .new_agent();
     let mut last = Value::Null;
     for attempt in 0..=retries {
         if attempt > 0 {
@@ -968,91 +1142,26 @@ fn send(
                 let text = response
                     .body_mut()
                     .with_config()
-                    .limit(MAX_OUTPUT as u64)
+                    .limit(MAX_READ_BODY)
                     .read_to_string()
                     .unwrap_or_default();
-                last = json!({"status": status, "body": text});
+                let (start, whole) = bounded(&text);
+                last = json!({"status": status, "body": start, "body_truncated": !whole});
                 if (200..300).contains(&status) {
                     return (true, attempt + 1, last);
                 }
             }
-            Err(err) => last = json!({"error": err.to_string()}),
+            Err(err) => {
+                last = json!({"error": err.to_string()});
+                // A refused address stays refused: no retry.
+                if matches!(&err, ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied)
+                {
+                    return (false, attempt + 1, last);
+                }
+            }
         }
     }
     (false, retries + 1, last)
-}
-
-/// Runs a program without a shell; (exited 0 in time, output).
-fn command(program: &str, args: &[String], env: &[String], timeout: Duration) -> (bool, Value) {
-    let mut command = std::process::Command::new(program);
-    command
-        .args(args)
-        .env_clear()
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    for name in env {
-        if let Some(value) = std::env::var_os(name) {
-            command.env(name, value);
-        }
-    }
-    let mut child = match command.spawn() {
-        Ok(child) => child,
-        Err(err) => {
-            return (
-                false,
-                json!({"error": format!("cannot start `{program}`: {err}")}),
-            );
-        }
-    };
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut out = Vec::new();
-            if let Some(pipe) = pipe {
-                let _ = pipe.take(MAX_OUTPUT as u64).read_to_end(&mut out);
-            }
-            String::from_utf8_lossy(&out).into_owned()
-        })
-    };
-    let stdout = drain(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let stderr = drain(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(_) => break None,
-        }
-    };
-    let (stdout, stderr) = (
-        stdout.join().unwrap_or_default(),
-        stderr.join().unwrap_or_default(),
-    );
-    match status {
-        Some(status) => (
-            status.success(),
-            json!({"exit_code": status.code(), "stdout": stdout, "stderr": stderr}),
-        ),
-        None => (
-            false,
-            json!({"error": format!("killed after {} s", timeout.as_secs()), "stdout": stdout, "stderr": stderr}),
-        ),
-    }
 }
 
 #[cfg(test)]
@@ -1087,7 +1196,16 @@ mod tests {
                 let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
             }
         });
+        let policy = Arc::new(
+            EgressPolicy::new(&crate::egress::EgressSettings {
+                allow: vec!["127.0.0.1".into()],
+                ..Default::default()
+            })
+            .unwrap(),
+        );
+        let agent = policy.agent(&TenantId::new("ops").unwrap(), SEND_TIMEOUT);
         let (ok, _, output) = send(
+            &agent,
             "POST",
             &format!("https://127.0.0.1:{port}/hook"),
             &[],
@@ -1104,6 +1222,21 @@ mod tests {
         assert!(
             error.contains("invalidcontenttype") || error.contains("corrupt"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn recorded_answers_are_bounded_and_masked() {
+        let long = format!("{}é", "a".repeat(MAX_RECORDED_BODY - 1));
+        let (start, whole) = bounded(&long);
+        assert_eq!((start.len(), whole), (MAX_RECORDED_BODY - 1, false));
+        assert_eq!(bounded("short"), ("short", true));
+        let mut output = json!({"status": 200, "body": "echo: key=s3cr3t-value, again s3cr3t-value",
+                                "nested": ["s3cr3t-value"]});
+        redact(&mut output, &["s3cr3t-value".to_owned(), String::new()]);
+        assert_eq!(
+            output,
+            json!({"status": 200, "body": "echo: key=***, again ***", "nested": ["***"]})
         );
     }
 

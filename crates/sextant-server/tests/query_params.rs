@@ -61,6 +61,7 @@ const GET_ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/topology", &["from", "to"]),
     ("/api/v1/audit", &["from", "to", "kind", "limit"]),
     ("/api/v1/runbooks", &[]),
+    ("/api/v1/actions", &[]),
     ("/api/v1/secrets", &[]),
     ("/api/v1/runs", &[]),
     ("/api/v1/runs/{id}", &[]),
@@ -382,6 +383,8 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
         data.join("runbooks"),
         LinkSigner::open(&data.join("approval.key"), "http://127.0.0.1:7300".into()).unwrap(),
         SecretBox::open(&data.join("secrets.key")).unwrap(),
+        Default::default(),
+        Default::default(),
     );
     let state = AppState::new(meta.clone(), 256, None);
     state.set_ready(Services {

@@ -8,11 +8,13 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use sextant_analytics::anomaly::Seasonality;
 use sextant_analytics::patterns::MinerConfig;
+use sextant_incidents::action::{ActionSpec, Actions};
 use sextant_incidents::correlator::CorrelatorConfig;
 use sextant_ingest::IngestConfig;
 use sextant_model::TenantId;
 use sextant_query::QueryLimits;
 use sextant_server::capacity::CapacityRule;
+use sextant_server::egress::{EgressPolicy, EgressSettings};
 use sextant_server::syslog::SyslogListener;
 use sextant_server::tls::TlsSettings;
 use sextant_store::wal::WalConfig;
@@ -57,6 +59,13 @@ pub struct SextantConfig {
     pub auth: AuthSettings,
     /// The `[encryption]` section: encryption at rest.
     pub encryption: EncryptionSettings,
+    /// `[actions.NAME]`: the programs runbooks may run, with their parameters, user, time
+    /// limit and tenants (`sextant_incidents::action`). None by default: no runbook can run a
+    /// program until the operator defines one here.
+    pub actions: BTreeMap<String, ActionSpec>,
+    /// The `[egress]` section: the non-public hosts and networks webhook and chat steps may
+    /// reach. Default none (public addresses only).
+    pub egress: EgressSettings,
 }
 
 /// The `[encryption]` section. Encryption at rest is on when a master key is given, here or in
@@ -227,6 +236,8 @@ impl Default for SextantConfig {
             insecure_listen: false,
             auth: AuthSettings::default(),
             encryption: EncryptionSettings::default(),
+            actions: BTreeMap::new(),
+            egress: EgressSettings::default(),
         }
     }
 }
@@ -471,7 +482,19 @@ impl SextantConfig {
             .to_limits()
             .validate()
             .map_err(|e| anyhow::anyhow!("`query`: {e}"))?;
+        self.runbook_actions()?;
+        self.egress_policy()?;
         self.ingest.validate().map_err(anyhow::Error::msg)
+    }
+
+    /// The checked `[actions]`.
+    pub fn runbook_actions(&self) -> anyhow::Result<Actions> {
+        Actions::new(&self.actions).map_err(|e| anyhow::anyhow!("`actions`: {e}"))
+    }
+
+    /// The checked `[egress]` rules.
+    pub fn egress_policy(&self) -> anyhow::Result<EgressPolicy> {
+        EgressPolicy::new(&self.egress).map_err(anyhow::Error::msg)
     }
 
     pub fn listen_addr(&self) -> anyhow::Result<SocketAddr> {
@@ -493,8 +516,8 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/sextant.example.toml");
         let config = SextantConfig::from_file(&path).unwrap();
         config.validate().unwrap();
-        // The example documents the defaults; only the per-tenant overrides and the capacity rule
-        // differ.
+        // The example documents the defaults; only the per-tenant overrides, the capacity rule,
+        // the egress entries and the action differ.
         let mut expected = SextantConfig::default();
         expected.ingest.limits.tenants.insert(
             "noisy-team".into(),
@@ -516,6 +539,33 @@ mod tests {
             history: "3d".into(),
             agg: "avg".into(),
         });
+        expected.egress.allow = vec!["hooks.internal.example".into(), "10.20.0.0/16".into()];
+        expected
+            .egress
+            .tenants
+            .insert("shop".into(), vec!["192.168.7.12:8443".into()]);
+        expected.actions.insert(
+            "restart-service".into(),
+            ActionSpec {
+                description: "restart a service of the shop".into(),
+                program: "/usr/bin/systemctl".into(),
+                args: vec!["restart".into(), "{{service}}.service".into()],
+                params: [(
+                    "service".to_owned(),
+                    sextant_incidents::action::ParamSpec {
+                        pattern: Some("[a-z0-9-]+".into()),
+                        ..Default::default()
+                    },
+                )]
+                .into(),
+                timeout_seconds: 30,
+                env: [("PATH".to_owned(), "/usr/bin:/bin".to_owned())].into(),
+                user: Some("sextant-actions".into()),
+                run_as_server_user: false,
+                working_dir: "/".into(),
+                tenants: vec!["shop".into()],
+            },
+        );
         assert_eq!(config, expected);
     }
 
@@ -620,6 +670,11 @@ mod tests {
                 "[[anomaly.capacity]]\nname = \"disk\"\nlimit = 1\nagg = \"p99\"\n",
                 "agg",
             ),
+            (
+                "[actions.x]\nprogram = \"bin/sh\"\n",
+                "`actions`: action `x`: `program` must be an absolute path",
+            ),
+            ("[egress]\nallow = [\"10.0.0.0/40\"]\n", "`egress.allow`"),
         ] {
             let config: SextantConfig = toml::from_str(toml).unwrap();
             let err = config.validate().unwrap_err().to_string();

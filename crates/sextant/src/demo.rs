@@ -6,6 +6,8 @@
 //! after 2 points inside the band, root causes are ranked every 2 s, capacity is checked every
 //! 10 s with one rule (cart's memory), and the shop's own request metrics replace the series
 //! derived from spans. The shop ([`shop`]) sends over OTLP/HTTP with a token of tenant `demo`.
+//! The configuration defines one runbook action, `rollback`, which only prints what a real
+//! rollback would do (as `nobody` when the demo runs as root); the shop's runbook uses it.
 
 mod shop;
 
@@ -13,6 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use sextant_incidents::action::{ActionSpec, ParamSpec};
 use sextant_model::{Role, TenantId};
 use sextant_server::capacity::CapacityRule;
 use sextant_store::meta::MetadataStore;
@@ -54,7 +57,43 @@ pub fn demo_config(data_dir: PathBuf, listen: String) -> SextantConfig {
     }];
     config.topology.derived_series = false;
     config.rca.check_seconds = 2;
+    config.actions.insert("rollback".into(), rollback_action());
     config
+}
+
+/// The demo's one action: `/bin/echo` says what a rollback of a service would do.
+fn rollback_action() -> ActionSpec {
+    let pattern = |p: &str| ParamSpec {
+        pattern: Some(p.into()),
+        ..ParamSpec::default()
+    };
+    let root = sextant_server::action_runner::server_is_root();
+    ActionSpec {
+        description: "roll a service back to its last good version (the demo prints what it \
+                      would do)"
+            .into(),
+        program: "/bin/echo".into(),
+        args: [
+            "rolling back",
+            "{{service}}",
+            "for incident",
+            "{{incident}}",
+        ]
+        .map(String::from)
+        .to_vec(),
+        params: [
+            ("service".to_owned(), pattern("[a-z0-9-]+")),
+            ("incident".to_owned(), pattern("[0-9]+")),
+        ]
+        .into(),
+        timeout_seconds: 10,
+        env: Default::default(),
+        // Never root; as the demo's own user otherwise (it only echoes).
+        user: root.then(|| "nobody".to_owned()),
+        run_as_server_user: !root,
+        working_dir: "/".into(),
+        tenants: vec!["demo".into()],
+    }
 }
 
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {

@@ -82,12 +82,12 @@ pub async fn serve(
     let metrics = PrometheusBuilder::new()
         .install_recorder()
         .context("cannot install the metrics recorder")?;
-    std::fs::create_dir_all(&config.data_dir).with_context(|| {
-        format!(
-            "cannot create data directory `{}`",
-            config.data_dir.display()
-        )
-    })?;
+    create_private_dir(&config.data_dir)?;
+    let actions = sextant_server::action_runner::ActionRunner::new(
+        config.runbook_actions()?,
+        &config.data_dir,
+    )
+    .map_err(|e| anyhow::anyhow!("cannot offer runbook actions: {e}"))?;
     let meta = crate::tokens::open_metadata(&DataDirArg {
         data_dir: config.data_dir.clone(),
     })?;
@@ -185,6 +185,8 @@ pub async fn serve(
         config.data_dir.join("runbooks"),
         signer,
         secrets,
+        actions,
+        config.egress_policy()?,
     ));
     runbooks.reload();
     let correlation = Arc::new(sextant_server::correlation::Correlation::new(
@@ -239,6 +241,28 @@ pub async fn serve(
     }
     tokio::task::spawn_blocking(move || bus.close()).await?;
     tracing::info!("write-ahead log synced, buffers flushed; bye");
+    Ok(())
+}
+
+/// Creates the data directory if needed and makes it owner-only (0700) whatever the umask, so
+/// that no other user — the users runbook actions run as among them — can read what it holds.
+fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create data directory `{}`", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir)
+            .with_context(|| format!("cannot read data directory `{}`", dir.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_context(
+                || format!("cannot make data directory `{}` owner-only", dir.display()),
+            )?;
+            tracing::info!(dir = %dir.display(), "data directory made owner-only (0700)");
+        }
+    }
     Ok(())
 }
 

@@ -173,7 +173,8 @@ const LEAK_START: i64 = -20 * 60;
 const LEAK_MIB_PER_MINUTE: f64 = 40.0;
 /// The limit of the demo's capacity rule for cart's memory.
 pub const CART_MEMORY_LIMIT_BYTES: f64 = 2048.0 * MIB;
-/// The demo's runbook (its command only prints what a real one would do).
+/// The demo's runbook (its action, defined in the demo's configuration, only prints what a
+/// real one would do).
 const ROLLBACK_RUNBOOK: &str = r#"name = "rollback-payment"
 description = "roll payment back to its last good version when it is the root cause"
 
@@ -185,10 +186,9 @@ kind = "wait_for_approval"
 expires_seconds = 1800
 
 [[step]]
-kind = "command"
-program = "/bin/echo"
-args = ["rolling back", "{{incident.root_cause}}", "for incident", "{{incident.id}}"]
-timeout_seconds = 10
+kind = "action"
+action = "rollback"
+params = { service = "{{incident.root_cause}}", incident = "{{incident.id}}" }
 "#;
 const DEPLOY_ERROR: &str =
     "charge failed: gateway rejected merchant config v2.4.1 for order {} (E_MERCHANT_CONFIG)";

@@ -1,7 +1,8 @@
 //! `sextant demo` left alone: within three minutes its simulated shop's faults become one
 //! incident each with the true root cause ranked first (the database's latency, the bad deploy
-//! of payment, cart's memory leak caught by the capacity forecast), and the silenced disk alert
-//! opens none.
+//! of payment, cart's memory leak caught by the capacity forecast), the silenced disk alert
+//! opens none, and payment's rollback runbook, once approved, runs the demo's `rollback`
+//! action.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -142,6 +143,46 @@ fn the_demo_opens_an_incident_per_fault_with_its_true_root_cause_first() {
             .iter()
             .any(|s| s == "postgres" || s == "catalogue"),
         "{summary:#?}"
+    );
+
+    // The rollback waits for approval, then runs the operator's action.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let run = loop {
+        let runs = get(&format!("{base}/api/v1/runs"), &token);
+        if let Some(run) = runs["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["status"] == "waiting_approval")
+        {
+            break run.clone();
+        }
+        assert!(Instant::now() < deadline, "no rollback waits: {runs}");
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    let id = run["id"].as_str().unwrap();
+    let answer = agent()
+        .post(&format!("{base}/api/v1/runs/{id}/approve"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .send(r#"{"comment": "roll back"}"#.as_bytes())
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let done = loop {
+        let done = get(&format!("{base}/api/v1/runs/{id}"), &token);
+        if done["status"] != "running" && done["status"] != "waiting_approval" {
+            break done;
+        }
+        assert!(Instant::now() < deadline, "{done}");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let step = &done["steps"][1];
+    assert_eq!(step["input"]["action"], "rollback", "{done}");
+    assert_eq!(
+        step["output"]["stdout"],
+        format!("rolling back payment for incident {}\n", run["incident"]),
+        "{done}"
     );
     drop(demo);
 }

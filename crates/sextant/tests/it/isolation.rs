@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use crate::support::{Sextant, agent, create_token};
+use crate::support::{Sextant, agent, create_token, markers_dir, touch_action_config};
 
 /// Every route of `sextant_server::router` as (method, path pattern), with what beta's check of
 /// it is.
@@ -83,6 +83,11 @@ const ROUTES: &[(&str, &str, &str)] = &[
         "GET",
         "/api/v1/runbooks",
         "none of alpha's, not paused by alpha",
+    ),
+    (
+        "GET",
+        "/api/v1/actions",
+        "none of the actions only alpha may use",
     ),
     (
         "PUT",
@@ -743,8 +748,8 @@ fn give_alpha_everything(admin: &Client, ingest: &Client, marker_file: &Path) ->
     let toml = format!(
         "name = \"{runbook}\"\n[match]\nservices = [\"{MARK}-cart\"]\n\
          [[step]]\nkind = \"wait_for_approval\"\nexpires_seconds = 3600\n\
-         [[step]]\nkind = \"command\"\nprogram = \"/usr/bin/touch\"\nargs = [\"{}\"]\n",
-        marker_file.display()
+         [[step]]\nkind = \"action\"\naction = \"touch\"\nparams = {{ name = \"{}\" }}\n",
+        marker_file.file_name().unwrap().to_str().unwrap()
     );
     let reply = admin.call(
         "PUT",
@@ -1140,6 +1145,7 @@ fn beta_reads_nothing(beta: &Client, ids: &AlphaIds) {
         "{}",
         books.text
     );
+    empty("/api/v1/actions", "actions");
 
     // Alpha's ids are as unknown to beta as ids no one has.
     let by_id =
@@ -1336,9 +1342,13 @@ fn no_route_shows_or_changes_another_tenants_data() {
         ("beta", "ingest"),
     ]
     .map(|(tenant, role)| create_token(&data, tenant, role));
-    // Nothing resolves by itself while the test runs.
-    let server =
-        Sextant::start_with_config(&data, Some("[incidents]\nresolve_quiet_seconds = 86400\n"));
+    // Nothing resolves by itself while the test runs; only alpha may use the `touch` action.
+    let markers = markers_dir(dir.path());
+    let config = format!(
+        "[incidents]\nresolve_quiet_seconds = 86400\n{}",
+        touch_action_config(&markers, "\"alpha\"")
+    );
+    let server = Sextant::start_with_config(&data, Some(&config));
     let (by_alpha, exercised) = (Exercised::default(), Exercised::default());
     let client = |token: &str, exercised| Client {
         server: &server,
@@ -1351,7 +1361,7 @@ fn no_route_shows_or_changes_another_tenants_data() {
         client(&tokens[2], &exercised),
         client(&tokens[3], &exercised),
     );
-    let marker = dir.path().join("approved-by-someone");
+    let marker = markers.join("approved-by-someone");
 
     let ids = give_alpha_everything(&alpha, &alpha_ingest, &marker);
     let before = settled_view(&alpha);
@@ -1380,6 +1390,21 @@ fn no_route_shows_or_changes_another_tenants_data() {
     put(
         &format!("/api/v1/secrets/{}", ids.secret),
         json!({"value": "beta's own"}).to_string().as_bytes(),
+    );
+    // Alpha's action is not beta's: a runbook naming it is refused as one naming no action.
+    let reply = beta.call(
+        "PUT",
+        "/api/v1/runbooks/borrow",
+        &[JSON],
+        b"name = \"borrow\"\n[[step]]\nkind = \"action\"\naction = \"touch\"\nparams = { name = \"x\" }\n",
+    );
+    assert_eq!(reply.status, 400, "{}", reply.text);
+    assert!(
+        reply
+            .text
+            .contains("no action `touch` for this tenant (offered: none"),
+        "{}",
+        reply.text
     );
     assert_eq!(
         beta.ok("/api/v1/runbooks")["runbooks"]

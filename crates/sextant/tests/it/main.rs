@@ -1,6 +1,7 @@
 //! Integration tests: they start the real `sextant` binary and talk to it over real sockets.
 //! One test binary (modules below) so the suite links once.
 
+mod actions;
 mod anomalies;
 mod conventions;
 mod crash;

@@ -1,8 +1,10 @@
 //! Runbooks through the real binary against a real HTTP receiver on loopback: a bad runbook is
 //! refused with its line, a chat message arrives with the incident's fields, a webhook succeeds
-//! after the receiver fails twice, a command waits for approval and runs only after it, never
-//! after a rejection or an expiry; a dry run sends nothing; the cooldown and the kill switch
-//! hold runs back; and every step is in the audit trail.
+//! after the receiver fails twice, an operator's action waits for approval and runs only after
+//! it, never after a rejection or an expiry; a dry run sends nothing; the cooldown and the kill
+//! switch hold runs back; and every step is in the audit trail. The server's configuration
+//! allows egress to loopback (the receivers) and defines the `touch` action
+//! ([`touch_action_config`]).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -11,14 +13,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{Sextant, agent, create_token};
+use crate::support::{Sextant, agent, create_token, markers_dir, touch_action_config};
 
 /// A request the receiver got: path and body.
-type Received = Arc<Mutex<Vec<(String, String)>>>;
+pub type Received = Arc<Mutex<Vec<(String, String)>>>;
 
 /// An HTTP receiver that records every request and answers 500 to the first `fail` requests
-/// of each path ending in `/flaky`, 200 to the rest.
-fn receiver(fail: usize) -> (String, Received) {
+/// of each path ending in `/flaky`, the request's body to a path ending in `/echo`, a redirect
+/// to `http://REST` to a path `/redirect/REST`, and 200 to the rest.
+pub fn receiver(fail: usize) -> (String, Received) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = format!("http://{}", listener.local_addr().unwrap());
     let got: Received = Arc::new(Mutex::new(Vec::new()));
@@ -52,21 +55,31 @@ fn receiver(fail: usize) -> (String, Received) {
             let earlier = got.iter().filter(|(p, _)| *p == path).count();
             got.push((path.clone(), String::from_utf8_lossy(&body).into_owned()));
             drop(got);
-            let status = if path.ends_with("/flaky") && earlier < fail {
-                "500 Internal Server Error"
+            let (status, extra, answer) = if path.ends_with("/flaky") && earlier < fail {
+                ("500 Internal Server Error", String::new(), b"ok".to_vec())
+            } else if let Some(to) = path.strip_prefix("/redirect/") {
+                (
+                    "302 Found",
+                    format!("location: http://{to}\r\n"),
+                    Vec::new(),
+                )
+            } else if path.ends_with("/echo") {
+                ("200 OK", String::new(), body)
             } else {
-                "200 OK"
+                ("200 OK", String::new(), b"ok".to_vec())
             };
             let _ = write!(
                 stream,
-                "HTTP/1.1 {status}\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+                "HTTP/1.1 {status}\r\n{extra}content-length: {}\r\nconnection: close\r\n\r\n",
+                answer.len()
             );
+            let _ = stream.write_all(&answer);
         }
     });
     (addr, got)
 }
 
-fn call(server: &Sextant, token: &str, method: &str, path: &str, body: &str) -> (u16, Value) {
+pub fn call(server: &Sextant, token: &str, method: &str, path: &str, body: &str) -> (u16, Value) {
     let url = server.url(path);
     let auth = format!("Bearer {token}");
     let mut response = match method {
@@ -90,7 +103,7 @@ fn call(server: &Sextant, token: &str, method: &str, path: &str, body: &str) -> 
     )
 }
 
-fn put_runbook(server: &Sextant, token: &str, name: &str, toml: &str) {
+pub fn put_runbook(server: &Sextant, token: &str, name: &str, toml: &str) {
     let (status, answer) = call(
         server,
         token,
@@ -101,14 +114,14 @@ fn put_runbook(server: &Sextant, token: &str, name: &str, toml: &str) {
     assert_eq!(status, 200, "{name}: {answer}");
 }
 
-fn alert(server: &Sextant, token: &str, service: &str, title: &str) {
+pub fn alert(server: &Sextant, token: &str, service: &str, title: &str) {
     let body = json!({"title": title, "service": service, "severity": "critical"}).to_string();
     let (status, answer) = call(server, token, "POST", "/api/v1/events", &body);
     assert_eq!(status, 200, "{answer}");
 }
 
 /// Waits until `check` finds what it wants in the runs list.
-fn wait_for_run(
+pub fn wait_for_run(
     server: &Sextant,
     token: &str,
     what: &str,
@@ -132,9 +145,11 @@ fn runbooks_notify_retry_wait_for_approval_and_keep_a_trail() {
     let editor = create_token(&data, "ops", "editor");
     let viewer = create_token(&data, "ops", "viewer");
     let admin = create_token(&data, "ops", "admin");
-    let server = Sextant::start(&data);
+    let markers = markers_dir(dir.path());
+    let config = touch_action_config(&markers, "\"ops\"");
+    let server = Sextant::start_with_config(&data, Some(&config));
     let (hook, received) = receiver(2);
-    let marker = |name: &str| dir.path().join(name);
+    let marker = |name: &str| markers.join(name);
 
     // A bad runbook is refused with its line; nothing is stored.
     let (status, answer) = call(
@@ -184,31 +199,24 @@ fn runbooks_notify_retry_wait_for_approval_and_keep_a_trail() {
          [[step]]\nkind = \"chat\"\nurl = \"{hook}/chat\"\n\
          [[step]]\nkind = \"webhook\"\nurl = \"{hook}/flaky\"\nbody = '{{\"incident\": {{{{incident.id}}}}, \"title\": \"{{{{incident.title}}}}\", \"key\": \"{{{{secret:orch}}}}\"}}'\nretries = 3\n\
          [[step]]\nkind = \"wait_for_approval\"\nexpires_seconds = 60\n\
-         [[step]]\nkind = \"command\"\nprogram = \"/usr/bin/touch\"\nargs = [\"{}\"]\n",
-            marker("approved").display()
+         [[step]]\nkind = \"action\"\naction = \"touch\"\nparams = {{ name = \"approved\" }}\n"
         ),
     );
     put_runbook(
         &server,
         &editor,
         "guarded",
-        &format!(
-            "name = \"guarded\"\n[match]\nservices = [\"payment\"]\n\
+        "name = \"guarded\"\n[match]\nservices = [\"payment\"]\n\
          [[step]]\nkind = \"wait_for_approval\"\n\
-         [[step]]\nkind = \"command\"\nprogram = \"/usr/bin/touch\"\nargs = [\"{}\"]\n",
-            marker("rejected").display()
-        ),
+         [[step]]\nkind = \"action\"\naction = \"touch\"\nparams = { name = \"rejected\" }\n",
     );
     put_runbook(
         &server,
         &editor,
         "expiring",
-        &format!(
-            "name = \"expiring\"\n[match]\nservices = [\"search\"]\n\
+        "name = \"expiring\"\n[match]\nservices = [\"search\"]\n\
          [[step]]\nkind = \"wait_for_approval\"\nexpires_seconds = 1\n\
-         [[step]]\nkind = \"command\"\nprogram = \"/usr/bin/touch\"\nargs = [\"{}\"]\n",
-            marker("expired").display()
-        ),
+         [[step]]\nkind = \"action\"\naction = \"touch\"\nparams = { name = \"expired\" }\n",
     );
     put_runbook(
         &server,
@@ -254,7 +262,7 @@ fn runbooks_notify_retry_wait_for_approval_and_keep_a_trail() {
     );
     assert!(
         !marker("approved").exists(),
-        "the command waits for approval"
+        "the action waits for approval"
     );
     let id = run["id"].as_str().unwrap().to_owned();
     let (status, _) = call(
@@ -288,7 +296,7 @@ fn runbooks_notify_retry_wait_for_approval_and_keep_a_trail() {
     assert_eq!(done["approval"]["comment"], "go ahead");
     assert_eq!(done["steps"][3]["output"]["exit_code"], 0, "{done}");
 
-    // Rejected: the command never runs.
+    // Rejected: the action never runs.
     alert(&server, &editor, "payment", "CardDeclines");
     let run = wait_for_run(&server, &editor, "guarded waits", |r| {
         r["runbook"]["name"] == "guarded" && r["status"] == "waiting_approval"
@@ -311,7 +319,7 @@ fn runbooks_notify_retry_wait_for_approval_and_keep_a_trail() {
     );
     assert_eq!(status, 409, "a rejected run stays rejected");
 
-    // Expired: the command never runs, and approval comes too late.
+    // Expired: the action never runs, and approval comes too late.
     alert(&server, &editor, "search", "IndexLag");
     let run = wait_for_run(&server, &editor, "expiring expires", |r| {
         r["runbook"]["name"] == "expiring" && r["status"] == "expired"
@@ -473,8 +481,12 @@ fn a_scenario_suite_incident_triggers_its_runbook_once() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let editor = create_token(&data, "shop", "editor");
-    let config = "[anomaly]\nenabled = false\n";
-    let server = Sextant::start_with_config(&data, Some(config));
+    let markers = markers_dir(dir.path());
+    let config = format!(
+        "[anomaly]\nenabled = false\n{}",
+        touch_action_config(&markers, "\"shop\"")
+    );
+    let server = Sextant::start_with_config(&data, Some(&config));
     let (hook, received) = receiver(0);
     put_runbook(
         &server,
@@ -484,8 +496,7 @@ fn a_scenario_suite_incident_triggers_its_runbook_once() {
             "name = \"page-dba\"\n[match]\nservices = [\"postgres\"]\nseverity = \"critical\"\n\
          [[step]]\nkind = \"chat\"\nurl = \"{hook}/dba\"\nformat = \"teams\"\n\
          [[step]]\nkind = \"wait_for_approval\"\n\
-         [[step]]\nkind = \"command\"\nprogram = \"/usr/bin/touch\"\nargs = [\"{}\"]\n",
-            dir.path().join("linked").display()
+         [[step]]\nkind = \"action\"\naction = \"touch\"\nparams = {{ name = \"linked\" }}\n"
         ),
     );
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -551,12 +562,12 @@ fn a_scenario_suite_incident_triggers_its_runbook_once() {
     let last = if approve.ends_with('0') { '1' } else { '0' };
     let tampered = format!("{}{last}", &approve[..approve.len() - 1]);
     assert_eq!(get_link(&tampered), 403);
-    assert!(!dir.path().join("linked").exists());
+    assert!(!markers.join("linked").exists());
     assert_eq!(get_link(&approve), 200);
     wait_for_run(&server, &editor, "page-dba succeeds", |r| {
         r["runbook"]["name"] == "page-dba" && r["status"] == "succeeded"
     });
-    assert!(dir.path().join("linked").exists());
+    assert!(markers.join("linked").exists());
     assert_eq!(get_link(&approve), 409, "a link works once");
 
     // A file broken on disk is refused with its line; the running server keeps the last good

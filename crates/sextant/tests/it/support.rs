@@ -251,3 +251,44 @@ pub fn program_or_skip(path: &str) -> Option<PathBuf> {
         }
     }
 }
+
+/// Whether the tests run as root (then runbook actions must switch to another user).
+pub fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// The line of an `[actions.NAME]` table that says whom the action runs as: `nobody` when the
+/// tests run as root (actions never run as root), else the tests' own user.
+pub fn action_user() -> &'static str {
+    if running_as_root() {
+        "user = \"nobody\""
+    } else {
+        "run_as_server_user = true"
+    }
+}
+
+/// `DIR/markers`, a directory the users actions run as may write into (`DIR` made 0755 so
+/// they can reach it).
+pub fn markers_dir(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let markers = dir.join("markers");
+    std::fs::create_dir_all(&markers).unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&markers, std::fs::Permissions::from_mode(0o777)).unwrap();
+    markers
+}
+
+/// The configuration of an action `touch` for `tenants` (TOML list items) that creates
+/// `MARKERS/NAME` for a parameter `name` of lower-case letters and `-`, and an egress rule that
+/// lets steps reach receivers on 127.0.0.1.
+pub fn touch_action_config(markers: &Path, tenants: &str) -> String {
+    format!(
+        "[egress]\nallow = [\"127.0.0.1\"]\n\
+         [actions.touch]\nprogram = \"/usr/bin/touch\"\nargs = [\"{}/{{{{name}}}}\"]\n\
+         tenants = [{tenants}]\n{}\n\
+         [actions.touch.params.name]\npattern = \"[a-z-]+\"\n",
+        markers.display(),
+        action_user()
+    )
+}
