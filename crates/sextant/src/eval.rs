@@ -1,5 +1,6 @@
 //! `sextant eval`: template mining accuracy on loghub-2k (here), anomaly detection on NAB and
-//! forecasting on M4 hourly (`eval_series.rs`).
+//! forecasting on M4 hourly (`eval_series.rs`), root causes on Sock Shop (`rca.rs`) and on
+//! Nezha's recorded days (`eval_nezha.rs`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -29,14 +30,25 @@ pub enum EvalCommand {
         #[arg(long)]
         dir: PathBuf,
     },
-    /// Score the forecaster on M4's hourly series: sMAPE and MASE over the 48 steps after
-    /// each training series.
     /// Score the root-cause ranking on cases `<service>-<fault>/<run>/` (each with
     /// `normal.csv` and `anomalous.csv`): AC@1, AC@3 and Avg@5 at service and metric level.
     Rca {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Score the root-cause ranking on recorded days of the Nezha dataset (DIR: a day folder
+    /// with its `*-fault_list.json` and `metric/`, or a folder of them): AC@1, AC@3 and Avg@5
+    /// at service level per day and per fault type, against a trivial reference.
+    Nezha {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Print, under each fault, the sentences of the first three services and of the true
+        /// one.
+        #[arg(long)]
+        explain: bool,
+    },
+    /// Score the forecaster on M4's hourly series: sMAPE and MASE over the 48 steps after
+    /// each training series.
     M4 {
         /// `Hourly-train.csv`.
         #[arg(long)]
@@ -53,6 +65,7 @@ pub fn run(command: EvalCommand) -> anyhow::Result<()> {
         EvalCommand::Nab { dir } => crate::eval_series::nab(&dir),
         EvalCommand::M4 { train, test } => crate::eval_series::m4(&train, &test),
         EvalCommand::Rca { dir } => crate::rca::eval(&dir),
+        EvalCommand::Nezha { dir, explain } => crate::eval_nezha::eval(&dir, explain),
     }
 }
 

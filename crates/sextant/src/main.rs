@@ -7,6 +7,7 @@ mod config;
 mod demo;
 mod detect;
 mod eval;
+mod eval_nezha;
 mod eval_series;
 mod keys;
 mod patterns;

@@ -1,7 +1,7 @@
 //! The offline analytics commands through the real binary: `sextant detect` (one score per row,
 //! streaming: a prefix scores the same), `sextant forecast` (long CSV in, one row per step
 //! out), `sextant rca` (a ranking in JSON), `sextant eval nab`, `sextant eval m4` and `sextant
-//! eval rca` (their tables), and their errors on bad input.
+//! eval rca` and `sextant eval nezha` (their tables), and their errors on bad input.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -301,4 +301,44 @@ fn rca_ranks_a_sock_shop_case_and_eval_rca_prints_both_levels() {
     };
     assert!(line("service")[0] >= 0.98, "{table}");
     assert!(line("metric")[0] >= 0.90, "{table}");
+}
+
+#[test]
+fn eval_nezha_ranks_every_fault_of_a_recorded_day_against_the_reference() {
+    let archive = datasets_dir().join("nezha/2023-01-30.tar.zst");
+    let dir = tempfile::tempdir().unwrap();
+    let status = Command::new("tar")
+        .args(["--zstd", "-xf"])
+        .arg(&archive)
+        .arg("-C")
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "cannot extract {}", archive.display());
+    let table = stdout(&run(&[
+        "eval",
+        "nezha",
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]));
+    let faults: Vec<&str> = table
+        .lines()
+        .filter(|l| l.starts_with("2023-01-30 "))
+        .collect();
+    assert_eq!(faults.len(), 17, "{table}");
+    for fault in &faults {
+        // Every ranker ranks the true service: a number in each of the three rank columns.
+        let ranks: Vec<&str> = fault.split_whitespace().skip(4).take(3).collect();
+        assert!(ranks.iter().all(|r| r.parse::<usize>().is_ok()), "{fault}");
+    }
+    for ranker in ["sextant", "sextant+map", "trivial"] {
+        assert!(
+            table
+                .lines()
+                .any(|l| l.split_whitespace().any(|w| w == ranker) && l.ends_with(" 17")),
+            "no summary of {ranker}: {table}"
+        );
+    }
+    let error = stderr_of_failure(&run(&["eval", "nezha", "--dir", "/no/such/dir"]));
+    assert!(error.contains("cannot read `/no/such/dir`"), "{error}");
 }
