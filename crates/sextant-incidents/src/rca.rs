@@ -36,6 +36,24 @@ pub struct RcaConfig {
     /// (cpu, memory, queues, ...): a fault shows most directly in what it consumes, while
     /// symptoms spread to every caller. Default 0.5.
     pub symptom_weight: f64,
+    /// Deviations past this many spreads count only logarithmically more (0: no limit): past
+    /// it a series is plainly anomalous, and how many spreads more mostly says how flat or
+    /// quantised its baseline was, not how strong the fault is. Default 10.
+    pub saturation_sigmas: f64,
+    /// Weight of a service's client-side series (durations and errors of the calls it makes,
+    /// which its callees and the network between decide) against its other series of the same
+    /// kind. Default 0.5.
+    pub client_weight: f64,
+    /// Count only the direction in which a fault moves a kind of series: resources, latency,
+    /// errors and log rates up, success rates down (load and others either way). Default true.
+    pub directional: bool,
+    /// A percentage or utilisation at 90 % of its capacity or more, from below it, counts as
+    /// plainly anomalous (at least `saturation_sigmas`). Default true.
+    pub capacity_saturation: bool,
+    /// Leave out series that several services report value for value (a host's metrics that
+    /// each pod on it carries): what they all share says nothing about which one is the
+    /// cause. Default true.
+    pub drop_shared: bool,
 }
 
 impl Default for RcaConfig {
@@ -46,11 +64,44 @@ impl Default for RcaConfig {
             topology_weight: 0.5,
             log_weight: 0.3,
             symptom_weight: 0.5,
+            saturation_sigmas: 10.0,
+            client_weight: 0.5,
+            directional: true,
+            capacity_saturation: true,
+            drop_shared: true,
         }
     }
 }
 
 impl RcaConfig {
+    /// This configuration with each rule turned off in turn, named: what an ablation compares.
+    pub fn ablations(&self) -> Vec<(&'static str, RcaConfig)> {
+        let with = |change: &dyn Fn(&mut RcaConfig)| {
+            let mut config = self.clone();
+            change(&mut config);
+            config
+        };
+        vec![
+            ("no onset order", with(&|c| c.onset_weight = 0.0)),
+            ("no map direction", with(&|c| c.topology_weight = 0.0)),
+            (
+                "symptoms weigh as resources",
+                with(&|c| c.symptom_weight = 1.0),
+            ),
+            ("no saturation", with(&|c| c.saturation_sigmas = 0.0)),
+            (
+                "client side weighs as own",
+                with(&|c| c.client_weight = 1.0),
+            ),
+            ("either direction counts", with(&|c| c.directional = false)),
+            (
+                "no capacity saturation",
+                with(&|c| c.capacity_saturation = false),
+            ),
+            ("shared series kept", with(&|c| c.drop_shared = false)),
+        ]
+    }
+
     pub fn validate(&self) -> Result<()> {
         let bad = |field, reason| Err(Error::InvalidConfig { field, reason });
         if self.onset_sigmas.is_nan() || self.onset_sigmas <= 0.0 {
@@ -61,6 +112,8 @@ impl RcaConfig {
             ("topology_weight", self.topology_weight),
             ("log_weight", self.log_weight),
             ("symptom_weight", self.symptom_weight),
+            ("saturation_sigmas", self.saturation_sigmas),
+            ("client_weight", self.client_weight),
         ] {
             if !(value >= 0.0 && value.is_finite()) {
                 return bad(field, "must be zero or positive");
@@ -96,7 +149,7 @@ impl SeriesKind {
             SeriesKind::Logs
         } else if has(&["lat", "duration", "p50", "p95", "p99", "response_time"]) {
             SeriesKind::Latency
-        } else if has(&["error", "fail", "5xx", "exception"]) {
+        } else if has(&["error", "fail", "5xx", "exception", "success"]) {
             SeriesKind::Errors
         } else if has(&[
             "cpu", "mem", "heap", "gc", "disk", "fd", "thread", "io", "swap",
@@ -114,6 +167,65 @@ impl SeriesKind {
             self,
             SeriesKind::Latency | SeriesKind::Errors | SeriesKind::Load
         )
+    }
+}
+
+/// The direction in which a fault moves a series.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Polarity {
+    Up,
+    Down,
+    Either,
+}
+
+impl Polarity {
+    /// From the series' kind and name: resources, latency, errors and log rates rise; a
+    /// success or availability rate falls; load and the rest may go either way.
+    pub fn of(metric: &str, kind: SeriesKind) -> Polarity {
+        let name = metric.to_ascii_lowercase();
+        match kind {
+            SeriesKind::Errors
+                if ["success", "availab", "goodput"]
+                    .iter()
+                    .any(|w| name.contains(w)) =>
+            {
+                Polarity::Down
+            }
+            SeriesKind::Resource | SeriesKind::Latency | SeriesKind::Errors | SeriesKind::Logs => {
+                Polarity::Up
+            }
+            SeriesKind::Load | SeriesKind::Other => Polarity::Either,
+        }
+    }
+}
+
+/// Whether a series measures the calls a service makes rather than those it serves (its name
+/// says `client`, as in OpenTelemetry's `http.client.duration`, or outgoing, or downstream).
+pub fn is_client_side(metric: &str) -> bool {
+    let name = metric.to_ascii_lowercase();
+    ["client", "outgoing", "outbound", "downstream"]
+        .iter()
+        .any(|w| name.contains(w))
+}
+
+/// The capacity of a percentage (100) or of a utilisation or ratio (1) series, from its name.
+fn capacity_of(metric: &str) -> Option<f64> {
+    let name = metric.to_ascii_lowercase();
+    if name.contains('%') || name.contains("percent") {
+        Some(100.0)
+    } else if name.contains("utilization") || name.contains("utilisation") {
+        Some(1.0)
+    } else {
+        None
+    }
+}
+
+/// `deviation` past `limit` spreads, growing only logarithmically (no limit at 0).
+fn saturate(deviation: f64, limit: f64) -> f64 {
+    if limit <= 0.0 || deviation <= limit {
+        deviation
+    } else {
+        limit * (1.0 + (deviation / limit).ln())
     }
 }
 
@@ -157,8 +269,15 @@ pub struct SeriesScore {
     pub service: String,
     pub metric: String,
     pub kind: SeriesKind,
-    /// Largest robust deviation during the incident, in baseline spreads.
+    /// The score the ranking uses: the largest robust deviation during the incident in the
+    /// direction its kind moves, past `saturation_sigmas` only logarithmically larger.
     pub deviation: f64,
+    /// That deviation in baseline spreads, before the saturation.
+    pub spreads: f64,
+    /// Whether it measures the calls the service makes (see [`is_client_side`]).
+    pub client_side: bool,
+    /// Whether a percentage or utilisation reached 90 % of its capacity.
+    pub saturated: bool,
     /// The baseline's median and spread.
     pub baseline_median: f64,
     pub baseline_spread: f64,
@@ -276,30 +395,48 @@ pub fn score_series(series: &CandidateSeries, config: &RcaConfig) -> Option<Seri
     normal.sort_by(f64::total_cmp);
     let median = quantile(&normal, 0.5);
     let spread = baseline_spread(&normal, median, &window);
-    // A resource fault consumes: only a rise counts. Symptoms count either way (latency and
-    // errors rise, load may fall).
     let kind = SeriesKind::of(&series.metric);
-    let rises_only = kind == SeriesKind::Resource;
+    let polarity = if config.directional {
+        Polarity::of(&series.metric, kind)
+    } else {
+        Polarity::Either
+    };
     let mut peak = window[0];
-    let mut deviation = f64::NEG_INFINITY;
+    let mut spreads = f64::NEG_INFINITY;
     let mut onset = None;
     for &(time, value) in &window {
         let signed = (value - median) / spread;
-        let z = if rises_only { signed } else { signed.abs() };
-        if z > deviation {
-            deviation = z;
+        let z = match polarity {
+            Polarity::Up => signed,
+            Polarity::Down => -signed,
+            Polarity::Either => signed.abs(),
+        };
+        if z > spreads {
+            spreads = z;
             peak = (time, value);
         }
         if onset.is_none() && z >= config.onset_sigmas {
             onset = Some(time);
         }
     }
-    let deviation = deviation.max(0.0);
+    let spreads = spreads.max(0.0);
+    let mut deviation = saturate(spreads, config.saturation_sigmas);
+    let saturated = config.capacity_saturation
+        && kind == SeriesKind::Resource
+        && capacity_of(&series.metric)
+            .is_some_and(|capacity| peak.1 >= 0.9 * capacity && median < 0.9 * capacity);
+    if saturated {
+        deviation = deviation.max(config.saturation_sigmas.max(config.onset_sigmas));
+        onset = onset.or(Some(peak.0));
+    }
     Some(SeriesScore {
         service: series.service.clone(),
         metric: series.metric.clone(),
         kind,
         deviation,
+        spreads,
+        client_side: is_client_side(&series.metric),
+        saturated,
         baseline_median: median,
         baseline_spread: spread,
         peak: peak.1,
@@ -309,12 +446,53 @@ pub fn score_series(series: &CandidateSeries, config: &RcaConfig) -> Option<Seri
     })
 }
 
+/// The series of `series` that another service reports value for value (the same normal and
+/// incident values, at least three of them): a host's metrics each of its pods carries.
+fn shared_series(series: &[CandidateSeries]) -> BTreeSet<usize> {
+    let key = |s: &CandidateSeries| -> Option<(String, Vec<u64>)> {
+        let values: Vec<u64> = s
+            .normal
+            .iter()
+            .copied()
+            .chain(s.anomalous.iter().map(|(_, v)| *v))
+            .map(f64::to_bits)
+            .collect();
+        let finite = s
+            .normal
+            .iter()
+            .chain(s.anomalous.iter().map(|(_, v)| v))
+            .filter(|v| v.is_finite())
+            .count();
+        (finite >= 3).then(|| (s.metric.clone(), values))
+    };
+    let mut seen: BTreeMap<(String, Vec<u64>), Vec<usize>> = BTreeMap::new();
+    for (i, s) in series.iter().enumerate() {
+        if let Some(k) = key(s) {
+            seen.entry(k).or_default().push(i);
+        }
+    }
+    seen.into_iter()
+        .filter(|(_, at)| {
+            let services: BTreeSet<&str> = at.iter().map(|i| series[*i].service.as_str()).collect();
+            services.len() > 1
+        })
+        .flat_map(|(_, at)| at)
+        .collect()
+}
+
 /// Ranks the services of `input`, best first, with their evidence.
 pub fn rank(input: &RcaInput<'_>, config: &RcaConfig) -> Ranking {
+    let shared = if config.drop_shared {
+        shared_series(input.series)
+    } else {
+        BTreeSet::new()
+    };
     let mut series: Vec<SeriesScore> = input
         .series
         .iter()
-        .filter_map(|s| score_series(s, config))
+        .enumerate()
+        .filter(|(i, _)| !shared.contains(i))
+        .filter_map(|(_, s)| score_series(s, config))
         .collect();
     series.sort_by(|a, b| {
         b.deviation
@@ -322,11 +500,17 @@ pub fn rank(input: &RcaInput<'_>, config: &RcaConfig) -> Ranking {
             .then_with(|| (&a.service, &a.metric).cmp(&(&b.service, &b.metric)))
     });
     let weighted = |s: &SeriesScore| {
-        if s.kind.is_symptom() {
-            s.deviation * config.symptom_weight
+        let kind = if s.kind.is_symptom() {
+            config.symptom_weight
         } else {
-            s.deviation
-        }
+            1.0
+        };
+        let side = if s.client_side {
+            config.client_weight
+        } else {
+            1.0
+        };
+        s.deviation * kind * side
     };
     // Each service's series, strongest (weighted) first.
     let mut by_service: BTreeMap<&str, Vec<&SeriesScore>> = BTreeMap::new();
@@ -504,14 +688,21 @@ fn sentence(rank: usize, candidate: &RankedService) -> String {
         candidate.service, candidate.score
     );
     match evidence.series.first() {
-        Some(top) => text.push_str(&format!(
-            ": {} went {} to {} against a baseline of {} ({:.1} spreads)",
-            top.metric,
-            top.direction,
-            number(top.peak),
-            number(top.baseline_median),
-            top.deviation
-        )),
+        Some(top) => {
+            text.push_str(&format!(
+                ": {} went {} to {} against a baseline of {} ({:.1} spreads",
+                top.metric,
+                top.direction,
+                number(top.peak),
+                number(top.baseline_median),
+                top.spreads
+            ));
+            text.push_str(if top.saturated {
+                ", near its capacity)"
+            } else {
+                ")"
+            });
+        }
         None => text.push_str(": no series of it moved"),
     }
     if let Some(order) = evidence.onset_order {
@@ -756,6 +947,8 @@ mod tests {
             ("sextant.edge.request_rate", SeriesKind::Load),
             ("log_pattern_rate{template_id=\"3\"}", SeriesKind::Logs),
             ("queue_depth", SeriesKind::Other),
+            ("PodSuccessRate(%)", SeriesKind::Errors),
+            ("PodClientLatencyP99(s)", SeriesKind::Latency),
         ] {
             assert_eq!(SeriesKind::of(name), kind, "{name}");
         }
@@ -777,6 +970,100 @@ mod tests {
         assert!(flat.deviation > 5.0, "{flat:?}");
         assert!(score_series(&series("a", "x", &[f64::NAN], &[1.0]), &config).is_none());
         assert!(score_series(&series("a", "x", &[1.0], &[f64::INFINITY]), &config).is_none());
+    }
+
+    #[test]
+    fn series_count_in_their_kinds_direction_and_saturate() {
+        let config = RcaConfig::default();
+        let normal: Vec<f64> = (0..30).map(|i| 10.0 + (i % 5) as f64).collect();
+        // (metric, incident values, spreads, deviation, saturated)
+        let check = |metric: &str, window: &[f64], expected: (f64, f64, bool)| {
+            let s = score_series(&series("a", metric, &normal, window), &config).unwrap();
+            let (spreads, deviation, saturated) = expected;
+            assert!((s.spreads - spreads).abs() < 1e-9, "{metric}: {s:?}");
+            assert!((s.deviation - deviation).abs() < 1e-9, "{metric}: {s:?}");
+            assert_eq!(s.saturated, saturated, "{metric}");
+        };
+        // Median 12, spread 2. Latency counts up only; a success rate down only; load both.
+        check("lat_99", &[4.0], (0.0, 0.0, false));
+        check("lat_99", &[20.0], (4.0, 4.0, false));
+        check("PodSuccessRate(%)", &[4.0], (4.0, 4.0, false));
+        check("PodSuccessRate(%)", &[20.0], (0.0, 0.0, false));
+        check("lod", &[4.0], (4.0, 4.0, false));
+        // Past 10 spreads, logarithmically: 1,000 spreads count 10·(1 + ln 100).
+        check(
+            "lat_99",
+            &[2012.0],
+            (1000.0, 10.0 * (1.0 + 100f64.ln()), false),
+        );
+        // A percentage at 90 % of its capacity is plainly anomalous, however noisy before.
+        check(
+            "CpuUsageRate(%)",
+            &[95.0],
+            (41.5, 10.0 * (1.0 + 4.15f64.ln()), true),
+        );
+        let noisy: Vec<f64> = (0..30).map(|i| 40.0 + 10.0 * (i % 5) as f64).collect();
+        let s = score_series(&series("a", "cpu_utilization_%", &noisy, &[92.0]), &config).unwrap();
+        assert_eq!((s.saturated, s.deviation), (true, 10.0), "{s:?}");
+        let either = RcaConfig {
+            directional: false,
+            ..RcaConfig::default()
+        };
+        let s = score_series(&series("a", "lat_99", &normal, &[4.0]), &either).unwrap();
+        assert_eq!(s.deviation, 4.0);
+    }
+
+    #[test]
+    fn client_side_and_shared_series_weigh_less_or_nothing() {
+        let config = RcaConfig {
+            onset_weight: 0.0,
+            ..RcaConfig::default()
+        };
+        let normal: Vec<f64> = (0..30).map(|i| 10.0 + (i % 5) as f64).collect();
+        // The web service's calls slowed (client side) as much as the database's own latency
+        // rose: the database ranks first.
+        let input = [
+            series("web", "http.client.duration", &normal, &[18.0]),
+            series("db", "http.server.duration", &normal, &[18.0]),
+        ];
+        let ranking = rank(
+            &RcaInput {
+                series: &input,
+                ..RcaInput::default()
+            },
+            &config,
+        );
+        assert_eq!(ranking.services[0].service, "db");
+        assert!(ranking.series.iter().any(|s| s.client_side));
+        // A host's metric every pod on it carries, value for value, ranks no one.
+        let host: Vec<f64> = (0..30).map(|i| 50.0 + (i % 3) as f64).collect();
+        let input = [
+            series("a", "node_cpu", &host, &[90.0]),
+            series("b", "node_cpu", &host, &[90.0]),
+            series("b", "cpu", &normal, &[13.0]),
+        ];
+        let ranking = rank(
+            &RcaInput {
+                series: &input,
+                ..RcaInput::default()
+            },
+            &config,
+        );
+        assert_eq!(ranking.services[0].service, "b");
+        assert_eq!(ranking.services[0].metric, "cpu");
+        assert!(ranking.series.iter().all(|s| s.metric != "node_cpu"));
+        let kept = RcaConfig {
+            drop_shared: false,
+            ..config.clone()
+        };
+        let ranking = rank(
+            &RcaInput {
+                series: &input,
+                ..RcaInput::default()
+            },
+            &kept,
+        );
+        assert_eq!(ranking.services[0].metric, "node_cpu");
     }
 
     #[test]

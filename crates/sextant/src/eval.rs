@@ -46,6 +46,10 @@ pub enum EvalCommand {
         /// one.
         #[arg(long)]
         explain: bool,
+        /// Print instead the scores with every rule of the ranking and with each rule turned
+        /// off in turn.
+        #[arg(long)]
+        ablation: bool,
     },
     /// Score the forecaster on M4's hourly series: sMAPE and MASE over the 48 steps after
     /// each training series.
@@ -65,7 +69,12 @@ pub fn run(command: EvalCommand) -> anyhow::Result<()> {
         EvalCommand::Nab { dir } => crate::eval_series::nab(&dir),
         EvalCommand::M4 { train, test } => crate::eval_series::m4(&train, &test),
         EvalCommand::Rca { dir } => crate::rca::eval(&dir),
-        EvalCommand::Nezha { dir, explain } => crate::eval_nezha::eval(&dir, explain),
+        EvalCommand::Nezha {
+            dir,
+            ablation: true,
+            ..
+        } => crate::eval_nezha::ablation(&dir),
+        EvalCommand::Nezha { dir, explain, .. } => crate::eval_nezha::eval(&dir, explain),
     }
 }
 

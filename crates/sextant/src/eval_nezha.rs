@@ -294,6 +294,70 @@ fn position(services: &[String], wanted: &str) -> Option<usize> {
     services.iter().position(|s| s == wanted).map(|i| i + 1)
 }
 
+/// Every day under `dir`, read.
+fn read_days(dir: &Path) -> anyhow::Result<Vec<Day>> {
+    day_dirs(dir)?.iter().map(|d| read_day(d)).collect()
+}
+
+/// The ablation: AC@1, AC@3 and Avg@5 of the ranking with the call graph, per day and over
+/// all faults, with every rule and with each rule turned off in turn.
+pub fn ablation(dir: &Path) -> anyhow::Result<()> {
+    let days = read_days(dir)?;
+    let base = RcaConfig::default();
+    let mut variants = vec![("all rules", base.clone())];
+    variants.extend(base.ablations());
+    let mut header = format!("{:<30}", "");
+    let mut columns = format!("{:<30}", "configuration");
+    for name in days.iter().map(|d| d.name.as_str()).chain(["all"]) {
+        header.push_str(&format!(" {name:>20}"));
+        columns.push_str(&format!(" {:>8} {:>5} {:>5}", "AC@1", "AC@3", "Avg@5"));
+    }
+    println!("{header}\n{columns}");
+    for (name, config) in variants {
+        let mut line = format!("{name:<30}");
+        let mut all = Vec::new();
+        for day in &days {
+            let map =
+                ServiceMap::from_pairs(day.edges.iter().map(|(a, b)| (a.as_str(), b.as_str())));
+            let ranks: Vec<Option<usize>> = day
+                .faults
+                .iter()
+                .map(|fault| {
+                    let candidates = candidates(day, fault);
+                    let ranking = rca::rank(
+                        &RcaInput {
+                            series: &candidates,
+                            map: (!day.edges.is_empty()).then_some(&map),
+                            ..RcaInput::default()
+                        },
+                        &config,
+                    );
+                    ranking
+                        .services
+                        .iter()
+                        .position(|s| s.service == fault.service)
+                        .map(|i| i + 1)
+                })
+                .collect();
+            line.push_str(&scores(&ranks));
+            all.extend(ranks);
+        }
+        line.push_str(&scores(&all));
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// `AC@1 AC@3 Avg@5` of `ranks`, as table cells.
+fn scores(ranks: &[Option<usize>]) -> String {
+    format!(
+        " {:>8.3} {:>5.3} {:>5.3}",
+        rca::accuracy_at(ranks, 1),
+        rca::accuracy_at(ranks, 3),
+        rca::average_at_5(ranks)
+    )
+}
+
 pub fn eval(dir: &Path, explain: bool) -> anyhow::Result<()> {
     let config = RcaConfig::default();
     let mut outcomes = Vec::new();
@@ -301,8 +365,7 @@ pub fn eval(dir: &Path, explain: bool) -> anyhow::Result<()> {
         "{:<11} {:<20} {:<15} {:<28} {:>7} {:>11} {:>7}  ranked first (sextant+map)",
         "day", "injected (UTC s)", "type", "true service", RANKERS[0], RANKERS[1], RANKERS[2]
     );
-    for day_dir in day_dirs(dir)? {
-        let day = read_day(&day_dir)?;
+    for day in read_days(dir)? {
         let map = ServiceMap::from_pairs(day.edges.iter().map(|(a, b)| (a.as_str(), b.as_str())));
         for fault in &day.faults {
             let candidates = candidates(&day, fault);
