@@ -64,6 +64,7 @@ fn main() {
         series: &series,
         logs: &logs,
         map: Some(&map),
+        traces: &[],
     };
     let config = RcaConfig::default();
     let mut best = f64::MAX;

@@ -11,6 +11,8 @@
 //! loses), and log evidence (a new or spiking error pattern of the service). Every factor is
 //! kept in the candidate's [`Evidence`], and a sentence is rendered from it.
 
+pub mod traces;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
@@ -54,6 +56,12 @@ pub struct RcaConfig {
     /// each pod on it carries): what they all share says nothing about which one is the
     /// cause. Default true.
     pub drop_shared: bool,
+    /// Weight of trace evidence (a service's own time and the gaps of its calls,
+    /// [`traces`]) against its series' deviation: both measure the service itself. Default 1.
+    pub trace_weight: f64,
+    /// A series' deviation is the one it holds for this many points of the incident (all of
+    /// them when it has fewer): one point is a spike, not a shift. Default 2.
+    pub persistence: usize,
 }
 
 impl Default for RcaConfig {
@@ -69,6 +77,8 @@ impl Default for RcaConfig {
             directional: true,
             capacity_saturation: true,
             drop_shared: true,
+            trace_weight: 1.0,
+            persistence: 2,
         }
     }
 }
@@ -99,6 +109,8 @@ impl RcaConfig {
                 with(&|c| c.capacity_saturation = false),
             ),
             ("shared series kept", with(&|c| c.drop_shared = false)),
+            ("no trace evidence", with(&|c| c.trace_weight = 0.0)),
+            ("one point counts", with(&|c| c.persistence = 1)),
         ]
     }
 
@@ -114,6 +126,7 @@ impl RcaConfig {
             ("symptom_weight", self.symptom_weight),
             ("saturation_sigmas", self.saturation_sigmas),
             ("client_weight", self.client_weight),
+            ("trace_weight", self.trace_weight),
         ] {
             if !(value >= 0.0 && value.is_finite()) {
                 return bad(field, "must be zero or positive");
@@ -260,6 +273,8 @@ pub struct LogSignal {
 pub struct RcaInput<'a> {
     pub series: &'a [CandidateSeries],
     pub logs: &'a [LogSignal],
+    /// What the spans say about each service ([`traces::trace_evidence`]).
+    pub traces: &'a [traces::TraceEvidence],
     pub map: Option<&'a ServiceMap>,
 }
 
@@ -269,8 +284,9 @@ pub struct SeriesScore {
     pub service: String,
     pub metric: String,
     pub kind: SeriesKind,
-    /// The score the ranking uses: the largest robust deviation during the incident in the
-    /// direction its kind moves, past `saturation_sigmas` only logarithmically larger.
+    /// The score the ranking uses: the robust deviation the incident holds for
+    /// `persistence` points, in the direction its kind moves, past `saturation_sigmas` only
+    /// logarithmically larger.
     pub deviation: f64,
     /// That deviation in baseline spreads, before the saturation.
     pub spreads: f64,
@@ -281,7 +297,8 @@ pub struct SeriesScore {
     /// The baseline's median and spread.
     pub baseline_median: f64,
     pub baseline_spread: f64,
-    /// The most deviating value and its time.
+    /// The value that deviation was measured at (the weakest of the `persistence` most
+    /// deviating points) and its time.
     pub peak: f64,
     pub peak_at: i64,
     /// `up` or `down`.
@@ -308,6 +325,8 @@ pub struct ScoreParts {
     pub onset: f64,
     pub topology: f64,
     pub logs: f64,
+    /// The trace evidence's score, when it was larger than the series'.
+    pub trace: f64,
 }
 
 /// Why a service ranks where it does.
@@ -321,6 +340,8 @@ pub struct Evidence {
     pub departed: usize,
     pub topology: Option<TopologyEvidence>,
     pub logs: Vec<LogSignal>,
+    /// What its spans say, when they moved.
+    pub trace: Option<traces::TraceEvidence>,
     pub parts: ScoreParts,
 }
 
@@ -401,24 +422,27 @@ pub fn score_series(series: &CandidateSeries, config: &RcaConfig) -> Option<Seri
     } else {
         Polarity::Either
     };
-    let mut peak = window[0];
-    let mut spreads = f64::NEG_INFINITY;
-    let mut onset = None;
-    for &(time, value) in &window {
+    let z_of = |value: f64| {
         let signed = (value - median) / spread;
-        let z = match polarity {
+        match polarity {
             Polarity::Up => signed,
             Polarity::Down => -signed,
             Polarity::Either => signed.abs(),
-        };
-        if z > spreads {
-            spreads = z;
-            peak = (time, value);
         }
-        if onset.is_none() && z >= config.onset_sigmas {
+    };
+    let mut onset = None;
+    for &(time, value) in &window {
+        if onset.is_none() && z_of(value) >= config.onset_sigmas {
             onset = Some(time);
         }
     }
+    // The deviation the window holds for `persistence` points (all of them when it has fewer):
+    // one point is a spike, not a shift. Its weakest point among them is the peak shown.
+    let mut by_deviation: Vec<(f64, (i64, f64))> =
+        window.iter().map(|&(t, v)| (z_of(v), (t, v))).collect();
+    by_deviation.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let held = config.persistence.clamp(1, by_deviation.len()) - 1;
+    let (spreads, peak) = by_deviation[held];
     let spreads = spreads.max(0.0);
     let mut deviation = saturate(spreads, config.saturation_sigmas);
     let saturated = config.capacity_saturation
@@ -523,6 +547,15 @@ pub fn rank(input: &RcaInput<'_>, config: &RcaConfig) -> Ranking {
     for log in input.logs {
         by_service.entry(&log.service).or_default();
     }
+    let traces: BTreeMap<&str, &traces::TraceEvidence> = input
+        .traces
+        .iter()
+        .filter(|_| config.trace_weight > 0.0)
+        .map(|t| (t.service.as_str(), t))
+        .collect();
+    for service in traces.keys() {
+        by_service.entry(service).or_default();
+    }
     // Onset order of services: by the earliest onset among their series.
     let mut onsets: Vec<(i64, &str)> = by_service
         .iter()
@@ -532,9 +565,11 @@ pub fn rank(input: &RcaInput<'_>, config: &RcaConfig) -> Ranking {
                 .iter()
                 .filter(|l| l.service == *service)
                 .map(|l| l.first_seen);
+            let trace_onset = traces.get(service).and_then(|t| t.onset);
             list.iter()
                 .filter_map(|s| s.onset)
                 .chain(log_onset)
+                .chain(trace_onset)
                 .min()
                 .map(|t| (t, *service))
         })
@@ -545,7 +580,10 @@ pub fn rank(input: &RcaInput<'_>, config: &RcaConfig) -> Ranking {
     let mut services: Vec<RankedService> = by_service
         .iter()
         .map(|(service, list)| {
-            let deviation = list.first().map_or(0.0, |s| weighted(s));
+            let series_deviation = list.first().map_or(0.0, |s| weighted(s));
+            let trace = traces.get(service).copied();
+            let trace_deviation = trace.map_or(0.0, |t| t.deviation * config.trace_weight);
+            let deviation = series_deviation.max(trace_deviation);
             let onset_order = onsets.iter().position(|(_, s)| s == service).map(|i| i + 1);
             let onset = onset_order.map_or(0.0, |order| config.onset_weight / order as f64);
             let topology = input
@@ -594,11 +632,17 @@ pub fn rank(input: &RcaInput<'_>, config: &RcaConfig) -> Ranking {
                 departed: departed.len(),
                 topology,
                 logs,
+                trace: trace.cloned(),
                 parts: ScoreParts {
                     deviation,
                     onset,
                     topology: topology_factor,
                     logs: log_factor,
+                    trace: if trace_deviation > series_deviation {
+                        trace_deviation
+                    } else {
+                        0.0
+                    },
                 },
             };
             RankedService {
@@ -703,6 +747,7 @@ fn sentence(rank: usize, candidate: &RankedService) -> String {
                 ")"
             });
         }
+        None if evidence.trace.is_some() => text.push_str(": its spans moved"),
         None => text.push_str(": no series of it moved"),
     }
     if let Some(order) = evidence.onset_order {
@@ -736,6 +781,9 @@ fn sentence(rank: usize, candidate: &RankedService) -> String {
             ));
         }
     }
+    if let Some(trace) = &evidence.trace {
+        text.push_str(&trace_sentence(&candidate.service, trace));
+    }
     if let Some(log) = evidence.logs.first() {
         text.push_str(&format!(
             " Log pattern `{}` {}.",
@@ -745,6 +793,38 @@ fn sentence(rank: usize, candidate: &RankedService) -> String {
             } else {
                 format!("runs {:.1}× its usual rate", log.ratio)
             }
+        ));
+    }
+    text
+}
+
+/// What the spans say of `service`, as a sentence or two (starting with a space).
+fn trace_sentence(service: &str, trace: &traces::TraceEvidence) -> String {
+    let mut text = String::new();
+    if let Some(own) = trace.own_time.as_ref().filter(|o| o.spreads > 0.0) {
+        text.push_str(&format!(
+            " Its own time per span went from {} to {} ms ({:.1} spreads).",
+            number(own.baseline_ms),
+            number(own.incident_ms),
+            own.spreads
+        ));
+    }
+    if let Some(gap) = trace.gaps.first() {
+        let partner = if gap.caller == service {
+            &gap.callee
+        } else {
+            &gap.caller
+        };
+        text.push_str(&format!(
+            " Calls {} → {} spent {} ms between the two, up from {} ms ({:.1} spreads); {} of \
+             its {} measured call paths widened (with {partner} and others).",
+            gap.caller,
+            gap.callee,
+            number(gap.shift.incident_ms),
+            number(gap.shift.baseline_ms),
+            gap.shift.spreads,
+            trace.gaps.len(),
+            trace.measured_calls
         ));
     }
     text
@@ -958,15 +1038,19 @@ mod tests {
     fn deviation_is_robust_and_flat_baselines_still_score() {
         let config = RcaConfig::default();
         let normal: Vec<f64> = (0..100).map(|i| 10.0 + (i % 5) as f64).collect();
-        let s = score_series(&series("a", "cpu", &normal, &[12.0, 30.0, 13.0]), &config).unwrap();
-        // median 12, IQR 2: the peak 30 is 9 spreads away.
+        let s = score_series(&series("a", "cpu", &normal, &[12.0, 30.0, 31.0]), &config).unwrap();
+        // median 12, IQR 2: the window holds 30 or more for two points, 9 spreads away.
         assert_eq!((s.baseline_median, s.baseline_spread), (12.0, 2.0));
         assert_eq!(
             (s.deviation, s.peak, s.direction.as_str()),
             (9.0, 30.0, "up")
         );
         assert_eq!(s.onset, Some(1_000_000_000));
-        let flat = score_series(&series("a", "mem", &[5.0; 50], &[5.0, 5.5]), &config).unwrap();
+        // One point is a spike: the window holds only 13, half a spread.
+        let spike =
+            score_series(&series("a", "cpu", &normal, &[12.0, 30.0, 13.0]), &config).unwrap();
+        assert_eq!((spike.spreads, spike.peak), (0.5, 13.0));
+        let flat = score_series(&series("a", "mem", &[5.0; 50], &[5.5, 5.5]), &config).unwrap();
         assert!(flat.deviation > 5.0, "{flat:?}");
         assert!(score_series(&series("a", "x", &[f64::NAN], &[1.0]), &config).is_none());
         assert!(score_series(&series("a", "x", &[1.0], &[f64::INFINITY]), &config).is_none());
@@ -1148,6 +1232,7 @@ mod tests {
                 series: &input,
                 logs: &logs,
                 map: None,
+                traces: &[],
             },
             &config,
         );

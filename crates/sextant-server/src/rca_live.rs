@@ -172,6 +172,7 @@ pub async fn rank_incident(
         series: &series,
         logs: &logs,
         map: Some(&map),
+        traces: &[],
     };
     let ranking = rank(&input, &config);
     // The incident's anomalies of each service: the detectors' events the ranking agrees with.

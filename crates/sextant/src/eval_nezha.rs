@@ -6,10 +6,13 @@
 //! For every fault, the candidate series are every metric column of every service (a pod's
 //! name without its two trailing hash segments): the baseline is the 30 minutes before the
 //! injection without the minutes that fall within 5 minutes after any other fault, the incident
-//! the 5 minutes after it. Each fault is ranked three ways: Sextant's ranking on the metrics
-//! alone, the same with the call graph, and a trivial reference (a service's largest |z| of the
-//! window means, the spread floored at 1 % of the baseline mean). Accuracy is reported at
-//! service level (AC@1, AC@3, Avg@5) per day and per fault type.
+//! the 5 minutes after it; the spans of `DAY/trace/*.csv` in the same windows give the trace
+//! evidence. Each fault is ranked four ways: Sextant's ranking on the metrics alone, with the
+//! call graph (`dependency.csv`, else the calls the spans show), with the call graph and the
+//! spans, and a trivial reference (a service's largest |z| of the window means, the spread
+//! floored at 1 % of the baseline mean). Accuracy is reported at service level (AC@1, AC@3,
+//! Avg@5) per day and per fault type, and each fault's line says how many spans its incident
+//! window holds (the dataset lacks them for some).
 //!
 //! Times come from each row's `Time` text when it parses (the `TimeStamp` column is damaged in
 //! places), else from `TimeStamp`. Unparsable cells are gaps.
@@ -18,6 +21,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use sextant_incidents::rca::traces::{SpanRecord, TraceEvidence, call_pairs, trace_evidence};
 use sextant_incidents::rca::{self, CandidateSeries, RcaConfig, RcaInput};
 use sextant_incidents::topology::ServiceMap;
 use sextant_model::time::{NANOS_PER_SECOND, parse_rfc3339};
@@ -44,6 +48,7 @@ struct Day {
     faults: Vec<Fault>,
     series: BTreeMap<(String, String), Series>,
     edges: Vec<(String, String)>,
+    spans: Vec<SpanRecord>,
 }
 
 /// A pod's service: its name without the two trailing hash segments
@@ -213,23 +218,13 @@ fn read_day(dir: &Path) -> anyhow::Result<Day> {
         faults: read_faults(dir)?,
         series: read_metrics(dir)?,
         edges: read_edges(dir)?,
+        spans: read_spans(dir)?,
     })
 }
 
 /// The candidate series of `fault`: each series' baseline and incident windows.
 fn candidates(day: &Day, fault: &Fault) -> Vec<CandidateSeries> {
-    let incident = INCIDENT_SECONDS * NANOS_PER_SECOND;
-    let others: Vec<i64> = day
-        .faults
-        .iter()
-        .map(|f| f.at)
-        .filter(|at| *at != fault.at)
-        .collect();
-    let in_baseline = |t: i64| {
-        t >= fault.at - BASELINE_SECONDS * NANOS_PER_SECOND
-            && t < fault.at
-            && !others.iter().any(|o| t >= *o && t <= o + incident)
-    };
+    let incident_end = fault.at + INCIDENT_SECONDS * NANOS_PER_SECOND;
     day.series
         .iter()
         .map(|((service, metric), values)| CandidateSeries {
@@ -237,16 +232,75 @@ fn candidates(day: &Day, fault: &Fault) -> Vec<CandidateSeries> {
             metric: metric.clone(),
             normal: values
                 .iter()
-                .filter(|(t, _)| in_baseline(*t))
+                .filter(|(t, _)| in_baseline(day, fault, *t))
                 .map(|(_, v)| *v)
                 .collect(),
             anomalous: values
                 .iter()
-                .filter(|(t, _)| *t >= fault.at && *t < fault.at + incident)
+                .filter(|(t, _)| *t >= fault.at && *t < incident_end)
                 .copied()
                 .collect(),
         })
         .collect()
+}
+
+/// Every `trace/*.csv` (`TraceID`, `SpanID`, `ParentID` (`root` for none), `PodName`,
+/// `StartTimeUnixNano`, `EndTimeUnixNano`); rows that do not parse are skipped. None when the
+/// folder is missing.
+fn read_spans(dir: &Path) -> anyhow::Result<Vec<SpanRecord>> {
+    let trace_dir = dir.join("trace");
+    let Ok(entries) = std::fs::read_dir(&trace_dir) else {
+        return Ok(Vec::new());
+    };
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "csv"))
+        .collect();
+    files.sort();
+    let mut services: BTreeMap<String, String> = BTreeMap::new();
+    let mut spans = Vec::new();
+    for file in files {
+        let mut reader = csv::Reader::from_path(&file)
+            .with_context(|| format!("cannot read `{}`", file.display()))?;
+        let header: Vec<String> = reader.headers()?.iter().map(str::to_owned).collect();
+        let column = |name: &str| header.iter().position(|h| h == name);
+        let (Some(trace), Some(span), Some(parent), Some(pod), Some(start), Some(end)) = (
+            column("TraceID"),
+            column("SpanID"),
+            column("ParentID"),
+            column("PodName"),
+            column("StartTimeUnixNano"),
+            column("EndTimeUnixNano"),
+        ) else {
+            bail!("`{}` lacks a trace column", file.display());
+        };
+        for row in reader.records().flatten() {
+            let field = |i: usize| row.get(i).unwrap_or_default().trim();
+            let (Ok(trace_id), Ok(span_id), Ok(start), Ok(end)) = (
+                u128::from_str_radix(field(trace), 16),
+                u64::from_str_radix(field(span), 16),
+                field(start).parse::<i64>(),
+                field(end).parse::<i64>(),
+            ) else {
+                continue;
+            };
+            let pod = field(pod);
+            let service = services
+                .entry(pod.to_owned())
+                .or_insert_with(|| service_of_pod(pod))
+                .clone();
+            spans.push(SpanRecord {
+                trace_id,
+                span_id,
+                parent_span_id: u64::from_str_radix(field(parent), 16).ok(),
+                service,
+                start,
+                end,
+            });
+        }
+    }
+    Ok(spans)
 }
 
 /// The trivial reference: services by their largest |z| of the window means, the spread
@@ -280,14 +334,93 @@ fn trivial_ranking(candidates: &[CandidateSeries]) -> Vec<String> {
     ranked.into_iter().map(|(s, _)| s.to_owned()).collect()
 }
 
-/// The rankers compared, by name.
-const RANKERS: [&str; 3] = ["sextant", "sextant+map", "trivial"];
+/// The rankers compared, by name: Sextant's ranking on the metrics alone, with the call graph,
+/// with the call graph and the spans, and the trivial reference.
+const RANKERS: [&str; 4] = ["metrics", "+map", "+traces", "trivial"];
+
+/// One fault's inputs, gathered from its day.
+struct Case {
+    candidates: Vec<CandidateSeries>,
+    /// Trace evidence of the fault's windows; empty without spans there.
+    traces: Vec<TraceEvidence>,
+    /// Spans in the incident window.
+    incident_spans: usize,
+}
+
+impl Case {
+    /// The services each ranker puts first, in order.
+    fn rankings(&self, map: Option<&ServiceMap>, config: &RcaConfig) -> [Vec<String>; 4] {
+        let rank = |map, traces: &[TraceEvidence]| {
+            rca::rank(
+                &RcaInput {
+                    series: &self.candidates,
+                    map,
+                    traces,
+                    ..RcaInput::default()
+                },
+                config,
+            )
+            .services
+            .into_iter()
+            .map(|s| s.service)
+            .collect::<Vec<String>>()
+        };
+        [
+            rank(None, &[]),
+            rank(map, &[]),
+            rank(map, &self.traces),
+            trivial_ranking(&self.candidates),
+        ]
+    }
+}
+
+/// The baseline of `fault`: 30 minutes before it, less the 5 minutes after any other fault.
+fn in_baseline(day: &Day, fault: &Fault, t: i64) -> bool {
+    let incident = INCIDENT_SECONDS * NANOS_PER_SECOND;
+    t >= fault.at - BASELINE_SECONDS * NANOS_PER_SECOND
+        && t < fault.at
+        && !day
+            .faults
+            .iter()
+            .any(|o| o.at != fault.at && t >= o.at && t <= o.at + incident)
+}
+
+fn case(day: &Day, fault: &Fault, config: &RcaConfig) -> Case {
+    let incident_end = fault.at + INCIDENT_SECONDS * NANOS_PER_SECOND;
+    let spans: Vec<SpanRecord> = day
+        .spans
+        .iter()
+        .filter(|s| {
+            in_baseline(day, fault, s.start) || (s.start >= fault.at && s.start < incident_end)
+        })
+        .cloned()
+        .collect();
+    let incident_spans = spans.iter().filter(|s| s.start >= fault.at).count();
+    Case {
+        candidates: candidates(day, fault),
+        traces: trace_evidence(&spans, fault.at, config)
+            .into_values()
+            .collect(),
+        incident_spans,
+    }
+}
+
+/// The day's call graph: `metric/dependency.csv`, else the calls its spans show.
+fn service_map(day: &Day) -> Option<ServiceMap> {
+    let pairs = if day.edges.is_empty() {
+        call_pairs(&day.spans)
+    } else {
+        day.edges.clone()
+    };
+    (!pairs.is_empty())
+        .then(|| ServiceMap::from_pairs(pairs.iter().map(|(a, b)| (a.as_str(), b.as_str()))))
+}
 
 /// One fault's outcome: the true service's rank (1-based) under each ranker.
 struct Outcome {
     day: String,
     kind: String,
-    ranks: [Option<usize>; 3],
+    ranks: [Option<usize>; 4],
 }
 
 fn position(services: &[String], wanted: &str) -> Option<usize> {
@@ -299,8 +432,8 @@ fn read_days(dir: &Path) -> anyhow::Result<Vec<Day>> {
     day_dirs(dir)?.iter().map(|d| read_day(d)).collect()
 }
 
-/// The ablation: AC@1, AC@3 and Avg@5 of the ranking with the call graph, per day and over
-/// all faults, with every rule and with each rule turned off in turn.
+/// The ablation: AC@1, AC@3 and Avg@5 of the ranking with the call graph and the spans, per
+/// day and over all faults, with every rule and with each rule turned off in turn.
 pub fn ablation(dir: &Path) -> anyhow::Result<()> {
     let days = read_days(dir)?;
     let base = RcaConfig::default();
@@ -317,26 +450,13 @@ pub fn ablation(dir: &Path) -> anyhow::Result<()> {
         let mut line = format!("{name:<30}");
         let mut all = Vec::new();
         for day in &days {
-            let map =
-                ServiceMap::from_pairs(day.edges.iter().map(|(a, b)| (a.as_str(), b.as_str())));
+            let map = service_map(day);
             let ranks: Vec<Option<usize>> = day
                 .faults
                 .iter()
                 .map(|fault| {
-                    let candidates = candidates(day, fault);
-                    let ranking = rca::rank(
-                        &RcaInput {
-                            series: &candidates,
-                            map: (!day.edges.is_empty()).then_some(&map),
-                            ..RcaInput::default()
-                        },
-                        &config,
-                    );
-                    ranking
-                        .services
-                        .iter()
-                        .position(|s| s.service == fault.service)
-                        .map(|i| i + 1)
+                    let [_, _, full, _] = case(day, fault, &config).rankings(map.as_ref(), &config);
+                    position(&full, &fault.service)
                 })
                 .collect();
             line.push_str(&scores(&ranks));
@@ -362,54 +482,52 @@ pub fn eval(dir: &Path, explain: bool) -> anyhow::Result<()> {
     let config = RcaConfig::default();
     let mut outcomes = Vec::new();
     println!(
-        "{:<11} {:<20} {:<15} {:<28} {:>7} {:>11} {:>7}  ranked first (sextant+map)",
-        "day", "injected (UTC s)", "type", "true service", RANKERS[0], RANKERS[1], RANKERS[2]
+        "{:<11} {:<12} {:<15} {:<28} {:>8} {:>7} {:>5} {:>7} {:>7} {:>7}  ranked first",
+        "day",
+        "injected",
+        "type",
+        "true service",
+        "spans",
+        RANKERS[0],
+        RANKERS[1],
+        RANKERS[2],
+        RANKERS[3],
+        ""
     );
     for day in read_days(dir)? {
-        let map = ServiceMap::from_pairs(day.edges.iter().map(|(a, b)| (a.as_str(), b.as_str())));
+        let map = service_map(&day);
         for fault in &day.faults {
-            let candidates = candidates(&day, fault);
-            let alone = rca::rank(
-                &RcaInput {
-                    series: &candidates,
-                    ..RcaInput::default()
-                },
-                &config,
-            );
-            let with_map = rca::rank(
-                &RcaInput {
-                    series: &candidates,
-                    map: (!day.edges.is_empty()).then_some(&map),
-                    ..RcaInput::default()
-                },
-                &config,
-            );
-            let names = |r: &rca::Ranking| -> Vec<String> {
-                r.services.iter().map(|s| s.service.clone()).collect()
-            };
-            let ranks = [
-                position(&names(&alone), &fault.service),
-                position(&names(&with_map), &fault.service),
-                position(&trivial_ranking(&candidates), &fault.service),
-            ];
+            let case = case(&day, fault, &config);
+            let rankings = case.rankings(map.as_ref(), &config);
+            let ranks = rankings
+                .each_ref()
+                .map(|order| position(order, &fault.service));
             let show = |r: Option<usize>| r.map_or("-".to_owned(), |r| r.to_string());
-            let first = with_map
-                .services
-                .first()
-                .map_or(String::new(), |s| format!("{} ({})", s.service, s.metric));
             println!(
-                "{:<11} {:<20} {:<15} {:<28} {:>7} {:>11} {:>7}  {first}",
+                "{:<11} {:<12} {:<15} {:<28} {:>8} {:>7} {:>5} {:>7} {:>7}  {}",
                 day.name,
                 fault.at / NANOS_PER_SECOND,
                 fault.kind,
                 fault.service,
+                case.incident_spans,
                 show(ranks[0]),
                 show(ranks[1]),
                 show(ranks[2]),
+                show(ranks[3]),
+                rankings[2].first().map_or("", String::as_str),
             );
             if explain {
-                let true_rank = ranks[1].unwrap_or(usize::MAX);
-                for (i, s) in with_map.services.iter().enumerate() {
+                let ranking = rca::rank(
+                    &RcaInput {
+                        series: &case.candidates,
+                        map: map.as_ref(),
+                        traces: &case.traces,
+                        ..RcaInput::default()
+                    },
+                    &config,
+                );
+                let true_rank = ranks[2].unwrap_or(usize::MAX);
+                for (i, s) in ranking.services.iter().enumerate() {
                     if i < 3 || i + 1 == true_rank {
                         println!("    {}", s.sentence);
                     }
