@@ -310,7 +310,8 @@ pub struct SeriesScore {
 /// Where a candidate stands on the service map.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TopologyEvidence {
-    /// Anomalous services that depend on it (call it, directly or not).
+    /// Services with anomalous symptoms (latency, errors, widened calls) that depend on it
+    /// (call it, directly or not).
     pub explains: Vec<String>,
     /// Anomalous services it depends on (which may explain it instead).
     pub explained_by: Vec<String>,
@@ -576,6 +577,17 @@ pub fn rank(input: &RcaInput<'_>, config: &RcaConfig) -> Ranking {
         .collect();
     onsets.sort();
     let departed: BTreeSet<&str> = onsets.iter().map(|(_, s)| *s).collect();
+    // The services whose symptoms departed (latency or errors, or calls that widened): what a
+    // callee's trouble can explain. A caller's resources or load are not its callee's doing.
+    let symptomatic: BTreeSet<&str> = by_service
+        .iter()
+        .filter(|(service, list)| {
+            list.iter().any(|s| {
+                s.onset.is_some() && matches!(s.kind, SeriesKind::Latency | SeriesKind::Errors)
+            }) || traces.get(*service).is_some_and(|t| !t.gaps.is_empty())
+        })
+        .map(|(service, _)| *service)
+        .collect();
 
     let mut services: Vec<RankedService> = by_service
         .iter()
@@ -588,11 +600,21 @@ pub fn rank(input: &RcaInput<'_>, config: &RcaConfig) -> Ranking {
             let onset = onset_order.map_or(0.0, |order| config.onset_weight / order as f64);
             let topology = input
                 .map
-                .map(|map| topology_evidence(map, service, &departed));
+                .map(|map| topology_evidence(map, service, &departed, &symptomatic));
+            // Anomalous callees explain a service away only when what decides its score is a
+            // symptom itself; its own resources or own time are its own.
+            let decided_by_symptom = trace_deviation <= series_deviation
+                && list
+                    .first()
+                    .is_some_and(|s| s.kind.is_symptom() || s.client_side);
             let topology_factor = topology.as_ref().map_or(0.0, |t| {
                 let others = departed.len().saturating_sub(1).max(1) as f64;
-                config.topology_weight * (t.explains.len() as f64 - t.explained_by.len() as f64)
-                    / others
+                let explained_by = if decided_by_symptom {
+                    t.explained_by.len() as f64
+                } else {
+                    0.0
+                };
+                config.topology_weight * (t.explains.len() as f64 - explained_by) / others
             });
             let logs: Vec<LogSignal> = input
                 .logs
@@ -665,11 +687,13 @@ pub fn rank(input: &RcaInput<'_>, config: &RcaConfig) -> Ranking {
     Ranking { services, series }
 }
 
-/// Which departed services depend on `service`, and which it depends on.
+/// Which services with departed symptoms depend on `service`, and which departed services it
+/// depends on.
 fn topology_evidence(
     map: &ServiceMap,
     service: &str,
     departed: &BTreeSet<&str>,
+    symptomatic: &BTreeSet<&str>,
 ) -> TopologyEvidence {
     let reach = |forward: bool| -> BTreeSet<String> {
         // Services reachable from `service` along (or against) the call direction.
@@ -693,7 +717,7 @@ fn topology_evidence(
     let callees = reach(true);
     let explains: Vec<String> = callers
         .iter()
-        .filter(|s| departed.contains(s.as_str()))
+        .filter(|s| symptomatic.contains(s.as_str()))
         .cloned()
         .collect();
     let explained_by: Vec<String> = callees
@@ -704,7 +728,7 @@ fn topology_evidence(
     let edges = map
         .edges()
         .filter(|e| {
-            (e.callee == service && departed.contains(e.caller.as_str()))
+            (e.callee == service && symptomatic.contains(e.caller.as_str()))
                 || (e.caller == service && departed.contains(e.callee.as_str()))
         })
         .map(|e| (e.caller.clone(), e.callee.clone()))
