@@ -268,6 +268,53 @@ pub struct LogSignal {
     pub first_seen: i64,
 }
 
+/// A known error pattern counts as evidence at this many times its baseline rate.
+pub const LOG_SPIKE: f64 = 3.0;
+
+/// One error log pattern of a service, counted before and during an incident.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PatternCount {
+    pub service: String,
+    pub template_id: u64,
+    pub template: String,
+    /// Lines in the baseline and in the incident window.
+    pub before: u64,
+    pub in_window: u64,
+    /// Nanoseconds since the Unix epoch: its first line in the window.
+    pub first_seen: i64,
+}
+
+/// The error patterns that are evidence: those new in the window, and those running at least
+/// [`LOG_SPIKE`] times their baseline rate (lines per minute; the periods' lengths in minutes,
+/// each at least one).
+pub fn log_signals(
+    counts: &[PatternCount],
+    baseline_minutes: f64,
+    window_minutes: f64,
+) -> Vec<LogSignal> {
+    let (baseline_minutes, window_minutes) = (baseline_minutes.max(1.0), window_minutes.max(1.0));
+    counts
+        .iter()
+        .filter(|c| c.in_window > 0)
+        .filter_map(|c| {
+            let new = c.before == 0;
+            let ratio = if new {
+                c.in_window as f64
+            } else {
+                (c.in_window as f64 / window_minutes) / (c.before as f64 / baseline_minutes)
+            };
+            (new || ratio >= LOG_SPIKE).then(|| LogSignal {
+                service: c.service.clone(),
+                template_id: c.template_id,
+                template: c.template.clone(),
+                new,
+                ratio,
+                first_seen: c.first_seen,
+            })
+        })
+        .collect()
+}
+
 /// What [`rank`] ranks.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RcaInput<'a> {
@@ -1233,6 +1280,32 @@ mod tests {
             top.sentence
         );
         assert_eq!(names.last(), Some(&"cart"));
+    }
+
+    #[test]
+    fn error_patterns_are_evidence_when_new_or_spiking() {
+        let count = |template_id: u64, before: u64, in_window: u64| PatternCount {
+            service: "payment".into(),
+            template_id,
+            template: format!("pattern {template_id}"),
+            before,
+            in_window,
+            first_seen: 7,
+        };
+        // A 60-minute baseline and a 10-minute window.
+        let counts = [
+            count(1, 0, 4),   // new
+            count(2, 60, 30), // 3/min against 1/min: a spike
+            count(3, 60, 20), // 2/min against 1/min: not enough
+            count(4, 60, 0),  // quiet in the window
+        ];
+        let signals = log_signals(&counts, 60.0, 10.0);
+        let found: Vec<(u64, bool, f64)> = signals
+            .iter()
+            .map(|s| (s.template_id, s.new, s.ratio))
+            .collect();
+        assert_eq!(found, [(1, true, 4.0), (2, false, 3.0)]);
+        assert_eq!(signals[0].first_seen, 7);
     }
 
     #[test]

@@ -4,14 +4,16 @@
 //! new version is kept beside the old ones.
 //!
 //! Candidates: the incident's services and their neighbours on the service map (at most
-//! [`MAX_SERVICES`]); per service, every metric (gauges as they are, monotonic sums as rates;
-//! the derived `sextant.service.*` series included, `sextant.edge.*` left out as they repeat
-//! the callee's) averaged per minute, with the hour before the incident (less five minutes) as
-//! the baseline and from five minutes before it opened to five minutes after its last
-//! activity as the incident window; and the ERROR log patterns of those services that are new
-//! in the window or run at least three times their baseline rate. The service map gives the
-//! direction. Each ranked service's evidence also lists the incident's anomalies of that
-//! service (the detectors' events).
+//! [`MAX_SERVICES`]); per service, every metric (gauges as they are, monotonic sums as rates
+//! between steps; the derived `sextant.service.*` series included, `sextant.edge.*` left out as
+//! they repeat the callee's) averaged per [`STEP_SECONDS`], with the hour before the incident
+//! (less five minutes) as the baseline and from five minutes before it opened to five minutes
+//! after its last activity as the incident window; the ERROR log patterns of those services
+//! that are new in the window or run at least three times their baseline rate; and the spans
+//! of the window and of the quarter of an hour before it (at most [`MAX_SPANS`] each), for each
+//! service's own time and the gaps of its calls ([`sextant_incidents::rca::traces`]). The
+//! service map gives the direction. Each ranked service's evidence also lists the incident's
+//! anomalies of that service (the detectors' events).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -19,7 +21,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sextant_incidents::correlator::Incident;
-use sextant_incidents::rca::{CandidateSeries, LogSignal, RcaConfig, RcaInput, rank};
+use sextant_incidents::rca::traces::{SpanRecord, TraceEvidence, trace_evidence};
+use sextant_incidents::rca::{
+    self, CandidateSeries, LogSignal, PatternCount, RcaConfig, RcaInput, rank,
+};
 use sextant_incidents::topology::ServiceMap;
 use sextant_model::{Table, TenantId};
 
@@ -37,13 +42,18 @@ pub const MIN_INTERVAL: Duration = Duration::from_secs(10);
 /// Services kept in a stored ranking.
 const KEPT: usize = 10;
 const MINUTE: i64 = 60 * NANOS_PER_SECOND;
+/// Metrics are averaged (counters turned into rates) per this many seconds: a common scrape
+/// interval, fine enough that a fault of a minute spans several points.
+const STEP_SECONDS: i64 = 15;
 /// The baseline: the hour before the incident window.
 const BASELINE: i64 = 60 * MINUTE;
+/// The spans' baseline: the quarter of an hour before the window.
+const TRACE_BASELINE: i64 = 15 * MINUTE;
+/// Spans read at most of the baseline and of the window each (the latest).
+const MAX_SPANS: usize = 100_000;
 /// The window starts this long before the incident opened and ends this long after its last
 /// activity.
 const MARGIN: i64 = 5 * MINUTE;
-/// A known error pattern counts as evidence at this many times its baseline rate.
-const LOG_SPIKE: f64 = 3.0;
 
 /// What a ranking was computed from: a new one is due when it changes.
 fn basis(incident: &Incident) -> Value {
@@ -115,29 +125,38 @@ pub async fn rank_incident(
     );
     let sql = format!(
         "SELECT service, name, kind, is_monotonic,
-            CAST(date_bin(INTERVAL '60 seconds', time) AS BIGINT) AS t,
-            avg(value) AS v, min(value) AS lo, max(value) AS hi
+            CAST(date_bin(INTERVAL '{STEP_SECONDS} seconds', time) AS BIGINT) AS t,
+            avg(value) AS v, max(value) AS hi
          FROM metrics WHERE {bounds} AND value IS NOT NULL AND kind IN ('gauge', 'sum')
            AND name NOT LIKE 'sextant.edge.%'
          GROUP BY service, name, kind, is_monotonic, t ORDER BY t"
     );
     let rows = json_rows(&run_query(state, &principal, Table::Metrics, &sql).await?);
     let mut series: BTreeMap<(String, String), CandidateSeries> = BTreeMap::new();
+    // A counter's last step and value: its rate is the rise from one step to the next (a fall
+    // is a reset, and gives no point).
+    let mut last_count: HashMap<(String, String), (i64, f64)> = HashMap::new();
     for row in &rows {
         let (Some(t), Some(avg)) = (row.get("t").and_then(Value::as_i64), number(row, "v")) else {
             continue;
         };
         let monotonic = row.get("is_monotonic").and_then(Value::as_bool) == Some(true)
             && row.get("kind").and_then(Value::as_str) == Some("sum");
+        let (service, name) = (text(row, "service"), text(row, "name"));
         let value = if monotonic {
-            match (number(row, "lo"), number(row, "hi")) {
-                (Some(lo), Some(hi)) if hi >= lo => (hi - lo) / 60.0,
+            let Some(hi) = number(row, "hi") else {
+                continue;
+            };
+            let previous = last_count.insert((service.clone(), name.clone()), (t, hi));
+            match previous {
+                Some((at, before)) if hi >= before && t > at => {
+                    (hi - before) / ((t - at) as f64 / NANOS_PER_SECOND as f64)
+                }
                 _ => continue,
             }
         } else {
             avg
         };
-        let (service, name) = (text(row, "service"), text(row, "name"));
         let entry = series
             .entry((service.clone(), name.clone()))
             .or_insert_with(|| CandidateSeries {
@@ -168,11 +187,15 @@ pub async fn rank_incident(
     )
     .await?;
     let config = RcaConfig::default();
+    let spans = spans(state, &principal, window_start, window_end).await?;
+    let traces: Vec<TraceEvidence> = trace_evidence(&spans, window_start, &config)
+        .into_values()
+        .collect();
     let input = RcaInput {
         series: &series,
         logs: &logs,
         map: Some(&map),
-        traces: &[],
+        traces: &traces,
     };
     let ranking = rank(&input, &config);
     // The incident's anomalies of each service: the detectors' events the ranking agrees with.
@@ -198,8 +221,45 @@ pub async fn rank_incident(
                    "to": format_time(window_end)},
         "series_considered": series.len(),
         "log_signals": logs.len(),
+        "spans_considered": spans.len(),
         "services": services,
     }))
+}
+
+/// The spans of the incident window and of the [`TRACE_BASELINE`] before it, each period at
+/// most [`MAX_SPANS`] (the latest), for the trace evidence.
+async fn spans(
+    state: &AppState,
+    principal: &Principal,
+    window_start: i64,
+    window_end: i64,
+) -> Result<Vec<SpanRecord>, ApiError> {
+    let mut spans = Vec::new();
+    for (from, to) in [
+        (window_start - TRACE_BASELINE, window_start),
+        (window_start, window_end),
+    ] {
+        let sql = format!(
+            "SELECT trace_id, span_id, parent_span_id, service, CAST(time AS BIGINT) AS start,
+                CAST(end_time AS BIGINT) AS finish
+             FROM spans WHERE time >= {} AND time < {} ORDER BY time DESC LIMIT {MAX_SPANS}",
+            sql_time(from),
+            sql_time(to)
+        );
+        let rows = json_rows(&run_query(state, principal, Table::Spans, &sql).await?);
+        spans.extend(rows.iter().filter_map(|row| {
+            let hex = |key: &str| row.get(key).and_then(Value::as_str).unwrap_or_default();
+            Some(SpanRecord {
+                trace_id: u128::from_str_radix(hex("trace_id"), 16).ok()?,
+                span_id: u64::from_str_radix(hex("span_id"), 16).ok()?,
+                parent_span_id: u64::from_str_radix(hex("parent_span_id"), 16).ok(),
+                service: text(row, "service"),
+                start: row.get("start").and_then(Value::as_i64)?,
+                end: row.get("finish").and_then(Value::as_i64)?,
+            })
+        }));
+    }
+    Ok(spans)
 }
 
 /// ERROR log patterns of the candidate services that are new in the window, or spiking
@@ -224,37 +284,25 @@ async fn log_signals(
     );
     let rows =
         json_rows(&run_query_over(state, principal, &[Table::Logs, Table::Templates], &sql).await?);
-    let window_minutes = ((window_end - window_start) as f64 / MINUTE as f64).max(1.0);
-    let baseline_minutes = ((window_start - baseline_start) as f64 / MINUTE as f64).max(1.0);
-    let mut signals = Vec::new();
-    for row in rows {
-        let in_window = number(&row, "in_window").unwrap_or(0.0);
-        let before = number(&row, "before").unwrap_or(0.0);
-        if in_window <= 0.0 {
-            continue;
-        }
-        let new = before <= 0.0;
-        let ratio = if new {
-            in_window
-        } else {
-            (in_window / window_minutes) / (before / baseline_minutes)
-        };
-        if !new && ratio < LOG_SPIKE {
-            continue;
-        }
-        signals.push(LogSignal {
-            service: text(&row, "service"),
+    let counts: Vec<PatternCount> = rows
+        .iter()
+        .map(|row| PatternCount {
+            service: text(row, "service"),
             template_id: row.get("template_id").and_then(Value::as_u64).unwrap_or(0),
-            template: text(&row, "template"),
-            new,
-            ratio,
+            template: text(row, "template"),
+            before: number(row, "before").unwrap_or(0.0) as u64,
+            in_window: number(row, "in_window").unwrap_or(0.0) as u64,
             first_seen: row
                 .get("first_seen")
                 .and_then(Value::as_i64)
                 .unwrap_or(window_start),
-        });
-    }
-    Ok(signals)
+        })
+        .collect();
+    Ok(rca::log_signals(
+        &counts,
+        (window_start - baseline_start) as f64 / MINUTE as f64,
+        (window_end - window_start) as f64 / MINUTE as f64,
+    ))
 }
 
 /// Ranks every open incident whose evidence changed, every few seconds, until the process

@@ -446,7 +446,15 @@ fn visit(
         .to_vec();
     let s = &SERVICES[index];
     let r = reading(index, t);
-    let mut end = start + (r.p95_ms * 0.6 * 1e6) as i64;
+    // A span's own work: a leaf's latency as it reads (its own faults included); a service
+    // that calls others works as usual and only waits longer when they are slow, so its span
+    // covers its children's and its own time stays (its latency metric shows the wait).
+    let own_ms = if s.calls.is_empty() {
+        r.p95_ms
+    } else {
+        s.p95_ms * (1.0 + 0.04 * noise(index as u64, 6, t))
+    };
+    let mut end = start + (own_ms * 0.6 * 1e6) as i64;
     let mut child_start = start + 200_000;
     for callee in s.calls {
         let callee = SERVICES
