@@ -110,6 +110,7 @@ impl RcaConfig {
             ),
             ("shared series kept", with(&|c| c.drop_shared = false)),
             ("no trace evidence", with(&|c| c.trace_weight = 0.0)),
+            ("no log evidence", with(&|c| c.log_weight = 0.0)),
             ("one point counts", with(&|c| c.persistence = 1)),
         ]
     }
@@ -554,6 +555,12 @@ fn shared_series(series: &[CandidateSeries]) -> BTreeSet<usize> {
 
 /// Ranks the services of `input`, best first, with their evidence.
 pub fn rank(input: &RcaInput<'_>, config: &RcaConfig) -> Ranking {
+    // Log evidence weighs nothing at weight 0: then it is not evidence at all.
+    let input_logs: &[LogSignal] = if config.log_weight > 0.0 {
+        input.logs
+    } else {
+        &[]
+    };
     let shared = if config.drop_shared {
         shared_series(input.series)
     } else {
@@ -592,7 +599,7 @@ pub fn rank(input: &RcaInput<'_>, config: &RcaConfig) -> Ranking {
     for list in by_service.values_mut() {
         list.sort_by(|a, b| weighted(b).total_cmp(&weighted(a)));
     }
-    for log in input.logs {
+    for log in input_logs {
         by_service.entry(&log.service).or_default();
     }
     let traces: BTreeMap<&str, &traces::TraceEvidence> = input
@@ -608,8 +615,7 @@ pub fn rank(input: &RcaInput<'_>, config: &RcaConfig) -> Ranking {
     let mut onsets: Vec<(i64, &str)> = by_service
         .iter()
         .filter_map(|(service, list)| {
-            let log_onset = input
-                .logs
+            let log_onset = input_logs
                 .iter()
                 .filter(|l| l.service == *service)
                 .map(|l| l.first_seen);
@@ -663,8 +669,7 @@ pub fn rank(input: &RcaInput<'_>, config: &RcaConfig) -> Ranking {
                 };
                 config.topology_weight * (t.explains.len() as f64 - explained_by) / others
             });
-            let logs: Vec<LogSignal> = input
-                .logs
+            let logs: Vec<LogSignal> = input_logs
                 .iter()
                 .filter(|l| l.service == *service)
                 .cloned()

@@ -22,6 +22,7 @@ mod error;
 mod event;
 pub mod otlp;
 mod rows;
+pub mod severity;
 mod signal;
 mod table;
 mod tenant;

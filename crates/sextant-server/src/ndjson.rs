@@ -39,18 +39,10 @@ fn severity(value: &Value) -> Result<(i32, String), String> {
             Some(n @ 1..=24) => Ok((n as i32, String::new())),
             _ => Err(format!("severity number {n} is not 1 to 24")),
         },
-        Value::String(s) => {
-            let number = match s.to_ascii_lowercase().as_str() {
-                "trace" => 1,
-                "debug" => 5,
-                "info" | "information" | "notice" => 9,
-                "warn" | "warning" => 13,
-                "error" | "err" => 17,
-                "fatal" | "critical" | "crit" | "emergency" | "alert" => 21,
-                other => return Err(format!("level `{other}` is not known")),
-            };
-            Ok((number, s.clone()))
-        }
+        Value::String(s) => match sextant_model::severity::of_name(s) {
+            Some(number) => Ok((number, s.clone())),
+            None => Err(format!("level `{}` is not known", s.to_ascii_lowercase())),
+        },
         _ => Err("`level` must be a string or a number".into()),
     }
 }

@@ -6,13 +6,13 @@
 //! For every fault, the candidate series are every metric column of every service (a pod's
 //! name without its two trailing hash segments): the baseline is the 30 minutes before the
 //! injection without the minutes that fall within 5 minutes after any other fault, the incident
-//! the 5 minutes after it; the spans of `DAY/trace/*.csv` in the same windows give the trace
-//! evidence. Each fault is ranked four ways: Sextant's ranking on the metrics alone, with the
-//! call graph (`dependency.csv`, else the calls the spans show), with the call graph and the
-//! spans, and a trivial reference (a service's largest |z| of the window means, the spread
+//! the 5 minutes after it; the spans of `DAY/trace/*.csv` and the lines of `DAY/log/*.csv` in
+//! the same windows give the trace and log evidence. Each fault is ranked four ways: Sextant's
+//! ranking on the metrics alone, with the call graph (`dependency.csv`, else the calls the
+//! spans show), with the call graph, the spans and the lines ("all"), and a trivial reference (a service's largest |z| of the window means, the spread
 //! floored at 1 % of the baseline mean). Accuracy is reported at service level (AC@1, AC@3,
-//! Avg@5) per day and per fault type, and each fault's line says how many spans its incident
-//! window holds (the dataset lacks them for some).
+//! Avg@5) per day and per fault type, and each fault's line says how many spans and log lines
+//! its incident window holds (the dataset lacks them for some).
 //!
 //! Times come from each row's `Time` text when it parses (the `TimeStamp` column is damaged in
 //! places), else from `TimeStamp`. Unparsable cells are gaps.
@@ -22,9 +22,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use sextant_incidents::rca::traces::{SpanRecord, TraceEvidence, call_pairs, trace_evidence};
-use sextant_incidents::rca::{self, CandidateSeries, RcaConfig, RcaInput};
+use sextant_incidents::rca::{self, CandidateSeries, LogSignal, RcaConfig, RcaInput};
 use sextant_incidents::topology::ServiceMap;
 use sextant_model::time::{NANOS_PER_SECOND, parse_rfc3339};
+
+use crate::rca::{LogLine, log_evidence};
 
 /// Baseline before an injection, and the incident after it, in seconds.
 const BASELINE_SECONDS: i64 = 30 * 60;
@@ -49,6 +51,7 @@ struct Day {
     series: BTreeMap<(String, String), Series>,
     edges: Vec<(String, String)>,
     spans: Vec<SpanRecord>,
+    lines: Vec<LogLine>,
 }
 
 /// A pod's service: its name without the two trailing hash segments
@@ -219,6 +222,7 @@ fn read_day(dir: &Path) -> anyhow::Result<Day> {
         series: read_metrics(dir)?,
         edges: read_edges(dir)?,
         spans: read_spans(dir)?,
+        lines: read_lines(dir)?,
     })
 }
 
@@ -242,6 +246,68 @@ fn candidates(day: &Day, fault: &Fault) -> Vec<CandidateSeries> {
                 .collect(),
         })
         .collect()
+}
+
+/// Every `log/*.csv` (`TimeUnixNano`, `PodName`, `Log`: the container's JSON line, whose `log`
+/// is the program's line); the level is the line's own (a JSON `severity` or `level`, else the
+/// first level word). None when the folder is missing.
+fn read_lines(dir: &Path) -> anyhow::Result<Vec<LogLine>> {
+    let log_dir = dir.join("log");
+    let Ok(entries) = std::fs::read_dir(&log_dir) else {
+        return Ok(Vec::new());
+    };
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "csv"))
+        .collect();
+    files.sort();
+    let mut services: BTreeMap<String, String> = BTreeMap::new();
+    let mut lines = Vec::new();
+    for file in files {
+        let mut reader = csv::Reader::from_path(&file)
+            .with_context(|| format!("cannot read `{}`", file.display()))?;
+        let header: Vec<String> = reader.headers()?.iter().map(str::to_owned).collect();
+        let column = |name: &str| header.iter().position(|h| h == name);
+        let (Some(time), Some(pod), Some(log)) =
+            (column("TimeUnixNano"), column("PodName"), column("Log"))
+        else {
+            bail!("`{}` lacks a log column", file.display());
+        };
+        for row in reader.records().flatten() {
+            let field = |i: usize| row.get(i).unwrap_or_default().trim();
+            let Ok(time) = field(time).parse::<i64>() else {
+                continue;
+            };
+            let raw = field(log);
+            let body = serde_json::from_str::<serde_json::Value>(raw)
+                .ok()
+                .and_then(|v| v["log"].as_str().map(|s| s.trim_end().to_owned()))
+                .unwrap_or_else(|| raw.to_owned());
+            let named = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| {
+                    ["severity", "level"]
+                        .iter()
+                        .find_map(|k| v[*k].as_str().and_then(sextant_model::severity::of_name))
+                });
+            let severity = named
+                .or_else(|| sextant_model::severity::of_line(&body))
+                .unwrap_or(0);
+            let pod = field(pod);
+            let service = services
+                .entry(pod.to_owned())
+                .or_insert_with(|| service_of_pod(pod))
+                .clone();
+            lines.push(LogLine {
+                time,
+                service,
+                severity,
+                body,
+            });
+        }
+    }
+    Ok(lines)
 }
 
 /// Every `trace/*.csv` (`TraceID`, `SpanID`, `ParentID` (`root` for none), `PodName`,
@@ -335,28 +401,31 @@ fn trivial_ranking(candidates: &[CandidateSeries]) -> Vec<String> {
 }
 
 /// The rankers compared, by name: Sextant's ranking on the metrics alone, with the call graph,
-/// with the call graph and the spans, and the trivial reference.
-const RANKERS: [&str; 4] = ["metrics", "+map", "+traces", "trivial"];
+/// with the call graph, the spans and the log lines, and the trivial reference.
+const RANKERS: [&str; 4] = ["metrics", "+map", "all", "trivial"];
 
 /// One fault's inputs, gathered from its day.
 struct Case {
     candidates: Vec<CandidateSeries>,
     /// Trace evidence of the fault's windows; empty without spans there.
     traces: Vec<TraceEvidence>,
-    /// Spans in the incident window.
+    /// Error patterns new or spiking in the incident.
+    logs: Vec<LogSignal>,
+    /// Spans and log lines in the incident window.
     incident_spans: usize,
+    incident_lines: usize,
 }
 
 impl Case {
     /// The services each ranker puts first, in order.
     fn rankings(&self, map: Option<&ServiceMap>, config: &RcaConfig) -> [Vec<String>; 4] {
-        let rank = |map, traces: &[TraceEvidence]| {
+        let rank = |map, traces: &[TraceEvidence], logs: &[LogSignal]| {
             rca::rank(
                 &RcaInput {
                     series: &self.candidates,
                     map,
                     traces,
-                    ..RcaInput::default()
+                    logs,
                 },
                 config,
             )
@@ -366,9 +435,9 @@ impl Case {
             .collect::<Vec<String>>()
         };
         [
-            rank(None, &[]),
-            rank(map, &[]),
-            rank(map, &self.traces),
+            rank(None, &[], &[]),
+            rank(map, &[], &[]),
+            rank(map, &self.traces, &self.logs),
             trivial_ranking(&self.candidates),
         ]
     }
@@ -396,12 +465,23 @@ fn case(day: &Day, fault: &Fault, config: &RcaConfig) -> Case {
         .cloned()
         .collect();
     let incident_spans = spans.iter().filter(|s| s.start >= fault.at).count();
+    let lines: Vec<LogLine> = day
+        .lines
+        .iter()
+        .filter(|l| {
+            in_baseline(day, fault, l.time) || (l.time >= fault.at && l.time < incident_end)
+        })
+        .cloned()
+        .collect();
+    let incident_lines = lines.iter().filter(|l| l.time >= fault.at).count();
     Case {
         candidates: candidates(day, fault),
         traces: trace_evidence(&spans, fault.at, config)
             .into_values()
             .collect(),
+        logs: log_evidence(lines, fault.at),
         incident_spans,
+        incident_lines,
     }
 }
 
@@ -482,17 +562,17 @@ pub fn eval(dir: &Path, explain: bool) -> anyhow::Result<()> {
     let config = RcaConfig::default();
     let mut outcomes = Vec::new();
     println!(
-        "{:<11} {:<12} {:<15} {:<28} {:>8} {:>7} {:>5} {:>7} {:>7} {:>7}  ranked first",
+        "{:<11} {:<12} {:<15} {:<28} {:>7} {:>7} {:>7} {:>5} {:>5} {:>7}  ranked first (all)",
         "day",
         "injected",
         "type",
         "true service",
         "spans",
+        "lines",
         RANKERS[0],
         RANKERS[1],
         RANKERS[2],
         RANKERS[3],
-        ""
     );
     for day in read_days(dir)? {
         let map = service_map(&day);
@@ -504,12 +584,13 @@ pub fn eval(dir: &Path, explain: bool) -> anyhow::Result<()> {
                 .map(|order| position(order, &fault.service));
             let show = |r: Option<usize>| r.map_or("-".to_owned(), |r| r.to_string());
             println!(
-                "{:<11} {:<12} {:<15} {:<28} {:>8} {:>7} {:>5} {:>7} {:>7}  {}",
+                "{:<11} {:<12} {:<15} {:<28} {:>7} {:>7} {:>7} {:>5} {:>5} {:>7}  {}",
                 day.name,
                 fault.at / NANOS_PER_SECOND,
                 fault.kind,
                 fault.service,
                 case.incident_spans,
+                case.incident_lines,
                 show(ranks[0]),
                 show(ranks[1]),
                 show(ranks[2]),
@@ -522,7 +603,7 @@ pub fn eval(dir: &Path, explain: bool) -> anyhow::Result<()> {
                         series: &case.candidates,
                         map: map.as_ref(),
                         traces: &case.traces,
-                        ..RcaInput::default()
+                        logs: &case.logs,
                     },
                     &config,
                 );

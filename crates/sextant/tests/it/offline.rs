@@ -1,7 +1,8 @@
 //! The offline analytics commands through the real binary: `sextant detect` (one score per row,
 //! streaming: a prefix scores the same), `sextant forecast` (long CSV in, one row per step
 //! out), `sextant rca` (a ranking in JSON), `sextant eval nab`, `sextant eval m4` and `sextant
-//! eval rca` and `sextant eval nezha` (their tables), and their errors on bad input.
+//! eval rca` and `sextant eval nezha` (their tables), `sextant rca` with a map, spans and log
+//! lines, and their errors on bad input.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -327,11 +328,14 @@ fn eval_nezha_ranks_every_fault_of_a_recorded_day_against_the_reference() {
         .collect();
     assert_eq!(faults.len(), 17, "{table}");
     for fault in &faults {
-        // Every ranker ranks the true service: a number in each of the three rank columns.
-        let ranks: Vec<&str> = fault.split_whitespace().skip(4).take(3).collect();
-        assert!(ranks.iter().all(|r| r.parse::<usize>().is_ok()), "{fault}");
+        // The day has spans and lines for every fault, and every ranker ranks the true
+        // service: a number in each of the four rank columns.
+        let cells: Vec<&str> = fault.split_whitespace().skip(4).take(6).collect();
+        let numbers: Vec<usize> = cells.iter().filter_map(|c| c.parse().ok()).collect();
+        assert_eq!(numbers.len(), 6, "{fault}");
+        assert!(numbers[0] > 0 && numbers[1] > 0, "{fault}");
     }
-    for ranker in ["sextant", "sextant+map", "trivial"] {
+    for ranker in ["metrics", "+map", "all", "trivial"] {
         assert!(
             table
                 .lines()
@@ -341,4 +345,117 @@ fn eval_nezha_ranks_every_fault_of_a_recorded_day_against_the_reference() {
     }
     let error = stderr_of_failure(&run(&["eval", "nezha", "--dir", "/no/such/dir"]));
     assert!(error.contains("cannot read `/no/such/dir`"), "{error}");
+}
+
+#[test]
+fn rca_takes_the_map_spans_and_log_lines_and_they_move_the_blame() {
+    let dir = tempfile::tempdir().unwrap();
+    let at = |s: i64| s * 1_000_000_000;
+    // The front end's latency rises at t = 600 s; nothing else moves in the metrics.
+    let wide = |from: i64, to: i64, lat: f64| {
+        let mut text = String::from("time,front_lat_99,cart_cpu,catalogue_cpu\n");
+        for t in (from..to).step_by(10) {
+            let wobble = (t / 10 % 3) as f64;
+            text.push_str(&format!(
+                "{t},{},{},{}\n",
+                lat + wobble,
+                20.0 + wobble,
+                30.0 + wobble
+            ));
+        }
+        text
+    };
+    let normal = write(dir.path(), "normal.csv", &wide(0, 600, 100.0));
+    let anomalous = write(dir.path(), "anomalous.csv", &wide(600, 900, 400.0));
+    let map = write(
+        dir.path(),
+        "map.csv",
+        "caller,callee\nfront,cart\nfront,catalogue\n",
+    );
+    // Every call between the front end and the cart spends 300 ms more on the wire from 600 s.
+    let mut spans =
+        String::from("trace_id,span_id,parent_span_id,service,start_unix_nano,end_unix_nano\n");
+    for i in 0..90i64 {
+        let start = at(i * 10);
+        let delay = if i >= 60 { 300_000_000 } else { 0 };
+        for (n, callee, inner) in [(1, "cart", 20_000_000i64), (2, "catalogue", 10_000_000)] {
+            let trace = format!("{:032x}", i * 10 + n);
+            let extra = if callee == "cart" { delay } else { 0 };
+            let total = inner + 2_000_000 + (i % 3) * 100_000 + extra;
+            let child_start = start + (total - inner) / 2;
+            spans.push_str(&format!(
+                "{trace},{:016x},,front,{start},{}\n",
+                1,
+                start + total
+            ));
+            spans.push_str(&format!(
+                "{trace},{:016x},{:016x},{callee},{child_start},{}\n",
+                2,
+                1,
+                child_start + inner
+            ));
+        }
+    }
+    let spans = write(dir.path(), "spans.csv", &spans);
+    let mut logs = String::from("time_unix_nano,service,severity,body\n");
+    for i in 0..90i64 {
+        logs.push_str(&format!("{},front,INFO,served request {i}\n", at(i * 10)));
+        if i >= 62 {
+            logs.push_str(&format!(
+                "{},cart,,ERROR redis timeout after {i} ms\n",
+                at(i * 10)
+            ));
+        }
+    }
+    let logs = write(dir.path(), "logs.csv", &logs);
+    let first = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["rca", "--normal", &normal, "--anomalous", &anomalous];
+        all.extend_from_slice(args);
+        let answer: serde_json::Value = serde_json::from_str(&stdout(&run(&all))).unwrap();
+        answer["ranking"][0].clone()
+    };
+    assert_eq!(first(&[])["service"], "front");
+    let top = first(&["--map", &map, "--spans", &spans, "--logs", &logs]);
+    assert_eq!(top["service"], "cart", "{top}");
+    let trace = &top["evidence"]["trace"];
+    assert_eq!(trace["gaps"][0]["caller"], "front", "{top}");
+    assert_eq!(trace["measured_calls"], 1, "{top}");
+    assert_eq!(top["evidence"]["logs"][0]["new"], true, "{top}");
+    assert!(
+        top["sentence"]
+            .as_str()
+            .unwrap()
+            .contains("Calls front → cart spent"),
+        "{top}"
+    );
+
+    let bad = write(dir.path(), "bad.csv", "trace_id,span_id\n1,2\n");
+    let error = stderr_of_failure(&run(&[
+        "rca",
+        "--normal",
+        &normal,
+        "--anomalous",
+        &anomalous,
+        "--spans",
+        &bad,
+    ]));
+    assert!(error.contains("has no `parent_span_id` column"), "{error}");
+    let loud = write(
+        dir.path(),
+        "loud.csv",
+        "time_unix_nano,service,severity,body\n1,a,LOUD,x\n",
+    );
+    let error = stderr_of_failure(&run(&[
+        "rca",
+        "--normal",
+        &normal,
+        "--anomalous",
+        &anomalous,
+        "--logs",
+        &loud,
+    ]));
+    assert!(
+        error.contains("row 2: severity `LOUD` is not a level"),
+        "{error}"
+    );
 }
