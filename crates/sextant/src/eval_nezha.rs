@@ -248,13 +248,10 @@ fn candidates(day: &Day, fault: &Fault) -> Vec<CandidateSeries> {
         .collect()
 }
 
-/// Every `log/*.csv` (`TimeUnixNano`, `PodName`, `Log`: the container's JSON line, whose `log`
-/// is the program's line); the level is the line's own (a JSON `severity` or `level`, else the
-/// first level word). None when the folder is missing.
-fn read_lines(dir: &Path) -> anyhow::Result<Vec<LogLine>> {
-    let log_dir = dir.join("log");
-    let Ok(entries) = std::fs::read_dir(&log_dir) else {
-        return Ok(Vec::new());
+/// The CSV files of `dir/folder`, sorted; none when the folder is missing.
+fn csv_files(dir: &Path, folder: &str) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir.join(folder)) else {
+        return Vec::new();
     };
     let mut files: Vec<PathBuf> = entries
         .flatten()
@@ -262,18 +259,36 @@ fn read_lines(dir: &Path) -> anyhow::Result<Vec<LogLine>> {
         .filter(|p| p.extension().is_some_and(|e| e == "csv"))
         .collect();
     files.sort();
+    files
+}
+
+/// A CSV file's reader and the positions of the columns `names`; the error names the file.
+fn open_columns<const N: usize>(
+    file: &Path,
+    names: [&str; N],
+) -> anyhow::Result<(csv::Reader<std::fs::File>, [usize; N])> {
+    let mut reader = csv::Reader::from_path(file)
+        .with_context(|| format!("cannot read `{}`", file.display()))?;
+    let header: Vec<String> = reader.headers()?.iter().map(str::to_owned).collect();
+    let mut positions = [0; N];
+    for (position, name) in positions.iter_mut().zip(names) {
+        *position = header
+            .iter()
+            .position(|h| h == name)
+            .with_context(|| format!("`{}` has no `{name}` column", file.display()))?;
+    }
+    Ok((reader, positions))
+}
+
+/// Every `log/*.csv` (`TimeUnixNano`, `PodName`, `Log`: the container's JSON line, whose `log`
+/// is the program's line); the level is the line's own (a JSON `severity` or `level`, else the
+/// first level word). None when the folder is missing.
+fn read_lines(dir: &Path) -> anyhow::Result<Vec<LogLine>> {
     let mut services: BTreeMap<String, String> = BTreeMap::new();
     let mut lines = Vec::new();
-    for file in files {
-        let mut reader = csv::Reader::from_path(&file)
-            .with_context(|| format!("cannot read `{}`", file.display()))?;
-        let header: Vec<String> = reader.headers()?.iter().map(str::to_owned).collect();
-        let column = |name: &str| header.iter().position(|h| h == name);
-        let (Some(time), Some(pod), Some(log)) =
-            (column("TimeUnixNano"), column("PodName"), column("Log"))
-        else {
-            bail!("`{}` lacks a log column", file.display());
-        };
+    for file in csv_files(dir, "log") {
+        let (mut reader, [time, pod, log]) =
+            open_columns(&file, ["TimeUnixNano", "PodName", "Log"])?;
         for row in reader.records().flatten() {
             let field = |i: usize| row.get(i).unwrap_or_default().trim();
             let Ok(time) = field(time).parse::<i64>() else {
@@ -314,33 +329,20 @@ fn read_lines(dir: &Path) -> anyhow::Result<Vec<LogLine>> {
 /// `StartTimeUnixNano`, `EndTimeUnixNano`); rows that do not parse are skipped. None when the
 /// folder is missing.
 fn read_spans(dir: &Path) -> anyhow::Result<Vec<SpanRecord>> {
-    let trace_dir = dir.join("trace");
-    let Ok(entries) = std::fs::read_dir(&trace_dir) else {
-        return Ok(Vec::new());
-    };
-    let mut files: Vec<PathBuf> = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "csv"))
-        .collect();
-    files.sort();
     let mut services: BTreeMap<String, String> = BTreeMap::new();
     let mut spans = Vec::new();
-    for file in files {
-        let mut reader = csv::Reader::from_path(&file)
-            .with_context(|| format!("cannot read `{}`", file.display()))?;
-        let header: Vec<String> = reader.headers()?.iter().map(str::to_owned).collect();
-        let column = |name: &str| header.iter().position(|h| h == name);
-        let (Some(trace), Some(span), Some(parent), Some(pod), Some(start), Some(end)) = (
-            column("TraceID"),
-            column("SpanID"),
-            column("ParentID"),
-            column("PodName"),
-            column("StartTimeUnixNano"),
-            column("EndTimeUnixNano"),
-        ) else {
-            bail!("`{}` lacks a trace column", file.display());
-        };
+    for file in csv_files(dir, "trace") {
+        let (mut reader, [trace, span, parent, pod, start, end]) = open_columns(
+            &file,
+            [
+                "TraceID",
+                "SpanID",
+                "ParentID",
+                "PodName",
+                "StartTimeUnixNano",
+                "EndTimeUnixNano",
+            ],
+        )?;
         for row in reader.records().flatten() {
             let field = |i: usize| row.get(i).unwrap_or_default().trim();
             let (Ok(trace_id), Ok(span_id), Ok(start), Ok(end)) = (
