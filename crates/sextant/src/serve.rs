@@ -83,6 +83,8 @@ pub async fn serve(
         .install_recorder()
         .context("cannot install the metrics recorder")?;
     create_private_dir(&config.data_dir)?;
+    // Held until the server returns; the lock goes with the process, however it ends.
+    let _lock = lock_data_dir(&config.data_dir)?;
     let actions = sextant_server::action_runner::ActionRunner::new(
         config.runbook_actions()?,
         &config.data_dir,
@@ -242,6 +244,40 @@ pub async fn serve(
     tokio::task::spawn_blocking(move || bus.close()).await?;
     tracing::info!("write-ahead log synced, buffers flushed; bye");
     Ok(())
+}
+
+/// Takes `DATA_DIR/lock` for this process (an advisory lock the system drops when the process
+/// ends, however it ends): a second server on the same directory would interleave its
+/// write-ahead log and segments with this one's. The file names the holder's pid.
+pub fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    use std::io::Write;
+    let path = dir.join("lock");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .read(true)
+        .write(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open `{}`", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {
+            file.set_len(0)?;
+            writeln!(file, "{}", std::process::id())?;
+            Ok(file)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            anyhow::bail!(
+                "the data directory `{}` is in use by another Sextant process (pid {}); stop it \
+                 first, or give this one another `--data-dir`",
+                dir.display(),
+                holder.trim()
+            )
+        }
+        Err(std::fs::TryLockError::Error(err)) => {
+            Err(err).with_context(|| format!("cannot lock `{}`", path.display()))
+        }
+    }
 }
 
 /// Creates the data directory if needed and makes it owner-only (0700) whatever the umask, so

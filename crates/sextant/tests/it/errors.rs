@@ -425,6 +425,32 @@ fn hex_of(bytes: &[u8]) -> String {
 }
 
 #[test]
+fn a_second_server_on_a_data_directory_in_use_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Sextant::start(&data);
+    let output = Command::new(binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("is in use by another Sextant process (pid"),
+        "{stderr}"
+    );
+    // The first server carries on; once it is killed, the directory is free again.
+    assert_eq!(
+        agent().get(&server.url("/readyz")).call().unwrap().status(),
+        200
+    );
+    server.kill();
+    let again = Sextant::start(&data);
+    again.stop();
+}
+
+#[test]
 fn settings_come_from_environment_and_config_file() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("from-env");
