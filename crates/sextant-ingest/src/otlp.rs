@@ -156,6 +156,23 @@ pub struct DecodedBatch {
 }
 
 impl DecodedBatch {
+    /// The earliest and latest record time (nanoseconds since the Unix epoch), if any.
+    pub fn time_range(&self) -> Option<(i64, i64)> {
+        use arrow::array::{Array, TimestampNanosecondArray};
+        let times = self
+            .rows
+            .column_by_name("time")?
+            .as_any()
+            .downcast_ref::<TimestampNanosecondArray>()?;
+        let values = (0..times.len())
+            .filter(|i| times.is_valid(*i))
+            .map(|i| times.value(i));
+        values.fold(None, |range, t| match range {
+            None => Some((t, t)),
+            Some((lo, hi)) => Some((lo.min(t), hi.max(t))),
+        })
+    }
+
     /// Checks a decoded request and turns it into rows; `original` is its protobuf body when it
     /// came as one.
     pub fn from_request(

@@ -141,6 +141,24 @@ impl IngestPipeline {
         result
     }
 
+    /// Makes an already decoded batch durable (`sextant import`): the tenant's limits, the bus
+    /// and the metrics as for any request. `encoded_len` is its size as read.
+    pub async fn ingest_batch(
+        &self,
+        tenant: &TenantId,
+        batch: DecodedBatch,
+        encoded_len: usize,
+    ) -> Result<IngestOutcome> {
+        let signal = batch.signal;
+        let result = async {
+            let _permit = self.reserve(encoded_len)?;
+            self.commit(tenant, batch).await
+        }
+        .await;
+        record(tenant, signal, encoded_len, &result);
+        result
+    }
+
     async fn commit(&self, tenant: &TenantId, batch: DecodedBatch) -> Result<IngestOutcome> {
         let outcome = IngestOutcome {
             accepted: batch.checked.accepted,

@@ -1,9 +1,10 @@
 //! Calendar arithmetic and RFC 3339 timestamps as Unix nanoseconds (UTC, proleptic Gregorian).
 //!
 //! ```
-//! use sextant_model::time::{civil_from_days, days_from_civil, parse_rfc3339};
+//! use sextant_model::time::{civil_from_days, days_from_civil, format_rfc3339, parse_rfc3339};
 //!
 //! assert_eq!(parse_rfc3339("1970-01-02T00:00:01.5Z"), Some(86_401_500_000_000));
+//! assert_eq!(format_rfc3339(86_401_500_000_000), "1970-01-02T00:00:01.500Z");
 //! assert_eq!(days_from_civil(2024, 2, 29), 19_782);
 //! assert_eq!(civil_from_days(19_782), (2024, 2, 29));
 //! ```
@@ -98,6 +99,21 @@ pub fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let doy = (153 * mp + 2) / 5 + day - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146_097 + doe - 719_468
+}
+
+/// `unix_nanos` as RFC 3339 in UTC with millisecond precision (`2026-11-23T15:00:00.000Z`).
+pub fn format_rfc3339(unix_nanos: i64) -> String {
+    let millis = unix_nanos.div_euclid(1_000_000);
+    let seconds = millis.div_euclid(1000);
+    let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
+    let of_day = seconds.rem_euclid(86_400);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        of_day / 3600,
+        of_day / 60 % 60,
+        of_day % 60,
+        millis.rem_euclid(1000)
+    )
 }
 
 /// `(year, month, day)` of a day number since 1970-01-01, the inverse of [`days_from_civil`]

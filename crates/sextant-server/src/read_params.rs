@@ -88,19 +88,7 @@ impl Params {
 pub(crate) use sextant_model::time::NANOS_PER_SECOND;
 
 /// `unix_nanos` as RFC 3339 in UTC with millisecond precision (`2026-11-23T15:00:00.000Z`).
-pub(crate) fn format_time(unix_nanos: i64) -> String {
-    let millis = unix_nanos.div_euclid(1_000_000);
-    let seconds = millis.div_euclid(1000);
-    let (year, month, day) = time::civil_from_days(seconds.div_euclid(86_400));
-    let of_day = seconds.rem_euclid(86_400);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        of_day / 3600,
-        of_day / 60 % 60,
-        of_day % 60,
-        millis.rem_euclid(1000)
-    )
-}
+pub(crate) use sextant_model::time::format_rfc3339 as format_time;
 
 /// A 400 naming the parameter.
 pub(crate) fn bad(name: &str, problem: &str) -> ApiError {

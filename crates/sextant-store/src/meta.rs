@@ -93,6 +93,10 @@ pub trait MetadataStore: Send + Sync {
     fn find_token(&self, secret: &str) -> Result<Option<TokenInfo>>;
     /// Every tenant that has ever had a token.
     fn tenants(&self) -> Result<Vec<TenantId>>;
+    /// The ids of the batches `sextant import` stored for a tenant.
+    fn imported_batches(&self, tenant: &TenantId) -> Result<std::collections::HashSet<String>>;
+    /// Records that an imported batch is stored (after its write is durable).
+    fn record_import(&self, tenant: &TenantId, batch: &str) -> Result<()>;
 
     /// The master key check of an encrypted data directory (`None`: never encrypted).
     fn key_check(&self) -> Result<Option<Vec<u8>>>;
@@ -280,6 +284,12 @@ CREATE TABLE IF NOT EXISTS erasures (
     tenant     TEXT PRIMARY KEY,
     up_to_seq  INTEGER NOT NULL,
     erased_at  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS imports (
+    tenant      TEXT NOT NULL,
+    batch       TEXT NOT NULL,
+    imported_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant, batch)
 );
 ";
 
@@ -584,6 +594,21 @@ impl MetadataStore for SqliteMetadata {
         Ok(tenants)
     }
 
+    fn imported_batches(&self, tenant: &TenantId) -> Result<std::collections::HashSet<String>> {
+        let connection = self.connection.lock();
+        let mut statement = connection.prepare("SELECT batch FROM imports WHERE tenant = ?1")?;
+        let batches = statement.query_map(params![tenant.as_str()], |row| row.get(0))?;
+        Ok(batches.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn record_import(&self, tenant: &TenantId, batch: &str) -> Result<()> {
+        self.connection.lock().execute(
+            "INSERT OR IGNORE INTO imports (tenant, batch, imported_at) VALUES (?1, ?2, ?3)",
+            params![tenant.as_str(), batch, now()],
+        )?;
+        Ok(())
+    }
+
     fn segments(&self) -> Result<Vec<CatalogEntry>> {
         let connection = self.connection.lock();
         select_segments(&connection, None)
@@ -707,6 +732,8 @@ impl MetadataStore for SqliteMetadata {
         let tx = connection.transaction()?;
         let removed = select_segments(&tx, Some(tenant))?;
         tx.execute("DELETE FROM segments WHERE tenant = ?1", [tenant.as_str()])?;
+        // What was imported is gone: importing it again stores it again.
+        tx.execute("DELETE FROM imports WHERE tenant = ?1", [tenant.as_str()])?;
         // Templates hold example lines: they go with the rest of the tenant's data, and so do
         // its events and detectors.
         tx.execute(

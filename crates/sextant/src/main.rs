@@ -1,7 +1,7 @@
 //! The `sextant` binary: `serve` runs the engine, `demo` runs it with a simulated shop, `query`
 //! asks it SQL, `tokens` manages who may talk to it, `keys` its master key; `patterns`, `detect` and `forecast` run the
 //! analytics offline and `eval` scores them on public benchmarks; `rca` ranks root causes
-//! offline.
+//! offline; `import` loads recorded telemetry into a data directory.
 
 mod config;
 mod demo;
@@ -9,6 +9,7 @@ mod detect;
 mod eval;
 mod eval_nezha;
 mod eval_series;
+mod import;
 mod keys;
 mod patterns;
 mod query;
@@ -52,6 +53,9 @@ enum Command {
     Forecast(detect::ForecastArgs),
     /// Rank the likely root cause of an incident from two wide CSV files (before and during).
     Rca(rca::RcaArgs),
+    /// Load recorded OTLP telemetry (JSON lines or protobuf) into a data directory, each
+    /// record with its own time.
+    Import(import::ImportArgs),
     /// Score analytics against public benchmarks.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
@@ -77,6 +81,7 @@ fn main() -> ExitCode {
         Command::Detect(args) => detect::detect(args),
         Command::Forecast(args) => detect::forecast_csv(args),
         Command::Rca(args) => rca::run(args),
+        Command::Import(args) => import::run(args),
         Command::Eval(command) => eval::run(command),
     };
     match result {

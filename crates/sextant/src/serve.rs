@@ -282,7 +282,7 @@ pub fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
 
 /// Creates the data directory if needed and makes it owner-only (0700) whatever the umask, so
 /// that no other user — the users runbook actions run as among them — can read what it holds.
-fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+pub fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create data directory `{}`", dir.display()))?;
     #[cfg(unix)]
@@ -336,7 +336,7 @@ fn scheme(config: &SextantConfig) -> &'static str {
 
 /// The keyring when encryption at rest is on. Refuses an encrypted data directory without its
 /// key (or with another one), and turning encryption on over telemetry stored in the clear.
-fn open_keyring(
+pub fn open_keyring(
     config: &SextantConfig,
     meta: Arc<dyn MetadataStore>,
 ) -> anyhow::Result<Option<Arc<sextant_store::crypto::Keyring>>> {
