@@ -43,4 +43,6 @@ pub use bus::{AckFuture, IngestBus};
 pub use config::{IngestConfig, RateLimit, TenantLimits};
 pub use error::{Error, Result};
 pub use limits::TenantRateLimiter;
-pub use pipeline::{IngestOutcome, IngestPipeline};
+pub use pipeline::{
+    IngestOutcome, IngestPipeline, MAX_CLOCK_SKEW_NANOS, Watermark, Watermarks, wall_clock_ns,
+};

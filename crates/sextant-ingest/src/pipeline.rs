@@ -1,5 +1,6 @@
 //! The ingest pipeline: memory budget, decoding, tenant limits, then the bus.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,12 +26,61 @@ pub struct IngestOutcome {
     pub message: Option<String>,
 }
 
+/// A record time may run ahead of the wall clock by this much (clients' clocks drift); later
+/// times count as this.
+pub const MAX_CLOCK_SKEW_NANOS: i64 = 60_000_000_000;
+
+/// Each tenant's event time: the newest record time its durable telemetry carried (never more
+/// than [`MAX_CLOCK_SKEW_NANOS`] ahead of the wall clock), with the wall-clock time it was
+/// reached at. What the correlator runs on.
+#[derive(Debug, Default)]
+pub struct Watermarks(parking_lot::Mutex<HashMap<TenantId, Watermark>>);
+
+/// A tenant's newest record time and the wall-clock time it was reached at, in Unix ns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Watermark {
+    pub newest: i64,
+    pub reached_at: i64,
+}
+
+impl Watermarks {
+    /// `tenant`'s records up to `newest` are durable.
+    pub fn observe(&self, tenant: &TenantId, newest: i64) {
+        let wall = wall_clock_ns();
+        let newest = newest.min(wall.saturating_add(MAX_CLOCK_SKEW_NANOS));
+        let mut marks = self.0.lock();
+        let mark = marks.entry(tenant.clone()).or_insert(Watermark {
+            newest,
+            reached_at: wall,
+        });
+        if newest > mark.newest {
+            *mark = Watermark {
+                newest,
+                reached_at: wall,
+            };
+        }
+    }
+
+    /// `tenant`'s watermark, if it sent telemetry since the start.
+    pub fn get(&self, tenant: &TenantId) -> Option<Watermark> {
+        self.0.lock().get(tenant).copied()
+    }
+}
+
+/// The wall clock in Unix nanoseconds.
+pub fn wall_clock_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
 /// Takes tenants' batches and answers once they are durable.
 pub struct IngestPipeline {
     config: IngestConfig,
     bus: Arc<dyn IngestBus>,
     limiter: TenantRateLimiter,
     in_flight: Arc<Semaphore>,
+    watermarks: Watermarks,
 }
 
 impl std::fmt::Debug for IngestPipeline {
@@ -48,7 +98,13 @@ impl IngestPipeline {
             in_flight: Arc::new(Semaphore::new(config.max_in_flight_bytes)),
             config,
             bus,
+            watermarks: Watermarks::default(),
         }
+    }
+
+    /// Each tenant's event time, from the records made durable through this pipeline.
+    pub fn watermarks(&self) -> &Watermarks {
+        &self.watermarks
     }
 
     pub fn config(&self) -> &IngestConfig {
@@ -163,17 +219,21 @@ impl IngestPipeline {
         let outcome = IngestOutcome {
             accepted: batch.checked.accepted,
             rejected: batch.checked.rejected,
-            message: batch.checked.first_error.map(|e| e.to_string()),
+            message: batch.checked.first_error.as_ref().map(|e| e.to_string()),
         };
         if outcome.accepted == 0 {
             return Ok(outcome);
         }
         self.limiter
             .check(tenant, outcome.accepted as u64, batch.payload.len() as u64)?;
+        let newest = batch.time_range().map(|(_, newest)| newest);
         let ack = self
             .bus
             .publish(tenant.clone(), batch.signal, batch.payload, batch.rows)?;
         ack.await?;
+        if let Some(newest) = newest {
+            self.watermarks.observe(tenant, newest);
+        }
         Ok(outcome)
     }
 }
@@ -219,6 +279,24 @@ mod tests {
     use prost::Message;
 
     use super::*;
+
+    #[test]
+    fn a_watermark_is_the_newest_record_time_never_far_past_the_wall_clock() {
+        let marks = Watermarks::default();
+        let tenant = TenantId::new("acme").unwrap();
+        assert_eq!(marks.get(&tenant), None);
+        let before = wall_clock_ns();
+        marks.observe(&tenant, 2_000);
+        marks.observe(&tenant, 1_000);
+        let mark = marks.get(&tenant).unwrap();
+        assert_eq!(mark.newest, 2_000, "a late batch does not move it back");
+        assert!(mark.reached_at >= before && mark.reached_at <= wall_clock_ns());
+        let far = wall_clock_ns() + 3_600 * 1_000_000_000;
+        marks.observe(&tenant, far);
+        let newest = marks.get(&tenant).unwrap().newest;
+        assert!(newest < far && newest <= wall_clock_ns() + MAX_CLOCK_SKEW_NANOS);
+        assert_eq!(marks.get(&TenantId::new("other").unwrap()), None);
+    }
     use crate::AckFuture;
 
     /// A bus that takes `capacity` batches and never makes any durable: Sextant falling behind.

@@ -4,15 +4,20 @@
 //! decision, the incidents it changed and the correlator's state in one transaction. Incident
 //! actions (acknowledge, resolve, merge, split) go through the same lock and the same kind of
 //! transaction, so the state on disk is always one the correlator was in.
+//!
+//! The correlator runs on event time, each tenant on its own [`Clock`]: grouping windows and
+//! the quiet time before an incident resolves count in the telemetry's time, so a recorded day
+//! replayed by `sextant import` groups and resolves as it would have live.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sextant_incidents::correlator::{
     CorrelatorConfig, Decision, Incident, IncidentCorrelator, InhibitRule, Rules, Signal, Silence,
 };
 use sextant_incidents::topology::ServiceMap;
+use sextant_ingest::{MAX_CLOCK_SKEW_NANOS, Watermark};
 use sextant_model::TenantId;
 use sextant_store::meta::{AuditRecord, CorrelationCommit, IncidentRow, MetadataStore};
 use tokio::sync::{Mutex, Notify};
@@ -21,26 +26,58 @@ use crate::read_params::{NANOS_PER_SECOND, now_ns};
 use crate::{ApiError, AppState, Principal};
 
 /// Changes read per step.
-const BATCH: usize = 2_000;
+pub const BATCH: usize = 2_000;
 /// How long a tenant's service map is reused before it is derived again.
 const MAP_TTL: Duration = Duration::from_secs(30);
 /// The spans a service map is derived from: the last hour.
 const MAP_WINDOW_SECONDS: i64 = 3_600;
 /// Most silences or inhibition rules per tenant.
 pub const MAX_RULES: usize = 1_000;
+/// The time a tenant's incidents are correlated at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Clock {
+    /// A server's: the tenant's watermark (the newest time of its durable telemetry and
+    /// events), moved on by the wall-clock time passed since it was reached, so time passes for
+    /// a tenant that falls silent and telemetry that arrives late keeps its lag.
+    Live,
+    /// A replay's (`sextant import`): the watermark alone; no wall clock.
+    Replay,
+}
+
+impl Clock {
+    /// A tenant's time from its watermark (`None`: nothing seen yet) and the wall clock, never
+    /// more than [`MAX_CLOCK_SKEW_NANOS`] ahead of the wall clock; `None` for a replay that has
+    /// seen nothing.
+    pub fn now(self, watermark: Option<Watermark>, wall: i64) -> Option<i64> {
+        let ceiling = wall.saturating_add(MAX_CLOCK_SKEW_NANOS);
+        let time = match (self, watermark) {
+            (Clock::Live, None) => wall,
+            (Clock::Live, Some(mark)) => {
+                mark.newest.saturating_add((wall - mark.reached_at).max(0))
+            }
+            (Clock::Replay, None) => return None,
+            (Clock::Replay, Some(mark)) => mark.newest,
+        };
+        Some(time.min(ceiling))
+    }
+}
 
 /// One tenant's correlator and the rules it applies.
 struct TenantState {
     correlator: IncidentCorrelator,
     silences: Vec<Silence>,
     inhibitions: Vec<InhibitRule>,
-    map: Option<(Instant, Arc<ServiceMap>)>,
+    /// The service map and the tenant time it was derived at.
+    map: Option<(i64, Arc<ServiceMap>)>,
+    /// The newest time of the events taken (alerts carry their own).
+    newest_event: Option<Watermark>,
 }
 
 /// The live correlation of every tenant.
 pub struct Correlation {
     meta: Arc<dyn MetadataStore>,
     config: CorrelatorConfig,
+    clock: Clock,
     tenants: Mutex<HashMap<TenantId, TenantState>>,
     wake: Notify,
 }
@@ -57,10 +94,15 @@ fn blocking_error(err: tokio::task::JoinError) -> ApiError {
 }
 
 impl Correlation {
-    pub fn new(meta: Arc<dyn MetadataStore>, config: CorrelatorConfig) -> Correlation {
+    pub fn new(
+        meta: Arc<dyn MetadataStore>,
+        config: CorrelatorConfig,
+        clock: Clock,
+    ) -> Correlation {
         Correlation {
             meta,
             config,
+            clock,
             tenants: Mutex::new(HashMap::new()),
             wake: Notify::new(),
         }
@@ -99,6 +141,7 @@ impl Correlation {
             silences: parse_rules(silences),
             inhibitions: parse_rules(inhibitions),
             map: None,
+            newest_event: None,
         })
     }
 
@@ -116,6 +159,18 @@ impl Correlation {
             current.inhibitions = fresh.inhibitions;
         }
         Ok(())
+    }
+
+    /// `tenant`'s time now, on this correlation's clock.
+    fn tenant_now(&self, state: &AppState, tenant: &TenantId, entry: &TenantState) -> Option<i64> {
+        let telemetry = state
+            .pipeline()
+            .ok()
+            .and_then(|p| p.watermarks().get(tenant));
+        let wall = now_ns();
+        let telemetry = self.clock.now(telemetry, wall);
+        let events = self.clock.now(entry.newest_event, wall);
+        telemetry.max(events)
     }
 
     /// One step: takes waiting changes, correlates them, ticks every loaded tenant, stores it
@@ -142,7 +197,7 @@ impl Correlation {
         };
         let mut changed: BTreeMap<(TenantId, u64), Incident> = BTreeMap::new();
         let mut changed_open: BTreeSet<(TenantId, u64)> = BTreeSet::new();
-        let now = now_ns();
+        let wall = now_ns();
         for change in &changes {
             let tenant = &change.event.tenant;
             if !tenants.contains_key(tenant) {
@@ -151,9 +206,19 @@ impl Correlation {
             }
             let entry = tenants.get_mut(tenant).expect("loaded above");
             if entry
+                .newest_event
+                .is_none_or(|mark| change.time > mark.newest)
+            {
+                entry.newest_event = Some(Watermark {
+                    newest: change.time.min(wall + MAX_CLOCK_SKEW_NANOS),
+                    reached_at: wall,
+                });
+            }
+            let now = self.tenant_now(state, tenant, entry).unwrap_or(change.time);
+            if entry
                 .map
                 .as_ref()
-                .is_none_or(|(at, _)| at.elapsed() > MAP_TTL)
+                .is_none_or(|(at, _)| now - at > MAP_TTL.as_nanos() as i64 || now < *at)
             {
                 let principal = Principal::internal(tenant, "sextant.correlator");
                 let from = now - MAP_WINDOW_SECONDS * NANOS_PER_SECOND;
@@ -165,7 +230,7 @@ impl Correlation {
                         ServiceMap::default()
                     }
                 };
-                entry.map = Some((Instant::now(), Arc::new(map)));
+                entry.map = Some((now, Arc::new(map)));
             }
             let map = entry.map.as_ref().map(|(_, m)| m.clone());
             let mut signal = Signal::from_event(&change.event);
@@ -182,7 +247,7 @@ impl Correlation {
                 commit.audit.push(AuditRecord {
                     seq: 0,
                     tenant: tenant.clone(),
-                    at: now,
+                    at: wall,
                     actor: "sextant.correlator".into(),
                     kind: format!("correlation.{}", decision_kind(&decision)),
                     subject: change.event.id.clone(),
@@ -211,6 +276,9 @@ impl Correlation {
         }
         let mut touched: Vec<TenantId> = changes.iter().map(|c| c.event.tenant.clone()).collect();
         for (tenant, entry) in tenants.iter_mut() {
+            let Some(now) = self.tenant_now(state, tenant, entry) else {
+                continue;
+            };
             let closed = entry.correlator.tick(&self.config, now);
             if !closed.is_empty() {
                 touched.push(tenant.clone());
@@ -396,5 +464,42 @@ pub async fn run(state: AppState, correlation: Arc<Correlation>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINUTE: i64 = 60 * NANOS_PER_SECOND;
+
+    #[test]
+    fn the_live_clock_runs_on_from_the_watermark_a_replay_stays_on_it() {
+        let wall = 1_000 * MINUTE;
+        let mark = |newest, reached_at| Some(Watermark { newest, reached_at });
+        // Telemetry five seconds late, reached a minute ago: still five seconds behind.
+        assert_eq!(
+            Clock::Live.now(mark(wall - MINUTE - 5, wall - MINUTE), wall),
+            Some(wall - 5)
+        );
+        assert_eq!(Clock::Live.now(None, wall), Some(wall));
+        // A replay of last year runs on last year's time, however long ago it was reached,
+        // and has none before its first record.
+        let last_year = wall - 525_600 * MINUTE;
+        assert_eq!(
+            Clock::Replay.now(mark(last_year, wall - 60 * MINUTE), wall),
+            Some(last_year)
+        );
+        assert_eq!(Clock::Replay.now(None, wall), None);
+        // Neither runs ahead of the wall clock by more than the skew allowed.
+        let ceiling = wall + MAX_CLOCK_SKEW_NANOS;
+        assert_eq!(
+            Clock::Live.now(mark(wall + 60 * MINUTE, wall), wall),
+            Some(ceiling)
+        );
+        assert_eq!(
+            Clock::Replay.now(mark(wall + 60 * MINUTE, wall), wall),
+            Some(ceiling)
+        );
     }
 }

@@ -56,7 +56,7 @@ const MAX_SPANS: usize = 100_000;
 const MARGIN: i64 = 5 * MINUTE;
 
 /// What a ranking was computed from: a new one is due when it changes.
-fn basis(incident: &Incident) -> Value {
+pub fn basis(incident: &Incident) -> Value {
     json!({
         "members": incident.members.len(),
         "notifications": incident.notifications,
@@ -101,12 +101,13 @@ pub async fn rank_incident(
     incident: &Incident,
 ) -> Result<Value, ApiError> {
     let principal = principal(tenant);
-    let now = now_ns();
-    let map = crate::api_topology::service_map(state, &principal, now - BASELINE, now).await?;
-    let services = candidate_services(incident, &map);
     let window_start = incident.opened_at - MARGIN;
     let window_end = incident.updated_at.max(incident.opened_at) + MARGIN;
     let baseline_start = window_start - BASELINE;
+    // The map of the incident's own time (event time, so a replay derives the same one).
+    let map =
+        crate::api_topology::service_map(state, &principal, baseline_start, window_end).await?;
+    let services = candidate_services(incident, &map);
     if services.is_empty() {
         return Ok(
             json!({"basis": basis(incident), "services": [], "series_considered": 0,
@@ -305,60 +306,73 @@ async fn log_signals(
     ))
 }
 
+/// Ranks one incident and keeps the ranking as its next version, with an audit record.
+pub async fn rank_and_keep(
+    state: &AppState,
+    tenant: &TenantId,
+    incident: &Incident,
+) -> Result<(), ApiError> {
+    let ranking = rank_incident(state, tenant, incident).await?;
+    let body = ranking.to_string();
+    let meta = state.meta.clone();
+    let (t, id) = (tenant.clone(), incident.id);
+    let version = tokio::task::spawn_blocking(move || meta.add_ranking(&t, id, now_ns(), &body))
+        .await
+        .map_err(|err| {
+            tracing::warn!(error = %err, "ranking task failed");
+            ApiError::Internal
+        })??;
+    let top = &ranking["services"][0];
+    let _ = crate::audit::record(
+        state,
+        tenant,
+        "sextant.rca",
+        "rca.ranking",
+        &incident.id.to_string(),
+        json!({"version": version, "first": top["service"],
+               "metric": top["metric"], "score": top["score"],
+               "sentence": top["sentence"]}),
+    )
+    .await;
+    Ok(())
+}
+
+/// Whether an incident's ranking is due: its evidence changed since the last one (`last`: the
+/// basis it was computed from and when), at least `interval` ago; `now` and `at` on one clock.
+pub fn due(incident: &Incident, last: Option<&(Value, i64)>, now: i64, interval: i64) -> bool {
+    last.is_none_or(|(seen, at)| *seen != basis(incident) && now - at >= interval)
+}
+
 /// Ranks every open incident whose evidence changed, every few seconds, until the process
 /// ends.
 pub async fn run(state: AppState, correlation: Arc<Correlation>, every: Duration) {
-    let mut last: HashMap<(TenantId, u64), (Value, Instant)> = HashMap::new();
+    let interval = MIN_INTERVAL.as_nanos() as i64;
+    let started = Instant::now();
+    let clock = || started.elapsed().as_nanos() as i64;
+    let mut last: HashMap<(TenantId, u64), (Value, i64)> = HashMap::new();
     loop {
         tokio::time::sleep(every).await;
         for (tenant, incident) in correlation.open_snapshot().await {
             let key = (tenant.clone(), incident.id);
-            let basis = basis(&incident);
-            if let Some((seen, at)) = last.get(&key)
-                && (*seen == basis || at.elapsed() < MIN_INTERVAL)
-            {
+            if !due(&incident, last.get(&key), clock(), interval) {
                 continue;
             }
+            let basis = basis(&incident);
             if !last.contains_key(&key)
                 && let Ok(Some(stored)) = latest(&state, &tenant, incident.id)
                 && stored["basis"] == basis
             {
                 // Ranked before a restart from the same evidence.
-                last.insert(key, (basis, Instant::now()));
+                last.insert(key, (basis, clock()));
                 continue;
             }
-            match rank_incident(&state, &tenant, &incident).await {
-                Ok(ranking) => {
-                    let body = ranking.to_string();
-                    let meta = state.meta.clone();
-                    let t = tenant.clone();
-                    let stored = tokio::task::spawn_blocking(move || {
-                        meta.add_ranking(&t, incident.id, now_ns(), &body)
-                    })
-                    .await;
-                    match stored {
-                        Ok(Ok(version)) => {
-                            let top = &ranking["services"][0];
-                            let _ = crate::audit::record(
-                                &state,
-                                &tenant,
-                                "sextant.rca",
-                                "rca.ranking",
-                                &incident.id.to_string(),
-                                json!({"version": version, "first": top["service"],
-                                       "metric": top["metric"], "score": top["score"],
-                                       "sentence": top["sentence"]}),
-                            )
-                            .await;
-                            last.insert(key, (basis, Instant::now()));
-                        }
-                        Ok(Err(err)) => tracing::warn!(error = %err, "ranking not stored"),
-                        Err(err) => tracing::warn!(error = %err, "ranking task failed"),
-                    }
+            match rank_and_keep(&state, &tenant, &incident).await {
+                Ok(()) => {
+                    last.insert(key, (basis, clock()));
                 }
                 Err(err) => {
                     tracing::warn!(%tenant, incident = incident.id, error = %err, "incident not ranked");
-                    last.insert(key, (Value::Null, Instant::now()));
+                    last.insert(key, (Value::Null, clock()));
                 }
             }
         }

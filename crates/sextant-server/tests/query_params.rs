@@ -20,7 +20,7 @@ use proptest::test_runner::Config;
 use sextant_ingest::{IngestBus, IngestConfig, IngestPipeline};
 use sextant_model::{Role, TenantId};
 use sextant_query::{QueryEngine, QueryLimits};
-use sextant_server::correlation::Correlation;
+use sextant_server::correlation::{Clock, Correlation};
 use sextant_server::runbooks::{LinkSigner, Runbooks};
 use sextant_server::secrets::SecretBox;
 use sextant_server::{AppState, Services, router};
@@ -395,7 +395,11 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
         )),
         tables: store.clone(),
         events: store,
-        correlation: Arc::new(Correlation::new(meta.clone(), Default::default())),
+        correlation: Arc::new(Correlation::new(
+            meta.clone(),
+            Default::default(),
+            Clock::Live,
+        )),
         runbooks: Arc::new(runbooks),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()

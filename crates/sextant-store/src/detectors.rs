@@ -239,8 +239,9 @@ impl SavedStates {
 #[derive(Debug, Default)]
 pub(crate) struct Findings {
     pub events: Vec<Event>,
-    /// (tenant, event id) of anomalies whose series came back inside its band.
-    pub resolved: Vec<(TenantId, String)>,
+    /// (tenant, event id, time) of anomalies whose series came back inside its band, at the
+    /// time of the point that closed the episode.
+    pub resolved: Vec<(TenantId, String, i64)>,
 }
 
 impl Findings {
@@ -761,7 +762,9 @@ impl TenantDetectors {
                 episode.quiet += 1;
                 if episode.quiet >= settings.quiet_points {
                     let episode = watched.episode.take().expect("an open episode");
-                    findings.resolved.push((tenant.clone(), episode.event_id));
+                    findings
+                        .resolved
+                        .push((tenant.clone(), episode.event_id, time));
                 }
             }
             (None, false) => {}

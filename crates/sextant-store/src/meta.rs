@@ -131,7 +131,7 @@ pub trait MetadataStore: Send + Sync {
     /// were new.
     fn insert_events(&self, events: &[Event]) -> Result<usize>;
     /// Marks events resolved (an anomaly's series came back inside its band).
-    fn resolve_events(&self, events: &[(TenantId, String)]) -> Result<()>;
+    fn resolve_events(&self, events: &[(TenantId, String, i64)]) -> Result<()>;
     /// A tenant's events by `filter`, newest first, each with the feedback it got.
     fn events(
         &self,
@@ -670,7 +670,7 @@ impl MetadataStore for SqliteMetadata {
         events::insert(&mut self.connection.lock(), events)
     }
 
-    fn resolve_events(&self, resolved: &[(TenantId, String)]) -> Result<()> {
+    fn resolve_events(&self, resolved: &[(TenantId, String, i64)]) -> Result<()> {
         if resolved.is_empty() {
             return Ok(());
         }

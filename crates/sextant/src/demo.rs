@@ -11,6 +11,8 @@
 
 mod shop;
 
+pub(crate) use shop::attribute;
+
 use std::path::PathBuf;
 use std::time::Duration;
 

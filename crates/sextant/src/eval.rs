@@ -50,6 +50,15 @@ pub enum EvalCommand {
         /// off in turn.
         #[arg(long)]
         ablation: bool,
+        /// Score instead the live pipeline: each day converted to OTLP and imported in event
+        /// time into a fresh data directory under WORK (detectors, correlator, ranking), each
+        /// fault scored by the ranking of the incident that covers it.
+        #[arg(long, value_name = "WORK")]
+        live: Option<PathBuf>,
+        /// With `--live`: one JSON line per fault (fault id, true service, incident id, ranked
+        /// services).
+        #[arg(long, requires = "live")]
+        output: Option<PathBuf>,
     },
     /// Score the forecaster on M4's hourly series: sMAPE and MASE over the 48 steps after
     /// each training series.
@@ -74,6 +83,12 @@ pub fn run(command: EvalCommand) -> anyhow::Result<()> {
             ablation: true,
             ..
         } => crate::eval_nezha::ablation(&dir),
+        EvalCommand::Nezha {
+            dir,
+            live: Some(work),
+            output,
+            ..
+        } => crate::eval_nezha::live::eval(&dir, &work, output.as_deref()),
         EvalCommand::Nezha { dir, explain, .. } => crate::eval_nezha::eval(&dir, explain),
     }
 }

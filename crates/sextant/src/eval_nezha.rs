@@ -28,6 +28,8 @@ use sextant_model::time::{NANOS_PER_SECOND, parse_rfc3339};
 
 use crate::rca::{LogLine, log_evidence};
 
+pub mod live;
+
 /// Baseline before an injection, and the incident after it, in seconds.
 const BASELINE_SECONDS: i64 = 30 * 60;
 const INCIDENT_SECONDS: i64 = 5 * 60;

@@ -12,11 +12,19 @@
 //! recorded once its write is durable, and a request already recorded is skipped, so importing
 //! a file twice stores nothing twice. A request that cannot be imported (malformed, too large,
 //! or holding records older than the tenant's retention) is reported by file and line and the
-//! rest are imported; the command then ends with an error. `--retention-days` sets the tenant's
+//! rest are imported; the command then ends with an error.
+//!
+//! The import runs what a server runs on the telemetry, in event time: after each request the
+//! correlator takes the anomalies the detectors found, on the replay clock (the newest record
+//! time imported, never the wall clock), and the incidents whose evidence changed are ranked
+//! (at most every [`rca_live::MIN_INTERVAL`] of event time). Requests are taken in file order, so
+//! a faithful replay gives them in time order, as a collector writes them. Runbooks do not run
+//! and derived span series are not written (a server does both). `--retention-days` sets the tenant's
 //! retention for the import (keep it in the server's `storage.retention_days_per_tenant`, or
 //! the server drops those days at its next retention pass). The data directory is locked while
 //! the import runs: it refuses to run beside a server on the same directory.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +34,8 @@ use bytes::Bytes;
 use sextant_ingest::otlp::{self, Encoding};
 use sextant_ingest::{IngestBus, IngestPipeline};
 use sextant_model::{Signal, TenantId};
+use sextant_server::correlation::{Clock, Correlation};
+use sextant_server::{AppState, rca_live};
 use sextant_store::TelemetryStore;
 use sextant_store::meta::MetadataStore;
 use sha2::{Digest, Sha256};
@@ -151,11 +161,11 @@ fn batch_id(signal: Signal, bytes: &[u8]) -> String {
 
 /// What an import did.
 #[derive(Debug, Default)]
-struct Tally {
-    requests: usize,
-    records: usize,
-    already: usize,
-    problems: Vec<String>,
+pub struct Tally {
+    pub requests: usize,
+    pub records: usize,
+    pub already: usize,
+    pub problems: Vec<String>,
 }
 
 pub fn run(args: ImportArgs) -> anyhow::Result<()> {
@@ -182,34 +192,13 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
         Some("traces") => Some(Signal::Traces),
         Some(other) => bail!("`--signal {other}`: logs, metrics or traces"),
     };
-    crate::serve::create_private_dir(&config.data_dir)?;
-    let _lock = crate::serve::lock_data_dir(&config.data_dir)?;
-    let meta: Arc<dyn MetadataStore> = crate::tokens::open_metadata(&DataDirArg {
-        data_dir: config.data_dir.clone(),
-    })?;
-    let keyring = crate::serve::open_keyring(&config, meta.clone())?;
-    let mut store_config = config.store_config();
-    store_config.keyring = keyring;
-    let retention = store_config.retention_of(&tenant);
-    let (store, _) = TelemetryStore::open(store_config, meta.clone())
-        .context("cannot open the telemetry store")?;
-    let bus: Arc<dyn IngestBus> = Arc::new(store);
-    let pipeline = IngestPipeline::new(config.ingest.clone(), bus.clone());
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64);
-    let oldest = now - retention.as_nanos() as i64;
-    let mut seen = meta.imported_batches(&tenant)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    let mut tally = Tally::default();
+    let mut importer = Importer::open(config, tenant.clone())?;
     for file in &args.files {
         let contents = match std::fs::read(file) {
             Ok(bytes) => Bytes::from(bytes),
             Err(err) => {
-                tally
+                importer
+                    .tally
                     .problems
                     .push(format!("{}: cannot read it: {err}", file.display()));
                 continue;
@@ -218,35 +207,23 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
         let (encoding, units) = match units(&contents, signal) {
             Ok(found) => found,
             Err(why) => {
-                tally.problems.push(format!("{}: {why}", file.display()));
+                importer
+                    .tally
+                    .problems
+                    .push(format!("{}: {why}", file.display()));
                 continue;
             }
         };
         for unit in units {
-            let outcome = runtime.block_on(import_one(
-                &pipeline,
-                meta.as_ref(),
-                &tenant,
-                &mut seen,
-                (encoding, &unit),
-                (oldest, retention.as_secs() / 86_400),
-                config.ingest.max_body_bytes,
-            ));
-            match outcome {
-                Ok(Some(records)) => {
-                    tally.requests += 1;
-                    tally.records += records;
-                }
-                Ok(None) => tally.already += 1,
-                Err(why) => tally
-                    .problems
-                    .push(format!("{}:{}: {why}", file.display(), unit.at)),
-            }
+            let at = format!("{}:{}", file.display(), unit.at);
+            importer.request(unit.signal, encoding, unit.bytes, &at)?;
         }
     }
-    bus.close();
+    let (tally, meta) = importer.finish();
+    let incidents = meta.incidents(&tenant, &Default::default())?.len();
     println!(
-        "imported {} requests ({} records) for tenant `{tenant}`; {} already imported; {} refused",
+        "imported {} requests ({} records) for tenant `{tenant}`; {} already imported; {} refused; \
+         {incidents} incidents",
         tally.requests,
         tally.records,
         tally.already,
@@ -265,6 +242,163 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// An import into one data directory for one tenant: the store, the engine on the replay
+/// clock, and the directory's lock, until [`Importer::finish`].
+pub struct Importer {
+    tenant: TenantId,
+    meta: Arc<dyn MetadataStore>,
+    bus: Arc<dyn IngestBus>,
+    pipeline: Arc<IngestPipeline>,
+    replay: Replay,
+    seen: std::collections::HashSet<String>,
+    runtime: tokio::runtime::Runtime,
+    /// The oldest record time kept, and the retention in days.
+    oldest: (i64, u64),
+    max_body_bytes: usize,
+    tally: Tally,
+    _lock: std::fs::File,
+}
+
+impl Importer {
+    /// Opens `config.data_dir` (creating it) for importing `tenant`'s telemetry.
+    pub fn open(config: SextantConfig, tenant: TenantId) -> anyhow::Result<Importer> {
+        crate::serve::create_private_dir(&config.data_dir)?;
+        let lock = crate::serve::lock_data_dir(&config.data_dir)?;
+        let meta: Arc<dyn MetadataStore> = crate::tokens::open_metadata(&DataDirArg {
+            data_dir: config.data_dir.clone(),
+        })?;
+        let keyring = crate::serve::open_keyring(&config, meta.clone())?;
+        let mut store_config = config.store_config();
+        store_config.keyring = keyring.clone();
+        let retention = store_config.retention_of(&tenant);
+        let (store, _) = TelemetryStore::open(store_config, meta.clone())
+            .context("cannot open the telemetry store")?;
+        let store = Arc::new(store);
+        let bus: Arc<dyn IngestBus> = store.clone();
+        let (services, _runbooks, correlation) = crate::serve::engine(
+            &config,
+            store,
+            meta.clone(),
+            keyring,
+            sextant_server::action_runner::ActionRunner::default(),
+            format!("http://{}", config.listen),
+            Clock::Replay,
+        )?;
+        let pipeline = services.pipeline.clone();
+        let state = AppState::new(meta.clone(), config.ingest.max_concurrent_requests, None);
+        state.set_ready(services);
+        let oldest = sextant_ingest::wall_clock_ns() - retention.as_nanos() as i64;
+        Ok(Importer {
+            seen: meta.imported_batches(&tenant)?,
+            tenant,
+            meta,
+            bus,
+            pipeline,
+            replay: Replay {
+                state,
+                correlation,
+                ranked: HashMap::new(),
+            },
+            runtime: tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?,
+            oldest: (oldest, retention.as_secs() / 86_400),
+            max_body_bytes: config.ingest.max_body_bytes,
+            tally: Tally::default(),
+            _lock: lock,
+        })
+    }
+
+    /// Imports one export request (`at` names it in problems), then correlates and ranks what
+    /// it changed. A request that cannot be imported is counted as a problem; only a failure of
+    /// the engine is an error.
+    pub fn request(
+        &mut self,
+        signal: Result<Signal, String>,
+        encoding: Encoding,
+        bytes: Bytes,
+        at: &str,
+    ) -> anyhow::Result<()> {
+        let unit = Unit {
+            at: at.to_owned(),
+            signal,
+            bytes,
+        };
+        let outcome = self.runtime.block_on(import_one(
+            &self.pipeline,
+            self.meta.as_ref(),
+            &self.tenant,
+            &mut self.seen,
+            (encoding, &unit),
+            self.oldest,
+            self.max_body_bytes,
+        ));
+        match outcome {
+            Ok(Some(records)) => {
+                self.tally.requests += 1;
+                self.tally.records += records;
+                self.runtime.block_on(self.replay.settle(&self.tenant))?;
+            }
+            Ok(None) => self.tally.already += 1,
+            Err(why) => self.tally.problems.push(format!("{at}: {why}")),
+        }
+        Ok(())
+    }
+
+    /// Makes everything durable and lets the directory go; what was done, and the metadata.
+    pub fn finish(self) -> (Tally, Arc<dyn MetadataStore>) {
+        self.bus.close();
+        (self.tally, self.meta)
+    }
+}
+
+/// What the import runs after each request: correlation and rankings on the replay clock.
+struct Replay {
+    state: AppState,
+    correlation: Arc<Correlation>,
+    /// Per open incident, the basis of its last ranking and the event time it was made at.
+    ranked: HashMap<u64, (serde_json::Value, i64)>,
+}
+
+impl Replay {
+    /// Correlates what the detectors found so far, then ranks the incidents that are due.
+    async fn settle(&mut self, tenant: &TenantId) -> anyhow::Result<()> {
+        let batch = sextant_server::correlation::BATCH;
+        while self
+            .correlation
+            .step(&self.state)
+            .await
+            .map_err(|e| anyhow::anyhow!("correlation failed: {e}"))?
+            >= batch
+        {}
+        let Some(now) = self
+            .state
+            .pipeline()
+            .ok()
+            .and_then(|p| p.watermarks().get(tenant))
+            .map(|mark| mark.newest)
+        else {
+            return Ok(());
+        };
+        let interval = rca_live::MIN_INTERVAL.as_nanos() as i64;
+        for (of, incident) in self.correlation.open_snapshot().await {
+            if of != *tenant
+                || !rca_live::due(&incident, self.ranked.get(&incident.id), now, interval)
+            {
+                continue;
+            }
+            match rca_live::rank_and_keep(&self.state, tenant, &incident).await {
+                Ok(()) => {}
+                Err(err) => eprintln!("incident {} not ranked: {err}", incident.id),
+            }
+            self.ranked
+                .insert(incident.id, (rca_live::basis(&incident), now));
+        }
+        Ok(())
+    }
 }
 
 /// Imports one request: `Some(records)` once durable, `None` when it was imported before.

@@ -173,39 +173,16 @@ pub async fn serve(
     );
     let store = Arc::new(store);
     let bus: Arc<dyn IngestBus> = store.clone();
-    let signer = sextant_server::runbooks::LinkSigner::open(
-        &config.data_dir.join("approval.key"),
-        format!("{}://{local}", scheme(&config)),
-    )
-    .context("cannot open the approval link key")?;
-    let secrets = match &keyring {
-        Some(keyring) => sextant_server::secrets::SecretBox::with_keyring(keyring.clone()),
-        None => sextant_server::secrets::SecretBox::open(&config.data_dir.join("secrets.key"))
-            .context("cannot open the secrets key")?,
-    };
-    let runbooks = Arc::new(sextant_server::runbooks::Runbooks::new(
-        config.data_dir.join("runbooks"),
-        signer,
-        secrets,
-        actions,
-        config.egress_policy()?,
-    ));
-    runbooks.reload();
-    let correlation = Arc::new(sextant_server::correlation::Correlation::new(
+    let (services, runbooks, correlation) = engine(
+        &config,
+        store,
         meta_for_correlation,
-        config.incidents.clone(),
-    ));
-    state.set_ready(Services {
-        pipeline: Arc::new(IngestPipeline::new(config.ingest.clone(), bus.clone())),
-        query: Arc::new(QueryEngine::new(
-            store.segment_store(),
-            config.query.to_limits(),
-        )),
-        tables: store.clone(),
-        events: store,
-        correlation: correlation.clone(),
-        runbooks: runbooks.clone(),
-    });
+        keyring,
+        actions,
+        format!("{}://{local}", scheme(&config)),
+        sextant_server::correlation::Clock::Live,
+    )?;
+    state.set_ready(services);
     if let Some(ready) = ready {
         let _ = ready.send(local);
     }
@@ -244,6 +221,57 @@ pub async fn serve(
     tokio::task::spawn_blocking(move || bus.close()).await?;
     tracing::info!("write-ahead log synced, buffers flushed; bye");
     Ok(())
+}
+
+/// What a server runs on once its store is open (`sextant import` drives the same): ingest,
+/// queries, events, correlation on `clock`, runbooks. `base_url` starts approval links.
+pub fn engine(
+    config: &SextantConfig,
+    store: Arc<TelemetryStore>,
+    meta: Arc<dyn MetadataStore>,
+    keyring: Option<Arc<sextant_store::crypto::Keyring>>,
+    actions: sextant_server::action_runner::ActionRunner,
+    base_url: String,
+    clock: sextant_server::correlation::Clock,
+) -> anyhow::Result<(
+    Services,
+    Arc<sextant_server::runbooks::Runbooks>,
+    Arc<sextant_server::correlation::Correlation>,
+)> {
+    let bus: Arc<dyn IngestBus> = store.clone();
+    let signer =
+        sextant_server::runbooks::LinkSigner::open(&config.data_dir.join("approval.key"), base_url)
+            .context("cannot open the approval link key")?;
+    let secrets = match &keyring {
+        Some(keyring) => sextant_server::secrets::SecretBox::with_keyring(keyring.clone()),
+        None => sextant_server::secrets::SecretBox::open(&config.data_dir.join("secrets.key"))
+            .context("cannot open the secrets key")?,
+    };
+    let runbooks = Arc::new(sextant_server::runbooks::Runbooks::new(
+        config.data_dir.join("runbooks"),
+        signer,
+        secrets,
+        actions,
+        config.egress_policy()?,
+    ));
+    runbooks.reload();
+    let correlation = Arc::new(sextant_server::correlation::Correlation::new(
+        meta,
+        config.incidents.clone(),
+        clock,
+    ));
+    let services = Services {
+        pipeline: Arc::new(IngestPipeline::new(config.ingest.clone(), bus)),
+        query: Arc::new(QueryEngine::new(
+            store.segment_store(),
+            config.query.to_limits(),
+        )),
+        tables: store.clone(),
+        events: store,
+        correlation: correlation.clone(),
+        runbooks: runbooks.clone(),
+    };
+    Ok((services, runbooks, correlation))
 }
 
 /// Takes `DATA_DIR/lock` for this process (an advisory lock the system drops when the process

@@ -177,15 +177,18 @@ pub(super) fn insert(connection: &mut Connection, events: &[Event]) -> Result<us
     Ok(inserted)
 }
 
-pub(super) fn resolve(connection: &mut Connection, resolved: &[(TenantId, String)]) -> Result<()> {
+/// Marks events resolved, each at its time (the telemetry time that ended it).
+pub(super) fn resolve(
+    connection: &mut Connection,
+    resolved: &[(TenantId, String, i64)],
+) -> Result<()> {
     let tx = connection.transaction()?;
     {
         let mut statement =
             tx.prepare("UPDATE events SET status = 'resolved' WHERE tenant = ?1 AND id = ?2")?;
-        for (tenant, id) in resolved {
+        for (tenant, id, at) in resolved {
             if statement.execute(params![tenant.as_str(), id])? > 0 {
-                let at = super::now().saturating_mul(1_000_000_000);
-                record_change(&tx, tenant, id, at, "resolved")?;
+                record_change(&tx, tenant, id, *at, "resolved")?;
             }
         }
     }

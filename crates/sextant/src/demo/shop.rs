@@ -254,13 +254,13 @@ fn reading(index: usize, t: i64) -> Reading {
     r
 }
 
-fn text(value: &str) -> Option<AnyValue> {
+pub(crate) fn text(value: &str) -> Option<AnyValue> {
     Some(AnyValue {
         value: Some(any_value::Value::StringValue(value.to_owned())),
     })
 }
 
-fn attribute(key: &str, value: &str) -> KeyValue {
+pub(crate) fn attribute(key: &str, value: &str) -> KeyValue {
     KeyValue {
         key: key.to_owned(),
         value: text(value),

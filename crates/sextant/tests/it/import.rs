@@ -192,3 +192,161 @@ fn recorded_telemetry_is_imported_once_with_its_own_times() {
     );
     server.stop();
 }
+
+/// The services of the recorded shop: each calls the next.
+const CHAIN: [&str; 3] = ["frontend", "cart", "db"];
+const STEP: i64 = 30_000_000_000;
+const MINUTE: i64 = 60_000_000_000;
+
+fn resource(service: &str) -> String {
+    format!(
+        "\"resource\": {{\"attributes\": [{{\"key\": \"service.name\", \
+         \"value\": {{\"stringValue\": \"{service}\"}}}}]}}"
+    )
+}
+
+/// The request latency of `service` at step `n`, `slow` times its usual when the fault is on.
+fn latency(service: usize, n: i64, slow: f64) -> f64 {
+    let usual = 0.010 * (service as f64 + 1.0);
+    let wobble = 1.0 + 0.05 * ((n * 7 + service as i64 * 3) % 11) as f64 / 10.0;
+    usual * wobble * slow
+}
+
+/// A recorded three hours of the shop, a minute per metrics request and per traces request, in
+/// time order: db slows down twentyfold from minute 150 to minute 160, its callers with it.
+fn recorded_day(t0: i64) -> String {
+    let mut lines = Vec::new();
+    for minute in 0..180 {
+        let fault = (150..160).contains(&minute);
+        let mut resources = Vec::new();
+        let mut spans = Vec::new();
+        for (s, service) in CHAIN.iter().enumerate() {
+            let slow = if fault { [3.0, 5.0, 20.0][s] } else { 1.0 };
+            let points: Vec<String> = (0..2)
+                .map(|k| {
+                    let n = minute * 2 + k;
+                    format!(
+                        "{{\"timeUnixNano\": \"{}\", \"asDouble\": {}}}",
+                        t0 + n * STEP,
+                        latency(s, n, slow)
+                    )
+                })
+                .collect();
+            resources.push(format!(
+                "{{{}, \"scopeMetrics\": [{{\"metrics\": [{{\"name\": \"request_latency_seconds\", \
+                 \"gauge\": {{\"dataPoints\": [{}]}}}}]}}]}}",
+                resource(service),
+                points.join(", ")
+            ));
+            let start = t0 + minute * MINUTE + s as i64 * 1_000_000;
+            let end = start + (latency(s, minute * 2, slow) * 1e9) as i64;
+            let parent = if s == 0 {
+                String::new()
+            } else {
+                format!("{:016x}", minute * 10 + s as i64)
+            };
+            spans.push(format!(
+                "{{{}, \"scopeSpans\": [{{\"spans\": [{{\"traceId\": \"{:032x}\", \
+                 \"spanId\": \"{:016x}\", \"parentSpanId\": \"{parent}\", \"name\": \"GET /{service}\", \
+                 \"kind\": 2, \"startTimeUnixNano\": \"{start}\", \"endTimeUnixNano\": \"{end}\"}}]}}]}}",
+                resource(service),
+                minute + 1,
+                minute * 10 + s as i64 + 1,
+            ));
+        }
+        lines.push(format!(
+            "{{\"resourceMetrics\": [{}]}}",
+            resources.join(", ")
+        ));
+        lines.push(format!("{{\"resourceSpans\": [{}]}}", spans.join(", ")));
+    }
+    lines.join("\n") + "\n"
+}
+
+/// The incidents a data directory holds, ids aside, and the first service of each one's
+/// ranking.
+fn replayed_incidents(data: &Path) -> Vec<serde_json::Value> {
+    let token = create_token(data, "shop", "viewer");
+    let server = Sextant::start(data);
+    let (status, answer) = sql(
+        &server,
+        &token,
+        "SELECT id, status, body FROM incidents ORDER BY time",
+    );
+    assert_eq!(status, 200, "{answer}");
+    let mut found = Vec::new();
+    for row in answer["rows"].as_array().unwrap() {
+        let body: serde_json::Value = serde_json::from_str(row["body"].as_str().unwrap()).unwrap();
+        let detail: serde_json::Value = serde_json::from_str(
+            &crate::support::agent()
+                .get(&server.url(&format!("/api/v1/incidents/{}", row["id"])))
+                .header("Authorization", &format!("Bearer {token}"))
+                .call()
+                .unwrap()
+                .body_mut()
+                .read_to_string()
+                .unwrap(),
+        )
+        .unwrap();
+        found.push(serde_json::json!({
+            "status": row["status"],
+            "opened_at": body["opened_at"],
+            "resolved_at": body["resolved_at"],
+            "services": body["services"],
+            "members": body["members"].as_array().unwrap().iter()
+                .map(|m| m["event_id"].clone()).collect::<Vec<_>>(),
+            "first": detail["root_cause"]["services"][0]["service"],
+        }));
+    }
+    server.stop();
+    found
+}
+
+#[test]
+fn a_replayed_day_opens_and_resolves_its_incidents_in_event_time_the_same_each_time() {
+    let dir = tempfile::tempdir().unwrap();
+    // Three days ago, on a minute.
+    let t0 = (now_ns() - 72 * HOUR).div_euclid(MINUTE) * MINUTE;
+    let file = dir.path().join("day.jsonl");
+    std::fs::write(&file, recorded_day(t0)).unwrap();
+    let file = file.to_str().unwrap().to_owned();
+    let mut replays = Vec::new();
+    for name in ["first", "second"] {
+        let data = dir.path().join(name);
+        let out = import(&data, &["--tenant", "shop", &file]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stdout).contains("imported 360 requests"),
+            "{}",
+            text(&out.stdout)
+        );
+        replays.push(replayed_incidents(&data));
+    }
+    let incidents = &replays[0];
+    let fault = t0 + 150 * MINUTE;
+    let covering: Vec<&serde_json::Value> = incidents
+        .iter()
+        .filter(|i| {
+            let opened = i["opened_at"].as_i64().unwrap();
+            (fault..fault + 10 * MINUTE).contains(&opened)
+        })
+        .collect();
+    assert_eq!(
+        covering.len(),
+        1,
+        "one incident for the fault: {incidents:#?}"
+    );
+    let incident = covering[0];
+    // Resolved at telemetry time (once its anomalies ended and five minutes passed quietly),
+    // within the recorded day, not at the time the import ran.
+    let resolved = incident["resolved_at"].as_i64().expect("resolved");
+    assert_eq!(incident["status"], "resolved");
+    assert!(
+        (fault + 5 * MINUTE..t0 + 180 * MINUTE).contains(&resolved),
+        "resolved {} minutes after the fault began",
+        (resolved - fault) / MINUTE
+    );
+    assert_eq!(incident["first"], "db", "{incident:#?}");
+    // A second replay of the day gives the same incidents.
+    assert_eq!(replays[0], replays[1]);
+}
