@@ -629,10 +629,20 @@ impl IncidentCorrelator {
             .expect("inserted above")
             .suppressed = false;
 
+        // An incident whose members had all recovered by the signal's time is over but for its
+        // quiet time: its own members may come back (a flapping alert stays in its incident),
+        // but new trouble opens a new incident. In event time: a resolution that arrived first
+        // but happened later does not count.
+        let recovered = |incident: &Incident| {
+            incident
+                .members
+                .iter()
+                .all(|m| m.resolved && m.last_seen <= signal.time)
+        };
         let best = self
             .open
             .values()
-            .filter(|i| i.members.len() < MAX_MEMBERS)
+            .filter(|i| i.members.len() < MAX_MEMBERS && !recovered(i))
             .filter_map(|incident| {
                 score::relatedness(config, rules.map, signal, incident)
                     .map(|reason| (incident.id, reason))

@@ -147,6 +147,39 @@ fn repeats_deduplicate_and_the_incident_resolves_after_its_members_stay_quiet() 
 }
 
 #[test]
+fn new_trouble_after_every_member_recovered_opens_a_new_incident() {
+    let config = CorrelatorConfig::default();
+    let map = shop();
+    let rules = Rules {
+        map: Some(&map),
+        ..Rules::default()
+    };
+    let mut c = IncidentCorrelator::new();
+    let (d, _) = c.process(&config, rules, &signal("r", "redis", "RedisDown", 0, false));
+    assert_eq!(incident_of(&d), 1);
+    // While redis is down, trouble next to it joins its incident.
+    let (d, _) = c.process(&config, rules, &signal("c", "cart", "CartSlow", 30, false));
+    assert!(matches!(d, Decision::Joined { incident: 1, .. }), "{d:?}");
+    c.process(&config, rules, &signal("r", "redis", "RedisDown", 60, true));
+    c.process(&config, rules, &signal("c", "cart", "CartSlow", 60, true));
+    // Both recovered; incident 1 waits out its quiet time, and takes nothing new.
+    assert!(c.open_incident(1).is_some());
+    let (d, _) = c.process(
+        &config,
+        rules,
+        &signal("f", "frontend", "FrontendSlow", 120, false),
+    );
+    assert!(matches!(d, Decision::Opened { incident: 2, .. }), "{d:?}");
+    // Its own member coming back still goes to it.
+    let (d, _) = c.process(
+        &config,
+        rules,
+        &signal("r", "redis", "RedisDown", 150, false),
+    );
+    assert_eq!(incident_of(&d), 1);
+}
+
+#[test]
 fn a_flapping_alert_stays_in_its_incident_and_holds_it_open() {
     let config = CorrelatorConfig::default();
     let mut c = IncidentCorrelator::new();

@@ -173,6 +173,26 @@ impl DecodedBatch {
         })
     }
 
+    /// The median time of the batch's records: where a batch stands in time, moved by no few
+    /// records with damaged timestamps.
+    pub fn median_time(&self) -> Option<i64> {
+        use arrow::array::{Array, TimestampNanosecondArray};
+        let times = self
+            .rows
+            .column_by_name("time")?
+            .as_any()
+            .downcast_ref::<TimestampNanosecondArray>()?;
+        let mut values: Vec<i64> = (0..times.len())
+            .filter(|i| times.is_valid(*i))
+            .map(|i| times.value(i))
+            .collect();
+        if values.is_empty() {
+            return None;
+        }
+        let middle = values.len() / 2;
+        Some(*values.select_nth_unstable(middle).1)
+    }
+
     /// Checks a decoded request and turns it into rows; `original` is its protobuf body when it
     /// came as one.
     pub fn from_request(

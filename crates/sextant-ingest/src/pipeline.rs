@@ -30,7 +30,7 @@ pub struct IngestOutcome {
 /// times count as this.
 pub const MAX_CLOCK_SKEW_NANOS: i64 = 60_000_000_000;
 
-/// Each tenant's event time: the newest record time its durable telemetry carried (never more
+/// Each tenant's event time: the newest median record time of its durable batches (never more
 /// than [`MAX_CLOCK_SKEW_NANOS`] ahead of the wall clock), with the wall-clock time it was
 /// reached at. What the correlator runs on.
 #[derive(Debug, Default)]
@@ -226,7 +226,9 @@ impl IngestPipeline {
         }
         self.limiter
             .check(tenant, outcome.accepted as u64, batch.payload.len() as u64)?;
-        let newest = batch.time_range().map(|(_, newest)| newest);
+        // A batch counts by its median record time, so a few damaged timestamps do not move a
+        // tenant's clock (the live one is also held to the wall clock; a replay's is not).
+        let newest = batch.median_time();
         let ack = self
             .bus
             .publish(tenant.clone(), batch.signal, batch.payload, batch.rows)?;

@@ -12,7 +12,8 @@
 //! recorded once its write is durable, and a request already recorded is skipped, so importing
 //! a file twice stores nothing twice. A request that cannot be imported (malformed, too large,
 //! or holding records older than the tenant's retention) is reported by file and line and the
-//! rest are imported; the command then ends with an error.
+//! rest are imported; the command then ends with an error. A request with a record dated in the
+//! future (more than a minute past the wall clock) is refused the same way: its clock is damaged.
 //!
 //! The import runs what a server runs on the telemetry, in event time: after each request the
 //! correlator takes the anomalies the detectors found, on the replay clock (the newest record
@@ -418,14 +419,21 @@ async fn import_one(
     }
     let batch = otlp::decode(tenant, signal, encoding, unit.bytes.clone(), max_body_bytes)
         .map_err(|e| e.to_string())?;
-    if let Some((first, _)) = batch.time_range()
-        && first < oldest
-    {
-        return Err(format!(
-            "records from {} are older than the tenant's retention of {retention_days} days \
-             (give `--retention-days` to keep them)",
-            sextant_model::time::format_rfc3339(first)
-        ));
+    if let Some((first, last)) = batch.time_range() {
+        if first < oldest {
+            return Err(format!(
+                "records from {} are older than the tenant's retention of {retention_days} days \
+                 (give `--retention-days` to keep them)",
+                sextant_model::time::format_rfc3339(first)
+            ));
+        }
+        // A recording holds no future; such times are damaged, and would move the replay clock.
+        if last > sextant_ingest::wall_clock_ns() + sextant_ingest::MAX_CLOCK_SKEW_NANOS {
+            return Err(format!(
+                "records from {} are in the future (a damaged clock?)",
+                sextant_model::time::format_rfc3339(last)
+            ));
+        }
     }
     loop {
         match pipeline

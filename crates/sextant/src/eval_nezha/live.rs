@@ -61,12 +61,18 @@ struct Minute {
     lines: BTreeMap<String, Vec<LogRecord>>,
 }
 
-/// The day's telemetry, minute by minute, in time order.
-fn minutes(day: &Day) -> BTreeMap<i64, Minute> {
+/// The day's telemetry, minute by minute, in time order, and how many records were left out
+/// for a time before 1970 (damaged in the data; OTLP times are unsigned).
+fn minutes(day: &Day) -> (BTreeMap<i64, Minute>, usize) {
     let mut minutes: BTreeMap<i64, Minute> = BTreeMap::new();
+    let mut unusable = 0;
     for ((service, column), points) in &day.series {
         for &(t, value) in points {
             if !value.is_finite() {
+                continue;
+            }
+            if t <= 0 {
+                unusable += 1;
                 continue;
             }
             minutes
@@ -85,6 +91,10 @@ fn minutes(day: &Day) -> BTreeMap<i64, Minute> {
         }
     }
     for record in &day.spans {
+        if record.start <= 0 {
+            unusable += 1;
+            continue;
+        }
         minutes
             .entry(minute_of(record.start))
             .or_default()
@@ -105,6 +115,10 @@ fn minutes(day: &Day) -> BTreeMap<i64, Minute> {
             });
     }
     for line in &day.lines {
+        if line.time <= 0 {
+            unusable += 1;
+            continue;
+        }
         minutes
             .entry(minute_of(line.time))
             .or_default()
@@ -120,7 +134,7 @@ fn minutes(day: &Day) -> BTreeMap<i64, Minute> {
                 ..Default::default()
             });
     }
-    minutes
+    (minutes, unusable)
 }
 
 /// A minute's requests: (signal, protobuf body).
@@ -232,7 +246,8 @@ pub fn eval(dir: &Path, work: &Path, output: Option<&Path>) -> anyhow::Result<()
             .insert(tenant.to_string(), 36_500);
         let started = std::time::Instant::now();
         let mut importer = Importer::open(config, tenant.clone())?;
-        for (n, (_, minute)) in minutes(&day).into_iter().enumerate() {
+        let (minutes, unusable) = minutes(&day);
+        for (n, (_, minute)) in minutes.into_iter().enumerate() {
             for (signal, body) in requests(minute) {
                 importer.request(
                     Ok(signal),
@@ -249,7 +264,8 @@ pub fn eval(dir: &Path, work: &Path, output: Option<&Path>) -> anyhow::Result<()
             .filter_map(|row| serde_json::from_str(&row.body).ok())
             .collect();
         eprintln!(
-            "{}: imported {} requests ({} records, {} refused) in {:.0} s: {} incidents",
+            "{}: imported {} requests ({} records, {} requests refused, {unusable} records with \
+             times before 1970 left out) in {:.0} s: {} incidents",
             day.name,
             tally.requests,
             tally.records,

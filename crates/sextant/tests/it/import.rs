@@ -213,7 +213,8 @@ fn latency(service: usize, n: i64, slow: f64) -> f64 {
 }
 
 /// A recorded three hours of the shop, a minute per metrics request and per traces request, in
-/// time order: db slows down twentyfold from minute 150 to minute 160, its callers with it.
+/// time order: db slows down twentyfold from minute 150 to minute 160, its callers with it; at
+/// minute 10 a point carries a time a year ahead.
 fn recorded_day(t0: i64) -> String {
     let mut lines = Vec::new();
     for minute in 0..180 {
@@ -259,6 +260,16 @@ fn recorded_day(t0: i64) -> String {
             resources.join(", ")
         ));
         lines.push(format!("{{\"resourceSpans\": [{}]}}", spans.join(", ")));
+        if minute == 10 {
+            // A point of a damaged clock, a year ahead: refused, and no clock moves.
+            lines.push(format!(
+                "{{\"resourceMetrics\": [{{{}, \"scopeMetrics\": [{{\"metrics\": [{{\"name\": \
+                 \"build_info\", \"gauge\": {{\"dataPoints\": [{{\"timeUnixNano\": \"{}\", \
+                 \"asDouble\": 1}}]}}}}]}}]}}]}}",
+                resource("frontend"),
+                now_ns() + 365 * 24 * HOUR
+            ));
+        }
     }
     lines.join("\n") + "\n"
 }
@@ -314,7 +325,13 @@ fn a_replayed_day_opens_and_resolves_its_incidents_in_event_time_the_same_each_t
     for name in ["first", "second"] {
         let data = dir.path().join(name);
         let out = import(&data, &["--tenant", "shop", &file]);
-        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(!out.status.success(), "the future line is refused");
+        assert!(
+            text(&out.stderr).contains(":line 23: records from ")
+                && text(&out.stderr).contains("are in the future"),
+            "{}",
+            text(&out.stderr)
+        );
         assert!(
             text(&out.stdout).contains("imported 360 requests"),
             "{}",
