@@ -264,7 +264,7 @@ pub struct Incident {
 
 impl Incident {
     /// An open incident with no members yet.
-    fn new(id: u64, title: &str, severity: &str, time: i64) -> Incident {
+    pub fn new(id: u64, title: &str, severity: &str, time: i64) -> Incident {
         Incident {
             id,
             status: IncidentStatus::Open,

@@ -156,41 +156,37 @@ pub struct DecodedBatch {
 }
 
 impl DecodedBatch {
-    /// The earliest and latest record time (nanoseconds since the Unix epoch), if any.
-    pub fn time_range(&self) -> Option<(i64, i64)> {
+    /// The records' times (nanoseconds since the Unix epoch), those they have.
+    fn record_times(&self) -> Vec<i64> {
         use arrow::array::{Array, TimestampNanosecondArray};
-        let times = self
+        let Some(times) = self
             .rows
-            .column_by_name("time")?
-            .as_any()
-            .downcast_ref::<TimestampNanosecondArray>()?;
-        let values = (0..times.len())
+            .column_by_name("time")
+            .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
+        else {
+            return Vec::new();
+        };
+        (0..times.len())
             .filter(|i| times.is_valid(*i))
-            .map(|i| times.value(i));
-        values.fold(None, |range, t| match range {
-            None => Some((t, t)),
-            Some((lo, hi)) => Some((lo.min(t), hi.max(t))),
-        })
+            .map(|i| times.value(i))
+            .collect()
+    }
+
+    /// The earliest and latest record time, if any.
+    pub fn time_range(&self) -> Option<(i64, i64)> {
+        let times = self.record_times();
+        Some((*times.iter().min()?, *times.iter().max()?))
     }
 
     /// The median time of the batch's records: where a batch stands in time, moved by no few
     /// records with damaged timestamps.
     pub fn median_time(&self) -> Option<i64> {
-        use arrow::array::{Array, TimestampNanosecondArray};
-        let times = self
-            .rows
-            .column_by_name("time")?
-            .as_any()
-            .downcast_ref::<TimestampNanosecondArray>()?;
-        let mut values: Vec<i64> = (0..times.len())
-            .filter(|i| times.is_valid(*i))
-            .map(|i| times.value(i))
-            .collect();
-        if values.is_empty() {
+        let mut times = self.record_times();
+        if times.is_empty() {
             return None;
         }
-        let middle = values.len() / 2;
-        Some(*values.select_nth_unstable(middle).1)
+        let middle = times.len() / 2;
+        Some(*times.select_nth_unstable(middle).1)
     }
 
     /// Checks a decoded request and turns it into rows; `original` is its protobuf body when it

@@ -43,21 +43,28 @@ pub struct Watermark {
     pub reached_at: i64,
 }
 
+impl Watermark {
+    /// Raises `mark` to `newest` (held to [`MAX_CLOCK_SKEW_NANOS`] past `wall`), reached at
+    /// `wall`; an older time leaves it as it is.
+    pub fn raise(mark: &mut Option<Watermark>, newest: i64, wall: i64) {
+        let newest = newest.min(wall.saturating_add(MAX_CLOCK_SKEW_NANOS));
+        if mark.is_none_or(|m| newest > m.newest) {
+            *mark = Some(Watermark {
+                newest,
+                reached_at: wall,
+            });
+        }
+    }
+}
+
 impl Watermarks {
     /// `tenant`'s records up to `newest` are durable.
     pub fn observe(&self, tenant: &TenantId, newest: i64) {
-        let wall = wall_clock_ns();
-        let newest = newest.min(wall.saturating_add(MAX_CLOCK_SKEW_NANOS));
         let mut marks = self.0.lock();
-        let mark = marks.entry(tenant.clone()).or_insert(Watermark {
-            newest,
-            reached_at: wall,
-        });
-        if newest > mark.newest {
-            *mark = Watermark {
-                newest,
-                reached_at: wall,
-            };
+        let mut mark = marks.get(tenant).copied();
+        Watermark::raise(&mut mark, newest, wall_clock_ns());
+        if let Some(mark) = mark {
+            marks.insert(tenant.clone(), mark);
         }
     }
 

@@ -204,15 +204,7 @@ impl Correlation {
                 tenants.insert(tenant.clone(), loaded);
             }
             let entry = tenants.get_mut(tenant).expect("loaded above");
-            if entry
-                .newest_event
-                .is_none_or(|mark| change.time > mark.newest)
-            {
-                entry.newest_event = Some(Watermark {
-                    newest: change.time.min(wall + MAX_CLOCK_SKEW_NANOS),
-                    reached_at: wall,
-                });
-            }
+            Watermark::raise(&mut entry.newest_event, change.time, wall);
             let now = self.tenant_now(state, tenant, entry).unwrap_or(change.time);
             if entry
                 .map

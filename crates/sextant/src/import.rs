@@ -195,29 +195,18 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
     };
     let mut importer = Importer::open(config, tenant.clone())?;
     for file in &args.files {
-        let contents = match std::fs::read(file) {
-            Ok(bytes) => Bytes::from(bytes),
-            Err(err) => {
-                importer
-                    .tally
-                    .problems
-                    .push(format!("{}: cannot read it: {err}", file.display()));
-                continue;
+        let read = std::fs::read(file).map_err(|err| format!("cannot read it: {err}"));
+        match read.and_then(|contents| units(&Bytes::from(contents), signal)) {
+            Ok((encoding, units)) => {
+                for unit in units {
+                    let at = format!("{}:{}", file.display(), unit.at);
+                    importer.request(unit.signal, encoding, unit.bytes, &at)?;
+                }
             }
-        };
-        let (encoding, units) = match units(&contents, signal) {
-            Ok(found) => found,
-            Err(why) => {
-                importer
-                    .tally
-                    .problems
-                    .push(format!("{}: {why}", file.display()));
-                continue;
-            }
-        };
-        for unit in units {
-            let at = format!("{}:{}", file.display(), unit.at);
-            importer.request(unit.signal, encoding, unit.bytes, &at)?;
+            Err(why) => importer
+                .tally
+                .problems
+                .push(format!("{}: {why}", file.display())),
         }
     }
     let (tally, meta) = importer.finish();
@@ -278,7 +267,7 @@ impl Importer {
             .context("cannot open the telemetry store")?;
         let store = Arc::new(store);
         let bus: Arc<dyn IngestBus> = store.clone();
-        let (services, _runbooks, correlation) = crate::serve::engine(
+        let services = crate::serve::engine(
             &config,
             store,
             meta.clone(),
@@ -287,7 +276,7 @@ impl Importer {
             format!("http://{}", config.listen),
             Clock::Replay,
         )?;
-        let pipeline = services.pipeline.clone();
+        let (pipeline, correlation) = (services.pipeline.clone(), services.correlation.clone());
         let state = AppState::new(meta.clone(), config.ingest.max_concurrent_requests, None);
         state.set_ready(services);
         let oldest = sextant_ingest::wall_clock_ns() - retention.as_nanos() as i64;

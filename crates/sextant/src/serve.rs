@@ -173,7 +173,7 @@ pub async fn serve(
     );
     let store = Arc::new(store);
     let bus: Arc<dyn IngestBus> = store.clone();
-    let (services, runbooks, correlation) = engine(
+    let services = engine(
         &config,
         store,
         meta_for_correlation,
@@ -182,6 +182,7 @@ pub async fn serve(
         format!("{}://{local}", scheme(&config)),
         sextant_server::correlation::Clock::Live,
     )?;
+    let (runbooks, correlation) = (services.runbooks.clone(), services.correlation.clone());
     state.set_ready(services);
     if let Some(ready) = ready {
         let _ = ready.send(local);
@@ -233,11 +234,7 @@ pub fn engine(
     actions: sextant_server::action_runner::ActionRunner,
     base_url: String,
     clock: sextant_server::correlation::Clock,
-) -> anyhow::Result<(
-    Services,
-    Arc<sextant_server::runbooks::Runbooks>,
-    Arc<sextant_server::correlation::Correlation>,
-)> {
+) -> anyhow::Result<Services> {
     let bus: Arc<dyn IngestBus> = store.clone();
     let signer =
         sextant_server::runbooks::LinkSigner::open(&config.data_dir.join("approval.key"), base_url)
@@ -255,12 +252,7 @@ pub fn engine(
         config.egress_policy()?,
     ));
     runbooks.reload();
-    let correlation = Arc::new(sextant_server::correlation::Correlation::new(
-        meta,
-        config.incidents.clone(),
-        clock,
-    ));
-    let services = Services {
+    Ok(Services {
         pipeline: Arc::new(IngestPipeline::new(config.ingest.clone(), bus)),
         query: Arc::new(QueryEngine::new(
             store.segment_store(),
@@ -268,10 +260,13 @@ pub fn engine(
         )),
         tables: store.clone(),
         events: store,
-        correlation: correlation.clone(),
-        runbooks: runbooks.clone(),
-    };
-    Ok((services, runbooks, correlation))
+        correlation: Arc::new(sextant_server::correlation::Correlation::new(
+            meta,
+            config.incidents.clone(),
+            clock,
+        )),
+        runbooks,
+    })
 }
 
 /// Takes `DATA_DIR/lock` for this process (an advisory lock the system drops when the process

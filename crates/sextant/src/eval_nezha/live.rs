@@ -232,6 +232,13 @@ pub fn eval(dir: &Path, work: &Path, output: Option<&Path>) -> anyhow::Result<()
     for day in read_days(dir)? {
         let data_dir = work.join(&day.name);
         if data_dir.exists() {
+            // Only an earlier evaluation's data directory is emptied, never another folder.
+            if !data_dir.join("meta.db").exists() {
+                anyhow::bail!(
+                    "`{}` exists and is not a Sextant data directory; give `--live` another folder",
+                    data_dir.display()
+                );
+            }
             std::fs::remove_dir_all(&data_dir)
                 .with_context(|| format!("cannot empty `{}`", data_dir.display()))?;
         }
@@ -355,29 +362,12 @@ pub fn eval(dir: &Path, work: &Path, output: Option<&Path>) -> anyhow::Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sextant_incidents::correlator::IncidentStatus;
 
     fn incident(id: u64, opened_at: i64, updated_at: i64, resolved_at: Option<i64>) -> Incident {
-        Incident {
-            id,
-            status: if resolved_at.is_some() {
-                IncidentStatus::Resolved
-            } else {
-                IncidentStatus::Open
-            },
-            title: String::new(),
-            severity: "warning".into(),
-            opened_at,
-            updated_at,
-            resolved_at,
-            services: Default::default(),
-            members: Vec::new(),
-            timeline: Vec::new(),
-            timeline_dropped: 0,
-            notifications: 0,
-            acknowledged_by: None,
-            merged_into: None,
-        }
+        let mut incident = Incident::new(id, "", "warning", opened_at);
+        incident.updated_at = updated_at;
+        incident.resolved_at = resolved_at;
+        incident
     }
 
     #[test]
