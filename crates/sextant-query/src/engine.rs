@@ -25,6 +25,7 @@ use sextant_store::TableSnapshot;
 use tokio::runtime::{Handle, Runtime};
 use tokio::task::AbortHandle;
 
+use crate::complexity;
 use crate::cooperative::YieldingJoins;
 use crate::error::{Error, Result};
 use crate::index_cache::{DEFAULT_CACHE_BYTES, TokenIndexCache};
@@ -38,6 +39,12 @@ const SEGMENTS_URL: &str = "sextant://segments/";
 
 /// The table functions a query may call: they generate rows and read nothing.
 const ALLOWED_TABLE_FUNCTIONS: &[&str] = &["generate_series", "range"];
+
+/// Stack of each query thread. Planning recurses over a query's trees, which
+/// [`complexity`]'s limits keep shallow; the room left is for dropping the longest tree the
+/// text limit lets through (a `1+1+...` chain of [`complexity::MAX_SQL_BYTES`] / 2 terms),
+/// which recurses once per level. The pages are only mapped as they are used.
+const QUERY_THREAD_STACK_BYTES: usize = 32 * 1024 * 1024;
 
 /// What one query may cost.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,6 +113,7 @@ impl QueryEngine {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("sextant-query")
+            .thread_stack_size(QUERY_THREAD_STACK_BYTES)
             .enable_all()
             .build()
             .inspect_err(|err| {
@@ -247,6 +255,7 @@ fn session(
 
 /// Parses `sql`, checks that it only reads, and plans it.
 async fn plan(state: &SessionState, sql: &str) -> Result<LogicalPlan> {
+    complexity::check_text(sql)?;
     let dialect = state.config().options().sql_parser.dialect;
     let statement = state
         .sql_to_statement(sql, &dialect)
@@ -261,6 +270,9 @@ async fn plan(state: &SessionState, sql: &str) -> Result<LogicalPlan> {
             err => Error::from(err),
         })?;
     read_only::check_statement(&statement, sql)?;
+    if let Some(statement) = read_only::inner_statement(&statement) {
+        complexity::check_statement(statement)?;
+    }
     let plan = state.statement_to_plan(statement).await?;
     read_only::check_plan(&plan)?;
     Ok(plan)
@@ -402,6 +414,79 @@ mod tests {
             tokio::time::timeout(Duration::from_millis(50), engine.sql(Vec::new(), HEAVY));
         assert!(caller_gave_up.await.is_err());
         wait_until_idle(&engine).await;
+    }
+
+    /// A query of `size` repetitions of one construct: chained, nested or listed.
+    fn shaped_query(construct: usize, size: usize) -> String {
+        let repeat = |text: &str| text.repeat(size);
+        let chain = |term: &str, operator: &str| vec![term; size].join(operator);
+        match construct {
+            0 => format!("SELECT {}", chain("1", "+")),
+            1 => format!("SELECT 1 WHERE {}", chain("true", " AND ")),
+            2 => format!("SELECT {}", chain("'a'", " || ")),
+            3 => format!("SELECT {}1{}", repeat("("), repeat(")")),
+            4 => format!("SELECT {}1{}", repeat("abs("), repeat(")")),
+            5 => format!(
+                "SELECT {}1{}",
+                repeat("CASE WHEN true THEN "),
+                repeat(" END")
+            ),
+            6 => format!("SELECT {}true", repeat("NOT ")),
+            7 => format!("SELECT 1{}", repeat("::BIGINT")),
+            8 => format!("SELECT {}", chain("1 IS NULL", " OR ")),
+            9 => chain("SELECT 1", " UNION ALL "),
+            10 => format!("SELECT {}1{}", repeat("(SELECT "), repeat(")")),
+            11 => format!("SELECT 1 IN ({})", chain("1", ", ")),
+            12 => format!("SELECT {}1{}", repeat("["), repeat("]")),
+            13 => format!("SELECT coalesce({})", chain("1", ", ")),
+            14 => format!(
+                "SELECT * FROM {}",
+                chain("generate_series(1, 2)", " CROSS JOIN ")
+            ),
+            15 => format!("SELECT {}1", repeat("- ")),
+            _ => format!("SELECT 1 WHERE 1 IN ({})", chain("SELECT 1", " UNION ")),
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+        /// Deep and wide queries of every shape are answered or refused with a client error;
+        /// none takes the process down.
+        #[test]
+        fn no_query_shape_crashes_the_engine(construct in 0usize..17, exponent in 0u32..=15) {
+            let size = 1usize << exponent;
+            let sql = shaped_query(construct, size);
+            let limits = QueryLimits { timeout: Duration::from_secs(20), ..QueryLimits::default() };
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let result = runtime.block_on(async {
+                let engine = QueryEngine::new(Arc::new(InMemory::new()), limits);
+                engine.sql(Vec::new(), &sql).await
+            });
+            if let Err(err) = result {
+                let code = err.code();
+                proptest::prop_assert!(
+                    matches!(code, "invalid_sql" | "query_too_complex" | "query_failed" | "timeout"),
+                    "construct {construct} x {size}: {code}: {err}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_longest_chains_are_refused_by_name() {
+        let engine = QueryEngine::new(Arc::new(InMemory::new()), QueryLimits::default());
+        let terms = (complexity::MAX_SQL_BYTES - "SELECT ".len()) / 2;
+        let sql = format!("SELECT {}", vec!["1"; terms].join("+"));
+        let err = engine.sql(Vec::new(), &sql).await.unwrap_err();
+        assert_eq!(err.code(), "query_too_complex", "{err}");
+        assert!(err.to_string().contains("nested more than"), "{err}");
+        let one_short = "1+".repeat(60);
+        let output = engine
+            .sql(Vec::new(), &format!("SELECT {one_short}1 AS n"))
+            .await
+            .unwrap();
+        assert_eq!(output.to_json_rows(), serde_json::json!([{"n": 61}]));
     }
 
     #[test]

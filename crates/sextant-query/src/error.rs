@@ -12,6 +12,9 @@ pub enum Error {
     /// The SQL does not parse or does not plan (unknown table or column, wrong types, ...).
     #[error("invalid query: {message}")]
     InvalidSql { message: String },
+    /// The query is too long or too deeply nested to plan safely (see [`crate::complexity`]).
+    #[error("query too complex: {message}")]
+    TooComplex { message: String },
     /// The statement would change something or reach outside the tenant's tables.
     #[error("{what} is not allowed: queries are read-only")]
     NotAllowed { what: String },
@@ -40,6 +43,7 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Error::InvalidSql { .. } => "invalid_sql",
+            Error::TooComplex { .. } => "query_too_complex",
             Error::NotAllowed { .. } => "not_allowed",
             Error::Timeout { .. } => "timeout",
             Error::ScanTooLarge { .. } => "scan_too_large",

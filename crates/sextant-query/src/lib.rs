@@ -37,6 +37,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod complexity;
 mod cooperative;
 mod engine;
 mod error;

@@ -33,6 +33,16 @@ pub(crate) fn check_statement(statement: &DFStatement, sql: &str) -> Result<()> 
     }
 }
 
+/// The SQL statement that `statement` runs or explains (`None` for DataFusion's own
+/// statements, which [`check_statement`] refuses).
+pub(crate) fn inner_statement(statement: &DFStatement) -> Option<&Statement> {
+    match statement {
+        DFStatement::Statement(statement) => Some(statement),
+        DFStatement::Explain(explain) => inner_statement(&explain.statement),
+        _ => None,
+    }
+}
+
 fn is_read_only(statement: &Statement) -> bool {
     match statement {
         Statement::Query(_) => true,

@@ -5,7 +5,7 @@
 //! - `name` (required): the metric name.
 //! - `match`: comma-separated `label=value` pairs, all of which must hold; `service` compares
 //!   with the service, any other label with the data point attribute of that key. Values cannot
-//!   hold a comma.
+//!   hold a comma. At most 32 pairs.
 //! - `from`, `to`: the range, `from` inclusive, `to` exclusive; by default the last hour.
 //! - `step`: the bucket width, a whole number of seconds written `30s`, `5m`, `1h` or `1d`;
 //!   60 s by default. At most 11 000 steps per request.
@@ -92,6 +92,9 @@ pub(crate) struct RangeQuery {
     pub agg: Aggregation,
 }
 
+/// Most `label=value` pairs in `match`.
+pub(crate) const MAX_MATCHERS: usize = 32;
+
 pub(crate) fn parse_matchers(text: &str) -> Option<Vec<(String, String)>> {
     text.split(',')
         .map(|pair| {
@@ -132,6 +135,15 @@ impl RangeQuery {
             Some(text) => parse_matchers(text)
                 .ok_or_else(|| bad("match", "must be `label=value` pairs separated by commas"))?,
         };
+        if matchers.len() > MAX_MATCHERS {
+            return Err(bad(
+                "match",
+                &format!(
+                    "has {} pairs; at most {MAX_MATCHERS} are accepted",
+                    matchers.len()
+                ),
+            ));
+        }
         Ok((name, matchers))
     }
 
@@ -258,6 +270,7 @@ mod tests {
     #[test]
     fn bad_parameters_are_named() {
         check(&RANGE, "error: parameter `name` is required");
+        let many = vec!["k=v"; 33].join(",");
         for (pair, name) in [
             (("match", "service"), "`match`"),
             (("match", "=x"), "`match`"),
@@ -266,6 +279,7 @@ mod tests {
             (("step", "5w"), "`step`"),
             (("agg", "median"), "`agg`"),
             (("to", "1699999999"), "`from`"),
+            (("match", many.as_str()), "at most 32"),
         ] {
             let err = RangeQuery::from_params(&params(&[RANGE[0], RANGE[1], ("name", "x"), pair]))
                 .unwrap_err();

@@ -73,8 +73,8 @@ impl ApiError {
             "forbidden" => 403,
             "not_found" => 404,
             "conflict" => 409,
-            "malformed_request" | "bad_request" | "invalid_sql" | "not_allowed"
-            | "query_failed" | "scan_too_large" | "result_too_large" => 400,
+            "malformed_request" | "bad_request" | "invalid_sql" | "query_too_complex"
+            | "not_allowed" | "query_failed" | "scan_too_large" | "result_too_large" => 400,
             "timeout" => 504,
             "body_too_large" => 413,
             "unsupported_content_type" | "unsupported_encoding" => 415,

@@ -217,7 +217,10 @@ pub fn router(state: AppState, max_grpc_message_bytes: usize) -> Router {
         )
         .route("/api/v1/runs", get(api_runbooks::runs))
         .route("/api/v1/runs/{id}", get(api_runbooks::one_run))
-        .route("/api/v1/runs/{id}/link", get(api_runbooks::link))
+        .route(
+            "/api/v1/runs/{id}/link",
+            get(api_runbooks::link_page).post(api_runbooks::link),
+        )
         .route("/api/v1/runs/{id}/{action}", post(api_runbooks::decide))
         .route("/api/v1/alertmanager", post(alerts::alertmanager))
         .route("/api/v1/events", post(alerts::events))

@@ -704,7 +704,7 @@ async fn drive(state: &AppState, runbooks: &Arc<Runbooks>, mut run: Run) {
         };
         let books = runbooks.clone();
         let tenant = run.tenant.clone();
-        let (status, attempts, input, output) = tokio::task::spawn_blocking(move || {
+        let (status, attempts, mut input, mut output) = tokio::task::spawn_blocking(move || {
             let target = Target {
                 tenant: &tenant,
                 books: &books,
@@ -722,6 +722,10 @@ async fn drive(state: &AppState, runbooks: &Arc<Runbooks>, mut run: Run) {
                 json!(format!("step task failed: {e}")),
             )
         });
+        // A signed link is a capability to decide: it goes to the chat channel only, never
+        // into the run's record, where anyone who may read runs would find it.
+        hide_link_signatures(&mut input);
+        hide_link_signatures(&mut output);
         if status == "refused" {
             audit(
                 state,
@@ -1084,19 +1088,125 @@ fn default_chat_retries() -> u32 {
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Replaces every occurrence of each of `secrets` in the strings of `value` with `***`.
-fn redact(value: &mut Value, secrets: &[String]) {
+/// Replaces the signature of every approval link in `value`'s strings by `hidden`.
+pub(crate) fn hide_link_signatures(value: &mut Value) {
     match value {
-        Value::String(text) => {
-            for secret in secrets.iter().filter(|s| !s.is_empty()) {
-                if text.contains(secret.as_str()) {
-                    *text = text.replace(secret.as_str(), "***");
+        Value::String(text) if text.contains("sig=") => {
+            let mut shown = String::with_capacity(text.len());
+            let mut rest = text.as_str();
+            while let Some(at) = rest.find("sig=") {
+                let (before, after) = rest.split_at(at + "sig=".len());
+                shown.push_str(before);
+                let digits = after.len()
+                    - after
+                        .trim_start_matches(|c: char| c.is_ascii_hexdigit())
+                        .len();
+                if digits > 0 {
+                    shown.push_str("hidden");
                 }
+                rest = &after[digits..];
             }
+            shown.push_str(rest);
+            *text = shown;
         }
-        Value::Array(items) => items.iter_mut().for_each(|v| redact(v, secrets)),
-        Value::Object(fields) => fields.values_mut().for_each(|v| redact(v, secrets)),
+        Value::Array(items) => items.iter_mut().for_each(hide_link_signatures),
+        Value::Object(fields) => fields.values_mut().for_each(hide_link_signatures),
         _ => {}
     }
+}
+
+/// Where the links to decide approval step `step` of `run` were sent: the last chat step
+/// before it, as `chat step N (FORMAT, HOST)` (the host only: a chat webhook's path is often
+/// its credential).
+pub fn link_channel(run: &Run, step: usize) -> String {
+    run.steps
+        .iter()
+        .rev()
+        .find(|record| record.index < step && record.kind == "chat")
+        .map_or_else(
+            || "no chat step of the run".to_owned(),
+            |record| {
+                let url = record.input["url"].as_str().unwrap_or_default();
+                let host = url
+                    .split_once("://")
+                    .map_or(url, |(_, rest)| rest)
+                    .split(['/', '?', '#'])
+                    .next()
+                    .unwrap_or_default();
+                let host = host.rsplit_once('@').map_or(host, |(_, host)| host);
+                let format = record.input["format"].as_str().unwrap_or("slack");
+                format!("chat step {} ({format}, {host})", record.index + 1)
+            },
+        )
+}
+
+/// Masks every secret in `value`'s strings as `***`: as sent, and as a receiver that echoes it
+/// back would write it (JSON-escaped, percent-encoded); a string that ends with the start of
+/// one (a recorded body cut at its limit) has that start masked too.
+fn redact(value: &mut Value, secrets: &[String]) {
+    let forms: Vec<String> = secrets
+        .iter()
+        .filter(|s| !s.is_empty())
+        .flat_map(|secret| secret_forms(secret))
+        .collect();
+    redact_forms(value, &forms);
+}
+
+/// The shortest start of a secret that is masked at the end of a string.
+const MIN_MASKED_PREFIX: usize = 4;
+
+fn redact_forms(value: &mut Value, forms: &[String]) {
+    match value {
+        Value::String(text) => {
+            for form in forms {
+                if text.contains(form.as_str()) {
+                    *text = text.replace(form.as_str(), "***");
+                }
+            }
+            let cut = forms
+                .iter()
+                .filter_map(|form| {
+                    (MIN_MASKED_PREFIX.min(form.len())..form.len())
+                        .rev()
+                        .filter(|&n| form.is_char_boundary(n))
+                        .find(|&n| text.ends_with(&form[..n]))
+                })
+                .max();
+            if let Some(n) = cut {
+                text.truncate(text.len() - n);
+                text.push_str("***");
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| redact_forms(v, forms)),
+        Value::Object(fields) => fields.values_mut().for_each(|v| redact_forms(v, forms)),
+        _ => {}
+    }
+}
+
+/// A secret as written raw, inside a JSON string, and percent-encoded (upper- and lower-case
+/// hex, space as `%20` and as `+`).
+fn secret_forms(secret: &str) -> Vec<String> {
+    let json = serde_json::to_string(secret).expect("strings serialise");
+    let mut forms = vec![secret.to_owned(), json[1..json.len() - 1].to_owned()];
+    for (hex_case, space) in [(true, "%20"), (false, "%20"), (true, "+")] {
+        let mut encoded = String::new();
+        for byte in secret.bytes() {
+            match byte {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    encoded.push(byte as char);
+                }
+                b' ' => encoded.push_str(space),
+                _ if hex_case => encoded.push_str(&format!("%{byte:02X}")),
+                _ => encoded.push_str(&format!("%{byte:02x}")),
+            }
+        }
+        forms.push(encoded);
+    }
+    forms.sort();
+    forms.dedup();
+    // Longer forms first, so a form that holds another is masked whole.
+    forms.sort_by_key(|form| std::cmp::Reverse(form.len()));
+    forms
 }
 
 /// The first [`MAX_RECORDED_BODY`] bytes of `text` (on a character boundary), and whether
@@ -1238,6 +1348,43 @@ mod tests {
             output,
             json!({"status": 200, "body": "echo: key=***, again ***", "nested": ["***"]})
         );
+    }
+
+    #[test]
+    fn secrets_are_masked_however_the_receiver_wrote_them() {
+        let secret = "p\"w/d &x";
+        let cut_body = format!("tail {}", &secret[..5]);
+        let mut output = json!({
+            "raw": format!("a {secret} b"),
+            "json": format!("{{\"echo\": {}}}", serde_json::to_string(secret).unwrap()),
+            "url": "http://x/?k=p%22w%2Fd%20%26x&l=p%22w%2fd%20%26x&m=p%22w%2Fd+%26x",
+            "cut": cut_body,
+            "short": "tail p",
+        });
+        redact(&mut output, &[secret.to_owned()]);
+        assert_eq!(
+            output,
+            json!({"raw": "a *** b", "json": "{\"echo\": \"***\"}",
+                   "url": "http://x/?k=***&l=***&m=***", "cut": "tail ***", "short": "tail p"})
+        );
+    }
+
+    #[test]
+    fn link_signatures_never_reach_a_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = LinkSigner::open(&dir.path().join("k"), "http://x".into()).unwrap();
+        let tenant = TenantId::new("ops").unwrap();
+        let link = signer.link(&tenant, "run1", "approve", 2);
+        let mut input = json!({"payload": {"text": format!("Approve: {link} Reject: {link}"),
+                                           "blocks": [{"url": link}]}, "sig": "sig=zz"});
+        hide_link_signatures(&mut input);
+        let text = input.to_string();
+        assert!(
+            !text.contains(link.rsplit("sig=").next().unwrap()),
+            "{text}"
+        );
+        assert_eq!(text.matches("sig=hidden").count(), 3, "{text}");
+        assert_eq!(input["sig"], "sig=zz");
     }
 
     #[test]

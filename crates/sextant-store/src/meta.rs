@@ -327,6 +327,8 @@ impl SqliteMetadata {
         connection.pragma_update(None, "journal_mode", "WAL")?;
         connection.pragma_update(None, "synchronous", "FULL")?;
         connection.pragma_update(None, "foreign_keys", "ON")?;
+        // Deleted rows are overwritten, not left in free pages.
+        connection.pragma_update(None, "secure_delete", "ON")?;
         connection.execute_batch(SCHEMA)?;
         migrate_tokens(&connection)?;
         connection.execute_batch(events::SCHEMA)?;
@@ -338,6 +340,13 @@ impl SqliteMetadata {
             connection: Mutex::new(connection),
         })
     }
+}
+
+/// Copies the write-ahead log into the database and empties it, so that a replaced or deleted
+/// value (a sealed secret) does not linger in the log's old frames.
+fn forget_old_pages(connection: &Connection) -> Result<()> {
+    connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    Ok(())
 }
 
 /// Data directories from before token expiry, scopes or last-used times get the columns.
@@ -791,7 +800,9 @@ impl MetadataStore for SqliteMetadata {
     }
 
     fn put_secret(&self, tenant: &TenantId, name: &str, sealed: &[u8]) -> Result<()> {
-        secrets::put(&self.connection.lock(), tenant, name, sealed)
+        let connection = self.connection.lock();
+        secrets::put(&connection, tenant, name, sealed)?;
+        forget_old_pages(&connection)
     }
 
     fn secrets(&self, tenant: &TenantId) -> Result<Vec<(String, Vec<u8>, i64)>> {
@@ -799,7 +810,10 @@ impl MetadataStore for SqliteMetadata {
     }
 
     fn delete_secret(&self, tenant: &TenantId, name: &str) -> Result<bool> {
-        secrets::delete(&self.connection.lock(), tenant, name)
+        let connection = self.connection.lock();
+        let deleted = secrets::delete(&connection, tenant, name)?;
+        forget_old_pages(&connection)?;
+        Ok(deleted)
     }
 
     fn put_run(&self, run: &RunRow) -> Result<()> {

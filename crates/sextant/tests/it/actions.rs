@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::runbooks::{alert, call, put_runbook, receiver, wait_for_run};
-use crate::support::{Sextant, action_user, binary, create_token, markers_dir, running_as_root};
+use crate::support::{
+    Sextant, action_user, binary, create_token, files_under, markers_dir, running_as_root,
+};
 
 /// The probe: a runbook whose command step runs a shell that records who it is and lists the
 /// data directory.
@@ -373,6 +375,7 @@ fn webhooks_reach_loopback_only_where_allowed_and_never_by_a_redirect() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let editor = create_token(&data, "ops", "editor");
+    let admin = create_token(&data, "ops", "admin");
     let (allowed, received) = receiver(0);
     let allowed_addr = allowed.trim_start_matches("http://").to_owned();
     // A refused port: it counts every connection it gets.
@@ -393,7 +396,8 @@ fn webhooks_reach_loopback_only_where_allowed_and_never_by_a_redirect() {
         &editor,
         "PUT",
         "/api/v1/secrets/tok",
-        "{\"value\": \"s3cr3t-egress-value\"}",
+        // Quotes and a slash: the receiver's echo holds the value JSON-escaped.
+        "{\"value\": \"s3cr3t-egress \\\"v\\\"/x\"}",
     );
     assert_eq!(status, 200, "{answer}");
     let webhook = |url: &str| {
@@ -443,11 +447,24 @@ fn webhooks_reach_loopback_only_where_allowed_and_never_by_a_redirect() {
     assert_eq!(steps[5]["status"], "succeeded", "{run}");
     assert_eq!(steps[5]["output"]["body"], "{\"key\": \"***\"}", "{run}");
     assert!(!run.to_string().contains("s3cr3t-egress"), "{run}");
+    let (_, audit) = call(&server, &admin, "GET", "/api/v1/audit?limit=1000", "");
+    assert!(audit["records"].as_array().unwrap().len() > 6, "{audit}");
+    assert!(!audit.to_string().contains("s3cr3t-egress"), "{audit}");
     assert_eq!(
         connections.load(Ordering::SeqCst),
         0,
         "the refused port was reached"
     );
+    server.stop();
+    // Nor is it anywhere in the data directory: not in meta.db, its WAL or a segment.
+    for file in files_under(&data) {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(
+            !bytes.windows(13).any(|w| w == b"s3cr3t-egress"),
+            "{} holds the secret",
+            file.display()
+        );
+    }
     let paths: Vec<String> = received
         .lock()
         .unwrap()
@@ -460,5 +477,4 @@ fn webhooks_reach_loopback_only_where_allowed_and_never_by_a_redirect() {
         paths.iter().any(|p| p.starts_with("/redirect/")),
         "{paths:?}"
     );
-    server.stop();
 }

@@ -124,6 +124,11 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ),
     (
         "POST",
+        "/api/v1/runs/{id}/link",
+        "alpha's run: the unknown 403",
+    ),
+    (
+        "POST",
         "/api/v1/runs/{id}/{action}",
         "alpha's run: the unknown 404",
     ),
@@ -1206,11 +1211,16 @@ fn beta_reads_nothing(beta: &Client, ids: &AlphaIds) {
     by_id("a run", 404, "GET", "/api/v1/runs/{id}", &ids.run, &none);
     // A chat message's signed link: without alpha's signature, the same refusal whatever the
     // run.
-    for tenant in ["alpha", "beta"] {
+    for (tenant, method) in [
+        ("alpha", "GET"),
+        ("beta", "GET"),
+        ("alpha", "POST"),
+        ("beta", "POST"),
+    ] {
         by_id(
             "a run's approval link",
             403,
-            "GET",
+            method,
             &format!(
                 "/api/v1/runs/{{id}}/link?tenant={tenant}&decision=approve&step={}&sig={}",
                 ids.run_step,

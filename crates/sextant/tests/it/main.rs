@@ -7,6 +7,7 @@ mod conventions;
 mod crash;
 mod demo;
 mod errors;
+mod hostile;
 mod import;
 mod incidents;
 mod isolation;

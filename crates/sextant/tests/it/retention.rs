@@ -3,7 +3,7 @@
 
 use prost::Message;
 
-use crate::support::{Sextant, agent, create_token, logs_request, sql};
+use crate::support::{Sextant, agent, create_token, files_under, logs_request, sql};
 
 /// Flush every second, so some rows are in segment files and some only in the log.
 const CONFIG: &str = "[storage]\nflush_interval_seconds = 1\n";
@@ -87,23 +87,6 @@ fn erased_tenant_data_stays_gone_after_restart_and_crash() {
 
     // On disk, only files the catalog lists are left (the erased ones went at start-up).
     let acme_files = sextant_store::segments_dir(dir.path()).join("acme");
-    let listed = walk(&acme_files);
+    let listed = files_under(&acme_files);
     assert!(listed.len() <= 1, "erased files left behind: {listed:?}");
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flat_map(|e| {
-                    let path = e.unwrap().path();
-                    if path.is_dir() {
-                        walk(&path)
-                    } else {
-                        vec![path]
-                    }
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }

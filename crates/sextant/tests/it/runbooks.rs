@@ -481,6 +481,7 @@ fn a_scenario_suite_incident_triggers_its_runbook_once() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let editor = create_token(&data, "shop", "editor");
+    let admin = create_token(&data, "shop", "admin");
     let markers = markers_dir(dir.path());
     let config = format!(
         "[anomaly]\nenabled = false\n{}",
@@ -557,18 +558,71 @@ fn a_scenario_suite_incident_triggers_its_runbook_once() {
         .unwrap()
         .to_owned();
     drop(got);
-    let get_link = |url: &str| agent().get(url).call().unwrap().status().as_u16();
+    let open_link = |method: &str, url: &str| {
+        let reply = match method {
+            "GET" => agent().get(url).call(),
+            "HEAD" => agent().head(url).call(),
+            _ => agent().post(url).send_empty(),
+        };
+        let mut reply = reply.unwrap();
+        let status = reply.status().as_u16();
+        (
+            status,
+            reply.body_mut().read_to_string().unwrap_or_default(),
+        )
+    };
     // The signature's last hex digit changed (to one it is not).
     let last = if approve.ends_with('0') { '1' } else { '0' };
     let tampered = format!("{}{last}", &approve[..approve.len() - 1]);
-    assert_eq!(get_link(&tampered), 403);
-    assert!(!markers.join("linked").exists());
-    assert_eq!(get_link(&approve), 200);
+    assert_eq!(open_link("GET", &tampered).0, 403);
+    assert_eq!(open_link("POST", &tampered).0, 403);
+    // Opening the link (as a person, a link previewer or a prefetcher would) only shows what
+    // it would do, with a form that confirms.
+    for method in ["HEAD", "GET"] {
+        let (status, page) = open_link(method, &approve);
+        assert_eq!(status, 200, "{method}: {page}");
+        if method == "GET" {
+            assert!(
+                page.contains("Approve step 2 of runbook page-dba?"),
+                "{page}"
+            );
+            assert!(page.contains("<form method=\"post\""), "{page}");
+        }
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !markers.join("linked").exists(),
+        "opening a link decides nothing"
+    );
+    let (_, waiting) = call(
+        &server,
+        &editor,
+        "GET",
+        &format!("/api/v1/runs/{}", run["id"].as_str().unwrap()),
+        "",
+    );
+    assert_eq!(waiting["status"], "waiting_approval", "{waiting}");
+    // The run's record shows the message it sent, without the links' signatures.
+    let signature = approve.rsplit("sig=").next().unwrap();
+    assert!(!waiting.to_string().contains(signature), "{waiting}");
+    assert!(waiting.to_string().contains("sig=hidden"), "{waiting}");
+    let (status, page) = open_link("POST", &approve);
+    assert_eq!(status, 200, "{page}");
     wait_for_run(&server, &editor, "page-dba succeeds", |r| {
         r["runbook"]["name"] == "page-dba" && r["status"] == "succeeded"
     });
     assert!(markers.join("linked").exists());
-    assert_eq!(get_link(&approve), 409, "a link works once");
+    assert_eq!(open_link("POST", &approve).0, 409, "a link works once");
+    assert_eq!(open_link("GET", &approve).0, 409);
+    // The audit names who decided and where the link was sent.
+    let (_, audit) = call(&server, &admin, "GET", "/api/v1/audit?kind=run.approve", "");
+    let text = audit.to_string();
+    assert!(text.contains("link:approve"), "{text}");
+    assert!(
+        text.contains("by the signed link sent by chat step 1 (teams, 127.0.0.1:"),
+        "{text}"
+    );
+    assert!(!text.contains(signature), "{text}");
 
     // A file broken on disk is refused with its line; the running server keeps the last good
     // version.

@@ -292,3 +292,21 @@ pub fn touch_action_config(markers: &Path, tenants: &str) -> String {
         action_user()
     )
 }
+
+/// Every file under `dir`, at any depth (none if `dir` is missing).
+pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flat_map(|e| {
+                    let path = e.unwrap().path();
+                    if path.is_dir() {
+                        files_under(&path)
+                    } else {
+                        vec![path]
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
