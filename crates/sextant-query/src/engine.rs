@@ -1,7 +1,8 @@
 //! [`QueryEngine`]: read-only SQL over one tenant's tables, under [`QueryLimits`].
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
@@ -9,13 +10,16 @@ use datafusion::catalog::{
     CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
     MemorySchemaProvider, SchemaProvider,
 };
-use datafusion::error::DataFusionError;
+use datafusion::error::{DataFusionError, Result as DataFusionResult};
 use datafusion::execution::FunctionRegistry;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::SessionState;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryPool, MemoryReservation};
 use datafusion::execution::object_store::{
     DefaultObjectStoreRegistry, ObjectStoreRegistry, ObjectStoreUrl,
 };
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
 use datafusion::physical_plan::execute_stream;
@@ -23,6 +27,7 @@ use datafusion::prelude::SessionConfig;
 use futures::StreamExt;
 use sextant_store::TableSnapshot;
 use tokio::runtime::{Handle, Runtime};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
 
 use crate::complexity;
@@ -46,6 +51,9 @@ const ALLOWED_TABLE_FUNCTIONS: &[&str] = &["generate_series", "range"];
 /// which recurses once per level. The pages are only mapped as they are used.
 const QUERY_THREAD_STACK_BYTES: usize = 32 * 1024 * 1024;
 
+/// Query threads per core.
+const THREADS_PER_CORE: usize = 4;
+
 /// What one query may cost.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueryLimits {
@@ -56,6 +64,14 @@ pub struct QueryLimits {
     /// Bytes of segment files a query may read after pruning, 10 GiB by default; a query over
     /// more is refused before it starts.
     pub max_scan_bytes: u64,
+    /// Memory one query's operators (sorts, joins, aggregations) may hold, 512 MiB by default;
+    /// past it the query fails (nothing spills to disk).
+    pub max_memory_bytes: usize,
+    /// Memory all running queries together may hold, 1 GiB by default.
+    pub max_total_memory_bytes: usize,
+    /// Queries of one tenant running at once, 2 by default; more wait their turn, within
+    /// their timeout.
+    pub max_concurrent_per_tenant: usize,
 }
 
 impl Default for QueryLimits {
@@ -64,6 +80,9 @@ impl Default for QueryLimits {
             timeout: Duration::from_secs(30),
             max_rows: 100_000,
             max_scan_bytes: 10 * 1024 * 1024 * 1024,
+            max_memory_bytes: 512 * 1024 * 1024,
+            max_total_memory_bytes: 1024 * 1024 * 1024,
+            max_concurrent_per_tenant: 2,
         }
     }
 }
@@ -74,6 +93,11 @@ impl QueryLimits {
             "`timeout` must be more than zero"
         } else if self.max_rows == 0 {
             "`max_rows` must be at least 1"
+        } else if self.max_concurrent_per_tenant == 0 {
+            "`max_concurrent_per_tenant` must be at least 1"
+        } else if self.max_memory_bytes == 0 || self.max_memory_bytes > self.max_total_memory_bytes
+        {
+            "`max_memory_bytes` must be more than zero and at most `max_total_memory_bytes`"
         } else {
             return Ok(());
         };
@@ -96,7 +120,18 @@ pub struct QueryEngine {
     indexes: Arc<TokenIndexCache>,
     /// `None` if the runtime could not be started: queries then run on the caller's runtime.
     runtime: Option<Runtime>,
+    /// The segment store, for each query's own DataFusion runtime.
+    registry: Arc<dyn ObjectStoreRegistry>,
+    /// What all queries' operators hold; each query also has its own share.
+    memory: Arc<dyn MemoryPool>,
+    /// Each tenant's turns to run.
+    turns: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
+
+/// A tenant's turn to run a query, from [`QueryEngine::admit`]; the next waiting query of the
+/// tenant runs when it is dropped.
+#[derive(Debug)]
+struct Turn(#[allow(dead_code)] OwnedSemaphorePermit);
 
 impl std::fmt::Debug for QueryEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -110,8 +145,11 @@ impl QueryEngine {
     /// `segments` holds the Parquet files that [`sextant_store::SegmentFile::path`] names.
     pub fn new(segments: Arc<dyn object_store::ObjectStore>, limits: QueryLimits) -> QueryEngine {
         let threads = std::thread::available_parallelism().map_or(2, usize::from);
+        // More threads than cores: an operator that computes for long inside one batch holds
+        // its thread, and the operating system then shares the cores between it and the other
+        // threads, so other tenants' queries still run (see [`QueryLimits::max_concurrent_per_tenant`]).
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
+            .worker_threads(threads * THREADS_PER_CORE)
             .thread_name("sextant-query")
             .thread_stack_size(QUERY_THREAD_STACK_BYTES)
             .enable_all()
@@ -120,11 +158,33 @@ impl QueryEngine {
                 tracing::warn!(%err, "no query runtime; queries share the caller's runtime");
             })
             .ok();
+        let registry = segment_registry(segments);
         QueryEngine {
-            template: Arc::new(session_template(segments, threads)),
+            template: Arc::new(session_template(registry.clone(), threads)),
+            memory: Arc::new(GreedyMemoryPool::new(limits.max_total_memory_bytes)),
             limits,
             indexes: Arc::new(TokenIndexCache::new(DEFAULT_CACHE_BYTES)),
             runtime,
+            registry,
+            turns: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Waits for `tenant`'s turn to run a query: at most
+    /// [`QueryLimits::max_concurrent_per_tenant`] of its queries run at once, the others wait in
+    /// order of arrival. Past the query timeout the wait fails as [`Error::Timeout`].
+    async fn admit(&self, tenant: &str) -> Result<Turn> {
+        let turns = {
+            let mut all = self.turns.lock().unwrap_or_else(|e| e.into_inner());
+            all.entry(tenant.to_owned())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.limits.max_concurrent_per_tenant)))
+                .clone()
+        };
+        let limit = self.limits.timeout;
+        match tokio::time::timeout(limit, turns.acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(Turn(permit)),
+            Ok(Err(_)) => Err(Error::internal("the query turns were closed")),
+            Err(_) => Err(Error::Timeout { limit }),
         }
     }
 
@@ -136,8 +196,27 @@ impl QueryEngine {
     /// `metrics`) and returns the result, cut at `max_rows`.
     pub async fn sql(&self, tables: Vec<TableSnapshot>, sql: &str) -> Result<QueryOutput> {
         let max_rows = self.limits.max_rows;
-        self.spawn(tables, sql, move |state, sql| run(state, sql, max_rows))
-            .await
+        self.spawn(None, tables, sql, move |state, sql| {
+            run(state, sql, max_rows)
+        })
+        .await
+    }
+
+    /// [`QueryEngine::sql`] in one of `tenant`'s turns ([`QueryEngine::admit`]): what queries
+    /// on behalf of a tenant use, so that its heavy queries wait for each other, not for
+    /// another tenant's.
+    pub async fn sql_for(
+        &self,
+        tenant: &str,
+        tables: Vec<TableSnapshot>,
+        sql: &str,
+    ) -> Result<QueryOutput> {
+        let turn = self.admit(tenant).await?;
+        let max_rows = self.limits.max_rows;
+        self.spawn(Some(turn), tables, sql, move |state, sql| {
+            run(state, sql, max_rows)
+        })
+        .await
     }
 
     /// Runs `sql` and hands each result batch to `visit` as it comes, without the row limit:
@@ -155,14 +234,42 @@ impl QueryEngine {
         A: Send + 'static,
         F: FnMut(&mut A, &RecordBatch) -> std::result::Result<(), String> + Send + 'static,
     {
-        self.spawn(tables, sql, move |state, sql| {
+        self.spawn(None, tables, sql, move |state, sql| {
             fold_batches(state, sql, init, visit)
         })
         .await
     }
 
-    /// Runs `work` on the query runtime under the timeout, in a session over `tables`.
-    async fn spawn<T, W, Fut>(&self, tables: Vec<TableSnapshot>, sql: &str, work: W) -> Result<T>
+    /// [`QueryEngine::fold`] in one of `tenant`'s turns.
+    pub async fn fold_for<A, F>(
+        &self,
+        tenant: &str,
+        tables: Vec<TableSnapshot>,
+        sql: &str,
+        init: A,
+        visit: F,
+    ) -> Result<A>
+    where
+        A: Send + 'static,
+        F: FnMut(&mut A, &RecordBatch) -> std::result::Result<(), String> + Send + 'static,
+    {
+        let turn = self.admit(tenant).await?;
+        self.spawn(Some(turn), tables, sql, move |state, sql| {
+            fold_batches(state, sql, init, visit)
+        })
+        .await
+    }
+
+    /// Runs `work` on the query runtime under the timeout, in a session over `tables`. The
+    /// tenant's `turn` is held until the work has stopped, not only until the caller stops
+    /// waiting: work that runs on past its timeout (inside a long batch) still counts.
+    async fn spawn<T, W, Fut>(
+        &self,
+        turn: Option<Turn>,
+        tables: Vec<TableSnapshot>,
+        sql: &str,
+        work: W,
+    ) -> Result<T>
     where
         T: Send + 'static,
         W: FnOnce(SessionState, String) -> Fut + Send + 'static,
@@ -172,10 +279,12 @@ impl QueryEngine {
         let template = self.template.clone();
         let limits = self.limits.clone();
         let indexes = self.indexes.clone();
+        let runtime_env = self.runtime_env()?;
         let sql = sql.to_owned();
         // Everything, even cloning the session, happens on the query runtime.
         let query = async move {
-            let state = session(&template, &limits, &indexes, tables)?;
+            let _turn = turn;
+            let state = session(&template, runtime_env, &limits, &indexes, tables)?;
             work(state, sql).await
         };
         let task = match &self.runtime {
@@ -186,10 +295,111 @@ impl QueryEngine {
         // partitions stop at their next yield.
         let _abort = AbortOnDrop(task.abort_handle());
         match tokio::time::timeout(limit, task).await {
-            Ok(Ok(result)) => result,
+            Ok(Ok(result)) => result.map_err(|err| out_of_memory(err, &self.limits)),
             Ok(Err(err)) => Err(Error::internal(format!("query task failed: {err}"))),
             Err(_) => Err(Error::Timeout { limit }),
         }
+    }
+}
+
+impl QueryEngine {
+    /// One query's DataFusion runtime: the segment store, a memory pool of its own within the
+    /// engine's, and no disk to spill to.
+    fn runtime_env(&self) -> Result<Arc<RuntimeEnv>> {
+        let pool = QueryPool {
+            shared: self.memory.clone(),
+            limit: self.limits.max_memory_bytes,
+            held: AtomicUsize::new(0),
+        };
+        RuntimeEnvBuilder::new()
+            .with_object_store_registry(self.registry.clone())
+            .with_memory_pool(Arc::new(pool))
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
+            .build_arc()
+            .map_err(|err| Error::internal(err.to_string()))
+    }
+}
+
+/// One query's memory: at most `limit` bytes of its own, and only while the engine's pool
+/// (shared by all queries) has them.
+#[derive(Debug)]
+struct QueryPool {
+    shared: Arc<dyn MemoryPool>,
+    limit: usize,
+    held: AtomicUsize,
+}
+
+impl std::fmt::Display for QueryPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "query memory: {} of {} bytes",
+            self.reserved(),
+            self.limit
+        )
+    }
+}
+
+impl MemoryPool for QueryPool {
+    fn name(&self) -> &str {
+        "sextant_query"
+    }
+
+    fn grow(&self, reservation: &MemoryReservation, additional: usize) {
+        self.held.fetch_add(additional, Ordering::Relaxed);
+        self.shared.grow(reservation, additional);
+    }
+
+    fn shrink(&self, reservation: &MemoryReservation, shrink: usize) {
+        self.held.fetch_sub(shrink, Ordering::Relaxed);
+        self.shared.shrink(reservation, shrink);
+    }
+
+    fn try_grow(&self, reservation: &MemoryReservation, additional: usize) -> DataFusionResult<()> {
+        let held = self.held.fetch_add(additional, Ordering::Relaxed);
+        if held + additional > self.limit {
+            self.held.fetch_sub(additional, Ordering::Relaxed);
+            return Err(DataFusionError::ResourcesExhausted(format!(
+                "the query needs more than its memory limit of {} MiB (`query.max_memory_bytes`)",
+                self.limit / (1024 * 1024)
+            )));
+        }
+        if let Err(err) = self.shared.try_grow(reservation, additional) {
+            self.held.fetch_sub(additional, Ordering::Relaxed);
+            return Err(DataFusionError::ResourcesExhausted(format!(
+                "the running queries hold all the memory queries may use \
+                 (`query.max_total_memory_bytes`): {}",
+                err.message()
+            )));
+        }
+        Ok(())
+    }
+
+    fn reserved(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+}
+
+/// A query that ran out of its memory says so and names the setting, whichever operator ran
+/// out (one that would spill to disk reports that it may not).
+fn out_of_memory(err: Error, limits: &QueryLimits) -> Error {
+    match err {
+        Error::Execution { message }
+            if message.contains("Resources exhausted")
+                || message.contains("DiskManager is disabled") =>
+        {
+            Error::Execution {
+                message: format!(
+                    "the query needs more memory than its limit of {} MiB \
+                     (`query.max_memory_bytes`), or than the running queries leave \
+                     (`query.max_total_memory_bytes`): aggregate or filter more ({message})",
+                    limits.max_memory_bytes / (1024 * 1024)
+                ),
+            }
+        }
+        err => err,
     }
 }
 
@@ -213,11 +423,14 @@ impl Drop for QueryEngine {
 /// A session whose catalog holds only `tables`.
 fn session(
     template: &SessionState,
+    runtime_env: Arc<RuntimeEnv>,
     limits: &QueryLimits,
     indexes: &Arc<TokenIndexCache>,
     tables: Vec<TableSnapshot>,
 ) -> Result<SessionState> {
-    let mut state = template.clone();
+    let mut state = SessionStateBuilder::new_from_existing(template.clone())
+        .with_runtime_env(runtime_env)
+        .build();
     let options = state.config().options();
     let catalog_name = options.catalog.default_catalog.clone();
     let schema_name = options.catalog.default_schema.clone();
@@ -336,18 +549,21 @@ async fn run(state: SessionState, sql: String, max_rows: usize) -> Result<QueryO
     })
 }
 
-/// The session every query starts from: DataFusion's functions, no tables, no way out.
-fn session_template(
-    segments: Arc<dyn object_store::ObjectStore>,
-    partitions: usize,
-) -> SessionState {
+/// The object stores a query can reach: the segment store only.
+fn segment_registry(segments: Arc<dyn object_store::ObjectStore>) -> Arc<dyn ObjectStoreRegistry> {
     let segments_url = ObjectStoreUrl::parse(SEGMENTS_URL).expect("SEGMENTS_URL is a valid URL");
     // The default registry serves `file://`; only the segment store stays.
     let registry = DefaultObjectStoreRegistry::new();
     let _ = registry.deregister_store(ObjectStoreUrl::local_filesystem().as_ref());
     registry.register_store(segments_url.as_ref(), segments);
+    Arc::new(registry)
+}
+
+/// The session every query starts from: DataFusion's functions, no tables, no way out. Each
+/// query runs it with a runtime of its own ([`QueryEngine::runtime_env`]).
+fn session_template(registry: Arc<dyn ObjectStoreRegistry>, partitions: usize) -> SessionState {
     let runtime_env = RuntimeEnvBuilder::new()
-        .with_object_store_registry(Arc::new(registry))
+        .with_object_store_registry(registry)
         .build_arc()
         .expect("the default DataFusion runtime builds");
 
@@ -374,6 +590,7 @@ fn session_template(
     state
         .register_udf(crate::word_match::udf())
         .expect("registering a function does not fail");
+    crate::capped::register(&mut state);
     state
 }
 
@@ -487,6 +704,59 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(output.to_json_rows(), serde_json::json!([{"n": 61}]));
+    }
+
+    #[tokio::test]
+    async fn a_query_past_its_memory_fails_and_gives_it_back() {
+        let limits = QueryLimits {
+            max_memory_bytes: 32 * 1024 * 1024,
+            max_total_memory_bytes: 64 * 1024 * 1024,
+            ..QueryLimits::default()
+        };
+        let engine = QueryEngine::new(Arc::new(InMemory::new()), limits);
+        let err = engine
+            .sql(
+                Vec::new(),
+                "SELECT cardinality(array_agg(value)) FROM generate_series(1, 20000000)",
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "query_failed", "{err}");
+        assert!(err.to_string().contains("limit of 32 MiB"), "{err}");
+        assert_eq!(
+            engine.memory.reserved(),
+            0,
+            "memory held after the query ended"
+        );
+        let output = engine
+            .sql(
+                Vec::new(),
+                "SELECT count(DISTINCT value % 1000) AS n FROM generate_series(1, 100000)",
+            )
+            .await
+            .unwrap();
+        assert_eq!(output.to_json_rows(), serde_json::json!([{"n": 1000}]));
+    }
+
+    #[tokio::test]
+    async fn a_tenants_queries_take_turns_and_others_do_not_wait() {
+        let limits = QueryLimits {
+            timeout: Duration::from_millis(300),
+            max_concurrent_per_tenant: 1,
+            ..QueryLimits::default()
+        };
+        let engine = QueryEngine::new(Arc::new(InMemory::new()), limits);
+        let first = engine.admit("busy").await.unwrap();
+        let waited = engine.admit("busy").await.unwrap_err();
+        assert_eq!(waited.code(), "timeout");
+        let other = tokio::time::timeout(Duration::from_millis(50), engine.admit("calm")).await;
+        assert!(matches!(other, Ok(Ok(_))), "another tenant waited");
+        let next = engine.admit("busy");
+        drop(first);
+        tokio::time::timeout(Duration::from_millis(50), next)
+            .await
+            .unwrap()
+            .unwrap();
     }
 
     #[test]

@@ -37,6 +37,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod capped;
 pub mod complexity;
 mod cooperative;
 mod engine;

@@ -118,9 +118,13 @@ impl RangeQuery {
             SeriesBuilder::new(self.agg, self.from, self.to, self.step_seconds, MAX_POINTS);
         Ok(services
             .query
-            .fold(vec![snapshot], &self.sql(), builder, |builder, batch| {
-                builder.add(batch)
-            })
+            .fold_for(
+                principal.tenant.as_str(),
+                vec![snapshot],
+                &self.sql(),
+                builder,
+                |builder, batch| builder.add(batch),
+            )
             .await?)
     }
 

@@ -60,7 +60,10 @@ async fn run(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Respo
         .filter(|&table| Table::STORED.contains(&table) || mentions(&request.sql, table.as_str()))
         .map(|table| services.tables.snapshot(&principal.tenant, table))
         .collect();
-    let output = services.query.sql(snapshots, &request.sql).await?;
+    let output = services
+        .query
+        .sql_for(principal.tenant.as_str(), snapshots, &request.sql)
+        .await?;
     Ok(match request.format {
         SqlFormat::Json => axum::Json(serde_json::json!({
             "columns": output

@@ -135,7 +135,10 @@ pub(crate) async fn run_query_over(
         .iter()
         .map(|&table| services.tables.snapshot(&principal.tenant, table))
         .collect();
-    Ok(services.query.sql(snapshots, sql).await?)
+    Ok(services
+        .query
+        .sql_for(principal.tenant.as_str(), snapshots, sql)
+        .await?)
 }
 
 /// `30s`, `5m`, `1h`, `1d` (or bare seconds) as seconds, from 1 s to a year.

@@ -376,6 +376,13 @@ pub struct QuerySettings {
     /// A query whose segment files (after time pruning) add up to more bytes is refused before
     /// it starts. Default 10 GiB.
     pub max_scan_bytes: u64,
+    /// Memory one query's sorts, joins and aggregations may hold; past it the query fails.
+    /// Default 512 MiB.
+    pub max_memory_bytes: usize,
+    /// Memory all running queries may hold together. Default 1 GiB.
+    pub max_total_memory_bytes: usize,
+    /// Queries of one tenant that run at once; more wait their turn. Default 2.
+    pub max_concurrent_per_tenant: usize,
 }
 
 impl Default for QuerySettings {
@@ -385,6 +392,9 @@ impl Default for QuerySettings {
             timeout_seconds: limits.timeout.as_secs(),
             max_rows: limits.max_rows,
             max_scan_bytes: limits.max_scan_bytes,
+            max_memory_bytes: limits.max_memory_bytes,
+            max_total_memory_bytes: limits.max_total_memory_bytes,
+            max_concurrent_per_tenant: limits.max_concurrent_per_tenant,
         }
     }
 }
@@ -395,6 +405,9 @@ impl QuerySettings {
             timeout: std::time::Duration::from_secs(self.timeout_seconds),
             max_rows: self.max_rows,
             max_scan_bytes: self.max_scan_bytes,
+            max_memory_bytes: self.max_memory_bytes,
+            max_total_memory_bytes: self.max_total_memory_bytes,
+            max_concurrent_per_tenant: self.max_concurrent_per_tenant,
         }
     }
 }

@@ -2,6 +2,8 @@
 //! attack is answered with a client error (never a crash), and afterwards the server still
 //! answers another tenant.
 
+use std::time::{Duration, Instant};
+
 use serde_json::Value;
 
 use crate::runbooks::call;
@@ -125,5 +127,94 @@ fn deep_and_wide_queries_are_refused_and_the_server_stays_up() {
         assert_eq!(status, 400, "{shape:.20}: {answer}");
     }
     still_serves(&server, &other, "deep SQL");
+    server.stop();
+}
+
+/// A query that runs until its timeout, yielding between batches.
+const LONG: &str = "SELECT count(*) FROM generate_series(1, 1000000) a CROSS JOIN \
+                    generate_series(1, 1000000) b WHERE a.value + b.value = 3";
+
+#[test]
+fn one_tenants_heavy_queries_neither_starve_another_nor_take_the_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let viewer = create_token(&data, "mallory", "viewer");
+    let other = create_token(&data, "alice", "viewer");
+    let config = "[query]\ntimeout_seconds = 6\nmax_memory_bytes = 67108864\n\
+                  max_total_memory_bytes = 134217728\n";
+    let server = Sextant::start_with_config(&data, Some(config));
+    let start_kib = server.memory_kib("VmRSS");
+
+    // Calls whose work or output an argument chooses are refused before they run.
+    for query in [
+        "SELECT levenshtein(repeat('a',180000), repeat('b',180000))",
+        "SELECT length(repeat('a',500000000))",
+    ] {
+        let started = Instant::now();
+        let (status, answer) = sql(&server, &viewer, query);
+        refused(
+            status,
+            &answer,
+            "query_failed",
+            "more than the limit",
+            query,
+        );
+        assert!(started.elapsed() < Duration::from_secs(2), "{query}");
+    }
+    // An aggregation past the query's memory fails at its limit.
+    let (status, answer) = sql(
+        &server,
+        &viewer,
+        "SELECT cardinality(array_agg(value)) FROM generate_series(1, 300000000)",
+    );
+    refused(
+        status,
+        &answer,
+        "query_failed",
+        "limit of 64 MiB",
+        "array_agg",
+    );
+    let peak_kib = server.memory_kib("VmHWM");
+    assert!(
+        peak_kib < start_kib + 400 * 1024,
+        "peak {peak_kib} KiB from {start_kib} KiB at the start"
+    );
+
+    // Two (and a third, waiting its turn) long queries of one tenant; the other tenant's
+    // query still answers in well under a second.
+    let heavy: Vec<_> = (0..3)
+        .map(|_| {
+            let url = server.url("/api/v1/sql");
+            let token = viewer.clone();
+            std::thread::spawn(move || {
+                crate::support::agent()
+                    .post(&url)
+                    .header("Authorization", &format!("Bearer {token}"))
+                    .send(serde_json::json!({ "sql": LONG }).to_string().as_bytes())
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut slowest = Duration::ZERO;
+    for _ in 0..10 {
+        let started = Instant::now();
+        still_serves(&server, &other, "the other tenant's heavy queries");
+        let (status, answer) = sql(&server, &other, "SELECT count(*) AS n FROM logs");
+        assert_eq!(status, 200, "{answer}");
+        slowest = slowest.max(started.elapsed());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!(
+        "the other tenant's slowest answer: {slowest:?}; peak RSS {peak_kib} KiB from \
+         {start_kib} KiB at the start"
+    );
+    assert!(
+        slowest < Duration::from_secs(1),
+        "slowest answer took {slowest:?}"
+    );
+    let statuses: Vec<u16> = heavy.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(statuses.iter().all(|&s| s == 504), "{statuses:?}");
     server.stop();
 }
