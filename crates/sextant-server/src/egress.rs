@@ -234,6 +234,36 @@ impl Allowed {
     }
 }
 
+/// An address or a network (`ADDRESS/PREFIX`), IPv4-mapped addresses taken as IPv4.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Network {
+    net: IpAddr,
+    prefix: u8,
+}
+
+impl Network {
+    pub fn parse(entry: &str) -> Result<Network, String> {
+        match Allowed::parse(entry)? {
+            Allowed::Net {
+                net,
+                prefix,
+                port: None,
+            } => Ok(Network { net, prefix }),
+            _ => Err(format!(
+                "`{entry}`: not an address or network (ADDRESS/PREFIX)"
+            )),
+        }
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (canonical(ip), self.net) {
+            (IpAddr::V4(ip), IpAddr::V4(net)) => in_v4(ip, net.octets(), u32::from(self.prefix)),
+            (IpAddr::V6(ip), IpAddr::V6(net)) => in_v6(ip, net, u32::from(self.prefix)),
+            _ => false,
+        }
+    }
+}
+
 fn parse_all(entries: &[String]) -> Result<Vec<Allowed>, String> {
     entries.iter().map(|e| Allowed::parse(e)).collect()
 }

@@ -98,6 +98,9 @@ pub struct AppState {
     meta: Arc<dyn MetadataStore>,
     services: Arc<OnceLock<Services>>,
     request_slots: Arc<Semaphore>,
+    max_concurrent_requests: usize,
+    /// Each tenant's share of the request slots.
+    tenant_slots: Arc<parking_lot::Mutex<HashMap<TenantId, Arc<Semaphore>>>>,
     metrics: Option<PrometheusHandle>,
     /// What each tenant's remote_write traffic has taught (metadata, counter starts); each
     /// tenant's behind its own lock, so tenants convert in parallel.
@@ -122,6 +125,8 @@ impl AppState {
             meta,
             services: Arc::new(OnceLock::new()),
             request_slots: Arc::new(Semaphore::new(max_concurrent_requests)),
+            max_concurrent_requests,
+            tenant_slots: Arc::default(),
             metrics,
             prom: Arc::default(),
             throttle: Arc::new(throttle::AuthThrottle::new(
@@ -138,11 +143,18 @@ impl AppState {
         self
     }
 
-    /// Refuse an address for the rest of the minute after this many failed authentications
-    /// (0: never).
-    pub fn with_max_failed_authentications(mut self, per_minute: u32) -> AppState {
-        self.throttle = Arc::new(throttle::AuthThrottle::new(per_minute));
-        self
+    /// Refuse an address or token id for the rest of the minute after `per_minute` failed
+    /// authentications (0: never), reading client addresses from `X-Forwarded-For` behind the
+    /// `trusted_proxies` only.
+    pub fn with_auth_throttle(
+        mut self,
+        per_minute: u32,
+        trusted_proxies: &[String],
+    ) -> Result<AppState, String> {
+        self.throttle = Arc::new(
+            throttle::AuthThrottle::new(per_minute).with_trusted_proxies(trusted_proxies)?,
+        );
+        Ok(self)
     }
 
     /// Starts taking requests.
@@ -160,14 +172,35 @@ impl AppState {
         Ok(&self.services()?.pipeline)
     }
 
-    /// A slot for one request; none free means too many requests at once.
-    fn request_slot(&self) -> Result<OwnedSemaphorePermit, ApiError> {
-        self.request_slots
+    /// A slot for one request of `tenant`: one of the tenant's share (a quarter of all, at
+    /// least one) and one of all; none free means too many requests at once.
+    fn request_slot(&self, tenant: &TenantId) -> Result<RequestSlot, ApiError> {
+        let share = {
+            let mut shares = self.tenant_slots.lock();
+            shares
+                .entry(tenant.clone())
+                .or_insert_with(|| {
+                    Arc::new(Semaphore::new((self.max_concurrent_requests / 4).max(1)))
+                })
+                .clone()
+        };
+        let own = share
+            .try_acquire_owned()
+            .map_err(|_| ApiError::TooManyRequests)?;
+        let any = self
+            .request_slots
             .clone()
             .try_acquire_owned()
-            .map_err(|_| ApiError::TooManyRequests)
+            .map_err(|_| ApiError::TooManyRequests)?;
+        Ok(RequestSlot(own, any))
     }
 }
+
+/// A request's slots: one of its tenant's share, one of all. Held until the request is answered.
+pub(crate) struct RequestSlot(
+    #[allow(dead_code)] OwnedSemaphorePermit,
+    #[allow(dead_code)] OwnedSemaphorePermit,
+);
 
 /// Every route: health, self-metrics, OTLP/HTTP and OTLP/gRPC.
 pub fn router(state: AppState, max_grpc_message_bytes: usize) -> Router {

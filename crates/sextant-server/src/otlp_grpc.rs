@@ -81,8 +81,8 @@ impl OtlpGrpc {
     ) -> Result<IngestOutcome, Status> {
         let text = |key: &str| metadata.get(key).and_then(|v| v.to_str().ok());
         let result = async {
-            let _slot = self.state.request_slot()?;
             let principal = self.state.auth.authenticate(text("authorization"))?;
+            let _slot = self.state.request_slot(&principal.tenant)?;
             authorize_ingest(&principal, request.signal().into(), text(TENANT_HEADER))?;
             let pipeline = self.state.pipeline()?;
             Ok::<_, ApiError>(

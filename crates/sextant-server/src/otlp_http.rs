@@ -69,10 +69,10 @@ async fn accept(
     signal: Signal,
     encoding: Result<Encoding, sextant_ingest::Error>,
 ) -> Result<IngestOutcome, ApiError> {
-    let _slot = state.request_slot()?;
     let principal = state
         .auth
         .authenticate(header_str(headers, header::AUTHORIZATION))?;
+    let _slot = state.request_slot(&principal.tenant)?;
     authorize_ingest(
         &principal,
         signal.into(),

@@ -15,6 +15,7 @@ use sextant_model::TenantId;
 use sextant_query::QueryLimits;
 use sextant_server::capacity::CapacityRule;
 use sextant_server::egress::{EgressPolicy, EgressSettings};
+use sextant_server::listen::ConnectionLimits;
 use sextant_server::syslog::SyslogListener;
 use sextant_server::tls::TlsSettings;
 use sextant_store::wal::WalConfig;
@@ -55,6 +56,8 @@ pub struct SextantConfig {
     /// Allow listening without TLS on a non-loopback address (`--insecure-listen`). Default
     /// false.
     pub insecure_listen: bool,
+    /// The `[connections]` section: timeouts and caps of HTTP/gRPC connections.
+    pub connections: ConnectionSettings,
     /// The `[auth]` section.
     pub auth: AuthSettings,
     /// The `[encryption]` section: encryption at rest.
@@ -81,9 +84,13 @@ pub struct EncryptionSettings {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSettings {
-    /// A source address is refused for the rest of the minute after this many failed
-    /// authentications in it (0: never). Default 30.
+    /// After this many failed authentications in a minute from one address, or naming one
+    /// token id, its further requests that do not authenticate are refused for the rest of the
+    /// minute (a valid token always passes; 0: never). Default 30.
     pub max_failed_per_minute: u32,
+    /// Proxies (addresses or `ADDRESS/PREFIX` networks) whose `X-Forwarded-For` names the
+    /// client for throttling. Default none: the peer address is the client.
+    pub trusted_proxies: Vec<String>,
     /// `/metrics` shows series labelled with a tenant only to that tenant's tokens; true shows
     /// every tenant's to anyone who reaches the port. Default false.
     pub public_tenant_metrics: bool,
@@ -93,6 +100,7 @@ impl Default for AuthSettings {
     fn default() -> AuthSettings {
         AuthSettings {
             max_failed_per_minute: sextant_server::DEFAULT_MAX_FAILED_AUTHENTICATIONS,
+            trusted_proxies: Vec::new(),
             public_tenant_metrics: false,
         }
     }
@@ -234,6 +242,7 @@ impl Default for SextantConfig {
             syslog: Vec::new(),
             tls: None,
             insecure_listen: false,
+            connections: ConnectionSettings::default(),
             auth: AuthSettings::default(),
             encryption: EncryptionSettings::default(),
             actions: BTreeMap::new(),
@@ -365,6 +374,73 @@ impl StorageSettings {
     }
 }
 
+/// The `[connections]` section: what one HTTP/gRPC connection may hold, and for how long.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionSettings {
+    /// A request's headers, and an idle keep-alive connection's next request, must arrive
+    /// within this many seconds. Default 20.
+    pub header_timeout_seconds: u64,
+    /// A connection on which no byte moves either way for this many seconds is closed; more
+    /// than `query.timeout_seconds`. Default 75.
+    pub idle_timeout_seconds: u64,
+    /// Open connections from one address. Default 256.
+    pub max_per_address: usize,
+    /// Open connections in all (never more than the open-file limit allows). Default 8192.
+    pub max_total: usize,
+    /// A request body must arrive at this many bytes per second on average after its first 10
+    /// seconds, or the request fails. Default 16384.
+    pub min_body_bytes_per_second: u64,
+}
+
+impl Default for ConnectionSettings {
+    fn default() -> ConnectionSettings {
+        let limits = ConnectionLimits::default();
+        ConnectionSettings {
+            header_timeout_seconds: limits.header_timeout.as_secs(),
+            idle_timeout_seconds: limits.idle_timeout.as_secs(),
+            max_per_address: limits.max_per_address,
+            max_total: limits.max_total,
+            min_body_bytes_per_second: limits.min_body_bytes_per_second,
+        }
+    }
+}
+
+impl ConnectionSettings {
+    pub fn to_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            header_timeout: std::time::Duration::from_secs(self.header_timeout_seconds),
+            idle_timeout: std::time::Duration::from_secs(self.idle_timeout_seconds),
+            max_per_address: self.max_per_address,
+            max_total: self.max_total,
+            min_body_bytes_per_second: self.min_body_bytes_per_second,
+            ..ConnectionLimits::default()
+        }
+    }
+
+    fn validate(&self, query_timeout_seconds: u64) -> anyhow::Result<()> {
+        if self.header_timeout_seconds == 0
+            || self.max_per_address == 0
+            || self.max_total == 0
+            || self.min_body_bytes_per_second == 0
+        {
+            bail!(
+                "`connections.header_timeout_seconds`, `max_per_address`, `max_total` and \
+                 `min_body_bytes_per_second` must be at least 1"
+            );
+        }
+        if self.idle_timeout_seconds <= query_timeout_seconds {
+            bail!(
+                "`connections.idle_timeout_seconds` ({}) must be more than \
+                 `query.timeout_seconds` ({query_timeout_seconds}), or connections waiting \
+                 for a query's answer are closed",
+                self.idle_timeout_seconds
+            );
+        }
+        Ok(())
+    }
+}
+
 /// The `[query]` section: limits every SQL query runs under.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -472,6 +548,7 @@ impl SextantConfig {
         }
         self.storage.validate()?;
         self.anomaly.validate()?;
+        self.connections.validate(self.query.timeout_seconds)?;
         for listener in &self.syslog {
             listener.validate().map_err(anyhow::Error::msg)?;
         }

@@ -118,7 +118,11 @@ pub async fn serve(
         config.ingest.max_concurrent_requests,
         Some(metrics.clone()),
     )
-    .with_max_failed_authentications(config.auth.max_failed_per_minute)
+    .with_auth_throttle(
+        config.auth.max_failed_per_minute,
+        &config.auth.trusted_proxies,
+    )
+    .map_err(anyhow::Error::msg)?
     .with_public_tenant_metrics(config.auth.public_tenant_metrics);
     let app = sextant_server::router(state.clone(), config.ingest.max_body_bytes);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -127,6 +131,7 @@ pub async fn serve(
         listener,
         app,
         tls.clone(),
+        config.connections.to_limits(),
         async move {
             let _ = server_stop.wait_for(|stop| *stop).await;
         },

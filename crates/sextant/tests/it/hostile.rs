@@ -218,3 +218,150 @@ fn one_tenants_heavy_queries_neither_starve_another_nor_take_the_memory() {
     assert!(statuses.iter().all(|&s| s == 504), "{statuses:?}");
     server.stop();
 }
+
+/// A connection to the server from `source` (another loopback address than the victim's).
+fn connect_from(server: &Sextant, source: &str) -> std::net::TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let from: std::net::SocketAddr = format!("{source}:0").parse().unwrap();
+    socket.bind(&from.into()).unwrap();
+    socket.connect(&server.addr.into()).unwrap();
+    socket.into()
+}
+
+/// `POST /v1/logs` of one record for `token`: the status.
+fn ingest(server: &Sextant, token: &str) -> u16 {
+    use prost::Message;
+    let body = crate::support::logs_request("checkout", &["still here".to_owned()]).encode_to_vec();
+    crate::support::agent()
+        .post(&server.url("/v1/logs"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .header("Content-Type", "application/x-protobuf")
+        .send(&body[..])
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// Whether the server has closed `stream` (or answered and closed) within `within`.
+fn closed_within(stream: &mut std::net::TcpStream, within: Duration) -> bool {
+    use std::io::Read;
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + within;
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false;
+            }
+            Err(_) => return true,
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+    }
+}
+
+#[test]
+fn slow_uploads_take_only_their_tenants_share_and_are_cut() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let slow = create_token(&data, "mallory", "ingest");
+    let other = create_token(&data, "alice", "ingest");
+    let server = Sextant::start(&data);
+
+    // 300 uploads that promise 100,000 bytes and send one: past the per-address cap (256)
+    // the connections are closed at once; past the tenant's share of request slots (64 of
+    // 256) the requests are refused.
+    let started = Instant::now();
+    let mut uploads: Vec<std::net::TcpStream> = (0..300)
+        .map(|_| {
+            let mut stream = connect_from(&server, "127.0.0.2");
+            let head = format!(
+                "POST /v1/logs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {slow}\r\n\
+                 Content-Type: application/x-protobuf\r\nContent-Length: 100000\r\n\r\n\x0a"
+            );
+            let _ = stream.write_all(head.as_bytes());
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..5 {
+        assert_eq!(ingest(&server, &other), 200, "the other tenant was refused");
+    }
+    // Within the grace period and the time one byte earns, every slow upload is answered or
+    // closed.
+    let mut open_after = 0;
+    for stream in &mut uploads {
+        let left = Duration::from_secs(15).saturating_sub(started.elapsed());
+        if !closed_within(stream, left.max(Duration::from_millis(10))) {
+            open_after += 1;
+        }
+    }
+    assert_eq!(
+        open_after,
+        0,
+        "slow uploads still open after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(ingest(&server, &other), 200);
+    server.stop();
+}
+
+#[test]
+fn idle_and_trickling_connections_are_closed() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let other = create_token(&data, "alice", "ingest");
+    let config = "[connections]\nheader_timeout_seconds = 2\nmax_per_address = 100\n";
+    let server = Sextant::start_with_config(&data, Some(config));
+
+    // Connections that say nothing, and ones that trickle their headers.
+    let started = Instant::now();
+    let mut silent: Vec<_> = (0..50)
+        .map(|_| connect_from(&server, "127.0.0.3"))
+        .collect();
+    let mut trickling: Vec<_> = (0..50)
+        .map(|_| {
+            let mut stream = connect_from(&server, "127.0.0.3");
+            stream
+                .write_all(b"POST /v1/logs HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+            stream
+        })
+        .collect();
+    // Past the per-address cap, a connection is closed as soon as it is accepted.
+    let mut excess = connect_from(&server, "127.0.0.3");
+    assert!(
+        closed_within(&mut excess, Duration::from_secs(1)),
+        "over the cap, still open"
+    );
+    assert_eq!(ingest(&server, &other), 200, "another address was refused");
+    for second in 0..3 {
+        std::thread::sleep(Duration::from_millis(700));
+        for stream in &mut trickling {
+            let _ = stream.write_all(format!("X-Slow-{second}: 1\r\n").as_bytes());
+        }
+    }
+    let deadline = Duration::from_secs(6);
+    for stream in silent.iter_mut().chain(trickling.iter_mut()) {
+        let left = deadline
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_millis(10));
+        assert!(
+            closed_within(stream, left),
+            "open after {:?}",
+            started.elapsed()
+        );
+    }
+    assert_eq!(ingest(&server, &other), 200);
+    server.stop();
+}
