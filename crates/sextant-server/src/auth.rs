@@ -218,6 +218,51 @@ pub fn authorize_admin(principal: &Principal) -> Result<(), ApiError> {
 /// Header a client may send to state which tenant it means; it must match the token.
 pub const TENANT_HEADER: &str = "x-sextant-tenant";
 
+/// A middleware over every route: a request that names a tenant (the `X-Sextant-Tenant` header
+/// or a `tenant` query parameter) must name its token's tenant, or it is refused with 403
+/// before any handler runs, so no route can act on one tenant while the caller meant another.
+/// The signed approval links, whose `tenant` parameter is part of what they sign, and gRPC
+/// (whose methods check the header themselves and answer in gRPC's terms) are left to their
+/// handlers; a request whose token does not authenticate is too (it gets its 401 there).
+pub async fn tenant_guard(
+    axum::extract::State(state): axum::extract::State<crate::AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let headers = request.headers();
+    let grpc = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let link = request.uri().path().ends_with("/link");
+    let header = headers
+        .get(TENANT_HEADER)
+        .map(|v| v.to_str().unwrap_or("\u{fffd}").to_owned());
+    let parameter = (!link)
+        .then(|| {
+            axum::extract::Query::<std::collections::HashMap<String, String>>::try_from_uri(
+                request.uri(),
+            )
+            .ok()
+            .and_then(|query| query.0.get("tenant").cloned())
+        })
+        .flatten();
+    if grpc || (header.is_none() && parameter.is_none()) {
+        return next.run(request).await;
+    }
+    let authorization = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if let Ok(principal) = state.auth.authenticate(authorization) {
+        for named in [header.as_deref(), parameter.as_deref()] {
+            if let Err(refusal) = check_tenant_header(&principal, named) {
+                return refusal.into_response();
+            }
+        }
+    }
+    next.run(request).await
+}
+
 fn check_tenant_header(principal: &Principal, tenant_header: Option<&str>) -> Result<(), ApiError> {
     match tenant_header {
         Some(name) if name != principal.tenant.as_str() => Err(ApiError::Forbidden(format!(

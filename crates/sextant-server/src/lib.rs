@@ -196,6 +196,25 @@ impl AppState {
     }
 }
 
+/// A request whose `Content-Length` passes the body limit is answered 413 at once, before a
+/// byte of its body is read.
+async fn refuse_declared_too_large(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+    limit: usize,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return ApiError::Ingest(sextant_ingest::Error::BodyTooLarge { limit }).into_response();
+    }
+    next.run(request).await
+}
+
 /// A request's slots: one of its tenant's share, one of all. Held until the request is answered.
 pub(crate) struct RequestSlot(
     #[allow(dead_code)] OwnedSemaphorePermit,
@@ -283,7 +302,18 @@ pub fn router(state: AppState, max_grpc_message_bytes: usize) -> Router {
         .with_state(state.clone())
         .merge(otlp_grpc::router(state.clone(), max_grpc_message_bytes))
         .fallback(health::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::tenant_guard,
+        ))
         .layer(axum::middleware::from_fn_with_state(state, throttle::guard))
+        .layer(axum::extract::DefaultBodyLimit::max(max_grpc_message_bytes))
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                refuse_declared_too_large(request, next, max_grpc_message_bytes)
+            },
+        ))
+        .layer(axum::middleware::map_response(error::json_errors))
 }
 
 #[cfg(test)]

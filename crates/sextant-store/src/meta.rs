@@ -335,6 +335,7 @@ impl SqliteMetadata {
         events::migrate(&connection)?;
         connection.execute_batch(incidents::SCHEMA)?;
         connection.execute_batch(audit::SCHEMA)?;
+        audit::migrate(&connection)?;
         connection.execute_batch(secrets::SCHEMA)?;
         Ok(SqliteMetadata {
             connection: Mutex::new(connection),

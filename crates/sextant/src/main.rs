@@ -70,6 +70,9 @@ pub struct DataDirArg {
 }
 
 fn main() -> ExitCode {
+    // Whatever the caller's umask, what Sextant writes (the data directory, its database, log
+    // and segments) is its user's alone: directories 0700, files 0600.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),

@@ -11,6 +11,7 @@ pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS audit (
     seq     INTEGER PRIMARY KEY AUTOINCREMENT,
     tenant  TEXT NOT NULL,
+    number  INTEGER,
     at      INTEGER NOT NULL,
     actor   TEXT NOT NULL,
     kind    TEXT NOT NULL,
@@ -22,10 +23,36 @@ CREATE TRIGGER IF NOT EXISTS audit_is_append_only BEFORE UPDATE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
 ";
 
+/// Trails from before per-tenant numbers get them, in the order they were written (the one
+/// time records are changed: the append-only trigger is lifted for it, in one transaction).
+pub(super) fn migrate(connection: &Connection) -> Result<()> {
+    let numbered = connection
+        .prepare("SELECT 1 FROM pragma_table_info('audit') WHERE name = 'number'")?
+        .exists([])?;
+    if !numbered {
+        connection.execute_batch(
+            "BEGIN;
+             ALTER TABLE audit ADD COLUMN number INTEGER;
+             DROP TRIGGER audit_is_append_only;
+             UPDATE audit SET number = (SELECT count(*) FROM audit AS earlier
+                                        WHERE earlier.tenant = audit.tenant
+                                          AND earlier.seq <= audit.seq);
+             CREATE TRIGGER audit_is_append_only BEFORE UPDATE ON audit
+             BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+             COMMIT;",
+        )?;
+    }
+    connection.execute_batch(
+        "CREATE UNIQUE INDEX IF NOT EXISTS audit_by_number ON audit (tenant, number);",
+    )?;
+    Ok(())
+}
+
 /// One record of the audit trail.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AuditRecord {
-    /// Its place in the trail (set when stored; 0 before).
+    /// Its place in its tenant's trail, from 1 (set when stored; 0 before): numbers say
+    /// nothing of other tenants' records.
     pub seq: u64,
     pub tenant: TenantId,
     /// Nanoseconds since the Unix epoch.
@@ -61,8 +88,9 @@ pub(super) fn append(connection: &mut Connection, records: &[AuditRecord]) -> Re
 /// Appends `records` inside a transaction the caller commits.
 pub(super) fn append_in(tx: &rusqlite::Transaction<'_>, records: &[AuditRecord]) -> Result<()> {
     let mut insert = tx.prepare(
-        "INSERT INTO audit (tenant, at, actor, kind, subject, detail)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO audit (tenant, number, at, actor, kind, subject, detail)
+         VALUES (?1, (SELECT COALESCE(MAX(number), 0) + 1 FROM audit WHERE tenant = ?1),
+                 ?2, ?3, ?4, ?5, ?6)",
     )?;
     for r in records {
         insert.execute(params![
@@ -88,10 +116,10 @@ pub(super) fn select(
         filter.limit as i64
     };
     let mut statement = connection.prepare(
-        "SELECT seq, tenant, at, actor, kind, subject, detail FROM audit
+        "SELECT number, tenant, at, actor, kind, subject, detail FROM audit
          WHERE tenant = ?1 AND at >= ?2 AND at < ?3
            AND (?4 IS NULL OR kind = ?4 OR kind LIKE ?4 || '.%')
-         ORDER BY seq DESC LIMIT ?5",
+         ORDER BY number DESC LIMIT ?5",
     )?;
     let rows = statement.query_map(
         params![
@@ -133,4 +161,61 @@ pub(super) fn select(
 pub(super) fn erase(tx: &rusqlite::Transaction<'_>, tenant: &TenantId) -> Result<()> {
     tx.execute("DELETE FROM audit WHERE tenant = ?1", [tenant.as_str()])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(tenant: &str, kind: &str) -> AuditRecord {
+        AuditRecord {
+            seq: 0,
+            tenant: TenantId::new(tenant).unwrap(),
+            at: 1,
+            actor: "t".into(),
+            kind: kind.into(),
+            subject: String::new(),
+            detail: "{}".into(),
+        }
+    }
+
+    fn numbers(connection: &Connection, tenant: &str) -> Vec<(u64, String)> {
+        let filter = AuditFilter::default();
+        select(connection, &TenantId::new(tenant).unwrap(), &filter)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.seq, r.kind))
+            .collect()
+    }
+
+    #[test]
+    fn each_tenant_numbers_its_own_trail_and_old_trails_are_numbered() {
+        let mut connection = Connection::open_in_memory().unwrap();
+        // A trail from before per-tenant numbers.
+        connection
+            .execute_batch(&SCHEMA.replace("    number  INTEGER,\n", ""))
+            .unwrap();
+        for (tenant, kind) in [("a", "a1"), ("b", "b1"), ("a", "a2")] {
+            connection
+                .execute(
+                    "INSERT INTO audit (tenant, at, actor, kind, subject, detail)
+                     VALUES (?1, 1, 't', ?2, '', '{}')",
+                    params![tenant, kind],
+                )
+                .unwrap();
+        }
+        migrate(&connection).unwrap();
+        migrate(&connection).unwrap();
+        append(&mut connection, &[record("b", "b2"), record("a", "a3")]).unwrap();
+        assert_eq!(
+            numbers(&connection, "a"),
+            [(3, "a3".into()), (2, "a2".into()), (1, "a1".into())]
+        );
+        assert_eq!(
+            numbers(&connection, "b"),
+            [(2, "b2".into()), (1, "b1".into())]
+        );
+        let refused = connection.execute("UPDATE audit SET kind = 'x'", []);
+        assert!(refused.is_err(), "the trail is append-only again");
+    }
 }

@@ -365,3 +365,171 @@ fn idle_and_trickling_connections_are_closed() {
     assert_eq!(ingest(&server, &other), 200);
     server.stop();
 }
+
+#[test]
+fn tenants_cannot_be_named_across_numbers_stay_private_and_files_are_owners_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let alpha_admin = create_token(&data, "alpha", "admin");
+    let beta_admin = create_token(&data, "beta", "admin");
+    let beta_ingest = create_token(&data, "beta", "ingest");
+    let server = Sextant::start(&data);
+    let send = |method: &str, path: &str, token: &str, tenant: Option<&str>, body: &[u8]| {
+        let url = server.url(path);
+        let agent = crate::support::agent();
+        let mut request = match method {
+            "DELETE" => agent
+                .delete(&url)
+                .header("Authorization", &format!("Bearer {token}")),
+            _ => agent
+                .get(&url)
+                .header("Authorization", &format!("Bearer {token}")),
+        };
+        if let Some(tenant) = tenant {
+            request = request.header("X-Sextant-Tenant", tenant);
+        }
+        let reply = if method == "POST" {
+            let mut post = agent
+                .post(&url)
+                .header("Authorization", &format!("Bearer {token}"))
+                .header("Content-Type", "application/x-ndjson");
+            if let Some(tenant) = tenant {
+                post = post.header("X-Sextant-Tenant", tenant);
+            }
+            post.send(body)
+        } else {
+            request.call()
+        };
+        let mut reply = reply.unwrap();
+        let status = reply.status().as_u16();
+        let text = reply.body_mut().read_to_string().unwrap_or_default();
+        (
+            status,
+            serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text)),
+        )
+    };
+    let line = |n: usize| format!("{{\"message\": \"line {n}\", \"service\": \"api\"}}\n");
+    let (status, answer) = send(
+        "POST",
+        "/api/v1/logs/ndjson",
+        &beta_ingest,
+        None,
+        line(1).as_bytes(),
+    );
+    assert_eq!(status, 200, "{answer}");
+
+    // Beta's admin naming alpha, by header or parameter, is refused before anything happens.
+    for (path, header) in [
+        ("/api/v1/tenant/data", Some("alpha")),
+        ("/api/v1/tenant/data?tenant=alpha", None),
+    ] {
+        let (status, answer) = send("DELETE", path, &beta_admin, header, b"");
+        assert_eq!(status, 403, "{path}: {answer}");
+        assert_eq!(answer["error"], "forbidden", "{answer}");
+    }
+    let (status, answer) = send(
+        "GET",
+        "/api/v1/incidents?tenant=alpha",
+        &beta_admin,
+        None,
+        b"",
+    );
+    assert_eq!(status, 403, "{answer}");
+    let mut sql_request = crate::support::agent()
+        .post(&server.url("/api/v1/sql"))
+        .header("Authorization", &format!("Bearer {beta_admin}"))
+        .header("X-Sextant-Tenant", "alpha");
+    sql_request = sql_request.header("Content-Type", "application/json");
+    let reply = sql_request.send(&b"{\"sql\": \"SELECT 1\"}"[..]).unwrap();
+    assert_eq!(reply.status().as_u16(), 403);
+    let (status, answer) = sql(&server, &beta_admin, "SELECT count(*) AS n FROM logs");
+    assert_eq!(
+        (status, answer["rows"][0]["n"].as_i64()),
+        (200, Some(1)),
+        "beta's data was erased"
+    );
+
+    // Each tenant numbers its own audit trail from 1: beta's actions do not show in alpha's.
+    let (status, _) = send(
+        "DELETE",
+        "/api/v1/tenant/data",
+        &alpha_admin,
+        Some("alpha"),
+        b"",
+    );
+    assert_eq!(status, 200);
+    for _ in 0..3 {
+        let (status, _) = send("DELETE", "/api/v1/tenant/data", &beta_admin, None, b"");
+        assert_eq!(status, 200);
+    }
+    let (status, _) = send("DELETE", "/api/v1/tenant/data", &alpha_admin, None, b"");
+    assert_eq!(status, 200);
+    let (_, trail) = send("GET", "/api/v1/audit", &alpha_admin, None, b"");
+    let numbers: Vec<u64> = trail["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect();
+    let expected: Vec<u64> = (1..=numbers.len() as u64).rev().collect();
+    assert_eq!(numbers, expected, "{trail}");
+
+    // Bodies up to the documented 16 MiB are taken on every ingest route; past it, a 413 in
+    // the JSON error shape.
+    let lines: String = (0..60_000).map(line).collect();
+    assert!(lines.len() > 2 * 1024 * 1024);
+    let (status, answer) = send(
+        "POST",
+        "/api/v1/logs/ndjson",
+        &beta_ingest,
+        None,
+        lines.as_bytes(),
+    );
+    assert_eq!(status, 200, "a 2+ MiB body: {answer}");
+    // (Declared, not sent: the server answers before reading a body it will not take.)
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    let head = format!(
+        "POST /api/v1/logs/ndjson HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {beta_ingest}\r\n\
+         Content-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n",
+        17 * 1024 * 1024
+    );
+    std::io::Write::write_all(&mut stream, head.as_bytes()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = std::io::Read::read(&mut stream, &mut buf) {
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+        if String::from_utf8_lossy(&answer).contains('}') {
+            break;
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("\"error\":\"body_too_large\""), "{answer}");
+    server.stop();
+
+    // Whatever the umask it was started under, the server's files are its user's alone.
+    use std::os::unix::fs::PermissionsExt;
+    let mut checked = 0;
+    let mut dirs = vec![data.clone()];
+    while let Some(dir) = dirs.pop() {
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", dir.display());
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode & 0o077, 0, "{} is {mode:o}", path.display());
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 3, "only {checked} files");
+}
