@@ -239,6 +239,7 @@ pub async fn events(
             }
         }
         check_labels(&posted.labels).map_err(|p| at("labels", p))?;
+        known_severity(&posted.severity).map_err(|p| at("severity", p))?;
         let resolved = match posted.status.as_str() {
             "" | "firing" => false,
             "resolved" => true,
@@ -361,6 +362,18 @@ fn normal_severity(severity: &str) -> String {
     }
 }
 
+/// Refuses a posted event's severity that is none of the known names (Alertmanager's labels,
+/// which Sextant does not choose, are kept as they are).
+fn known_severity(severity: &str) -> Result<(), String> {
+    match normal_severity(severity).as_str() {
+        "critical" | "error" | "warning" | "info" => Ok(()),
+        _ => Err(format!(
+            "is `{severity}`; one of critical, error, warning, info (or crit, page, fatal, p1, \
+             err, high, p2, warn, medium, p3, low, notice, p4, p5)"
+        )),
+    }
+}
+
 fn alert_event(tenant: &TenantId, fields: AlertFields) -> Event {
     let mut hash = Sha256::new();
     hash.update(tenant.as_str().as_bytes());
@@ -429,6 +442,13 @@ mod tests {
         ] {
             assert_eq!(normal_severity(given), expected, "{given}");
         }
+        assert!(known_severity("P1").is_ok());
+        assert!(known_severity("").is_ok());
+        let refused = known_severity("urgent").unwrap_err();
+        assert!(
+            refused.contains("is `urgent`; one of critical"),
+            "{refused}"
+        );
     }
 
     #[test]

@@ -101,7 +101,6 @@ pub async fn list(
         .map_err(|_| ApiError::Internal)??;
     let anomalies: Vec<Value> = found
         .iter()
-        .filter(|(event, _)| event.kind != EventKind::Alert)
         .map(|(event, feedback)| event_json(event, feedback.as_deref()))
         .collect();
     Ok(axum::Json(json!({ "anomalies": anomalies })))

@@ -152,10 +152,11 @@ impl axum::response::IntoResponse for ApiError {
 pub async fn json_errors(response: axum::response::Response) -> axum::response::Response {
     use axum::response::IntoResponse;
     let status = response.status();
+    // Plain text, or nothing at all (a 405 says nothing).
     let plain = response
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/plain"));
+        .is_none_or(|v| v.as_bytes().starts_with(b"text/plain"));
     if !(status.is_client_error() || status.is_server_error()) || !plain {
         return response;
     }
@@ -172,7 +173,13 @@ pub async fn json_errors(response: axum::response::Response) -> axum::response::
     let text = axum::body::to_bytes(body, 64 * 1024)
         .await
         .unwrap_or_default();
-    let message = String::from_utf8_lossy(&text).trim().to_owned();
+    let mut message = String::from_utf8_lossy(&text).trim().to_owned();
+    if message.is_empty() {
+        message = match status.as_u16() {
+            405 => "this route does not take this method (see the `Allow` header)".to_owned(),
+            _ => status.canonical_reason().unwrap_or("error").to_owned(),
+        };
+    }
     let mut answer = (
         status,
         axum::Json(serde_json::json!({"error": code, "message": message})),

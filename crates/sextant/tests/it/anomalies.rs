@@ -408,3 +408,46 @@ history = "6h"
     assert!(interval[0].as_i64().unwrap() <= 6 * 3600 + 300, "{warning}");
     assert!(interval[1].as_i64().unwrap() >= 6 * 3600 - 300, "{warning}");
 }
+
+#[test]
+fn alerts_are_listed_when_asked_for_and_only_then() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let editor = create_token(&data, "shop", "editor");
+    let server = Sextant::start_with_config(&data, Some("[anomaly]\nenabled = false\n"));
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let alert = format!(
+        r#"[{{"title": "DiskSpaceLow", "service": "db", "severity": "warning",
+             "fingerprint": "disk-low", "status": "firing", "time": "{now}"}}]"#
+    );
+    for _ in 0..3 {
+        let (status, answer) = post(&server, &editor, "/api/v1/events", &alert);
+        assert_eq!(status, 200, "{answer}");
+    }
+    let listed = |query: &str| -> Vec<Value> {
+        let (status, answer) = get(&server, &editor, &format!("/api/v1/anomalies?{query}"));
+        assert_eq!(status, 200, "{answer}");
+        answer["anomalies"].as_array().unwrap().clone()
+    };
+    let kinds = |query: &str| -> Vec<(String, String)> {
+        listed(query)
+            .iter()
+            .map(|a| {
+                (
+                    a["kind"].as_str().unwrap_or_default().to_owned(),
+                    a["title"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let alert_row = ("alert".to_owned(), "DiskSpaceLow".to_owned());
+    assert_eq!(kinds("kind=alert"), std::slice::from_ref(&alert_row));
+    assert_eq!(kinds("kind=all"), [alert_row]);
+    assert!(kinds("").is_empty(), "alerts are not anomalies");
+    let alerts = listed("kind=alert");
+    assert_eq!(alerts[0]["count"], 3, "{alerts:?}");
+    server.stop();
+}

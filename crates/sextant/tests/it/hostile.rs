@@ -511,6 +511,10 @@ fn tenants_cannot_be_named_across_numbers_stay_private_and_files_are_owners_only
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("\"error\":\"body_too_large\""), "{answer}");
+    // A method a route does not take answers in the same shape.
+    let (status, answer) = send("GET", "/api/v1/sql", &beta_admin, None, b"");
+    assert_eq!(status, 405, "{answer}");
+    assert_eq!(answer["error"], "method_not_allowed", "{answer}");
     server.stop();
 
     // Whatever the umask it was started under, the server's files are its user's alone.
