@@ -224,7 +224,9 @@ pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> Option<u64> {
 /// `sextant tokens create` on `data_dir` for tenant `bench`; prints nothing of the token.
 pub fn create_token(data_dir: &Path, role: &str) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_sextant"))
-        .args(["tokens", "create", "--tenant", "bench", "--role", role])
+        .args([
+            "tokens", "create", "--init", "--tenant", "bench", "--role", role,
+        ])
         .arg("--data-dir")
         .arg(data_dir)
         .output()

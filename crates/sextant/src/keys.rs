@@ -57,7 +57,7 @@ pub fn run(command: KeysCommand) -> anyhow::Result<()> {
                 format!("give the current master key with `--old-key-file` or `{MASTER_KEY_ENV}`")
             })?;
             let new = MasterKey::from_file(&new_key_file)?;
-            let meta = crate::tokens::open_metadata(&data)?;
+            let meta = crate::tokens::open_existing_metadata(&data, false)?;
             let tenants = rotate(meta.as_ref(), &old, &new)?;
             let actor = crate::tokens::cli_actor();
             let records: Vec<_> = tenants

@@ -30,6 +30,10 @@ pub enum TokensCommand {
         /// role allows.
         #[arg(long, value_name = "SCOPES")]
         scope: Option<String>,
+        /// Create the data directory if there is none yet (without it, a directory that is not
+        /// Sextant's is refused, so a mistyped path cannot hand out a token no server knows).
+        #[arg(long)]
+        init: bool,
     },
     /// List tokens (never their secrets).
     List {
@@ -43,6 +47,31 @@ pub enum TokensCommand {
         /// The token's id, as `tokens list` shows it.
         id: String,
     },
+}
+
+/// The metadata of an existing data directory: one without `meta.db` is refused, naming the
+/// directory, unless `init` (then it is created). Says on standard error which directory it
+/// uses.
+pub fn open_existing_metadata(
+    data: &DataDirArg,
+    init: bool,
+) -> anyhow::Result<Arc<SqliteMetadata>> {
+    let path = sextant_store::metadata_path(&data.data_dir);
+    let shown = std::path::absolute(&data.data_dir).unwrap_or_else(|_| data.data_dir.clone());
+    if !init && !path.exists() {
+        anyhow::bail!(
+            "`{}` is not a Sextant data directory (it holds no meta.db): give the directory \
+             `sextant serve` uses with --data-dir (or SEXTANT_DATA_DIR){}",
+            shown.display(),
+            if data.data_dir.exists() {
+                ""
+            } else {
+                ", or --init to create a new one there"
+            }
+        );
+    }
+    eprintln!("data directory: {}", shown.display());
+    open_metadata(data)
 }
 
 pub fn open_metadata(data: &DataDirArg) -> anyhow::Result<Arc<SqliteMetadata>> {
@@ -60,6 +89,7 @@ pub fn run(command: TokensCommand) -> anyhow::Result<()> {
             role,
             expires_in,
             scope,
+            init,
         } => {
             let tenant = TenantId::new(&tenant)?;
             let role: Role = role.parse()?;
@@ -73,7 +103,7 @@ pub fn run(command: TokensCommand) -> anyhow::Result<()> {
                 .transpose()
                 .context("`--scope`")?;
             let options = TokenOptions { expires_at, scopes };
-            let meta = open_metadata(&data)?;
+            let meta = open_existing_metadata(&data, init)?;
             let token = meta.create_token_with(&tenant, role, &options)?;
             audit_token(meta.as_ref(), &cli_actor(), "token.create", &token.info)?;
             let until = expires_at.map_or(String::new(), |at| {
@@ -89,33 +119,67 @@ pub fn run(command: TokensCommand) -> anyhow::Result<()> {
             println!("{}", token.secret);
         }
         TokensCommand::List { data } => {
-            println!(
-                "{:<14} {:<24} {:<8} {:<20} {:<12} {:<12} {:<12} REVOKED",
-                "ID", "TENANT", "ROLE", "SCOPES", "CREATED", "EXPIRES", "LAST USED"
-            );
-            let or_dash = |t: Option<i64>| t.map_or("-".to_owned(), |t| t.to_string());
-            for token in open_metadata(&data)?.list_tokens()? {
-                println!(
-                    "{:<14} {:<24} {:<8} {:<20} {:<12} {:<12} {:<12} {}",
+            let time = |t: Option<i64>| {
+                t.map_or("-".to_owned(), |t| {
+                    sextant_model::time::format_rfc3339(t.saturating_mul(1_000_000_000))
+                })
+            };
+            let mut rows = vec![
+                [
+                    "ID",
+                    "TENANT",
+                    "ROLE",
+                    "SCOPES",
+                    "CREATED",
+                    "EXPIRES",
+                    "LAST USED",
+                    "REVOKED",
+                ]
+                .map(str::to_owned),
+            ];
+            for token in open_existing_metadata(&data, false)?.list_tokens()? {
+                rows.push([
                     token.id,
-                    token.tenant,
-                    token.role,
+                    token.tenant.to_string(),
+                    token.role.to_string(),
                     token.scopes.as_deref().map_or("-".to_owned(), scope_list),
-                    token.created_at,
-                    or_dash(token.expires_at),
-                    or_dash(token.last_used_at),
-                    or_dash(token.revoked_at)
-                );
+                    time(Some(token.created_at)),
+                    time(token.expires_at),
+                    time(token.last_used_at),
+                    time(token.revoked_at),
+                ]);
             }
+            print!("{}", aligned(&rows));
         }
         TokensCommand::Revoke { data, id } => {
-            let meta = open_metadata(&data)?;
+            let meta = open_existing_metadata(&data, false)?;
             let token = meta.revoke_token(&id)?;
             audit_token(meta.as_ref(), &cli_actor(), "token.revoke", &token)?;
             eprintln!("revoked token {} of tenant `{}`", token.id, token.tenant);
         }
     }
     Ok(())
+}
+
+/// `rows` as text columns, each as wide as its widest cell, two spaces apart.
+fn aligned<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut text = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        text.push_str(line.join("  ").trim_end());
+        text.push('\n');
+    }
+    text
 }
 
 fn scope_list(scopes: &[Scope]) -> String {

@@ -235,7 +235,7 @@ fn an_expired_token_is_refused_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let output = Command::new(binary())
         .args(["tokens", "create", "--tenant", "acme", "--role", "ingest"])
-        .args(["--expires-in", "5s", "--data-dir"])
+        .args(["--expires-in", "5s", "--init", "--data-dir"])
         .arg(dir.path())
         .output()
         .unwrap();
@@ -291,15 +291,46 @@ fn cli_names_bad_arguments() {
         let stderr = String::from_utf8(output.stderr).unwrap();
         assert!(stderr.contains(expected), "{stderr}");
     }
-    let output = Command::new(binary())
-        .args(["tokens", "revoke", "nope", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    // A directory that is not Sextant's is refused by name, and nothing is created in it.
+    let run = |args: &[&str], data: &std::path::Path| {
+        let output = Command::new(binary())
+            .args(["tokens"])
+            .args(args)
+            .arg("--data-dir")
+            .arg(data)
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8(output.stderr).unwrap(),
+        )
+    };
+    let missing = dir.path().join("typo");
+    for args in [
+        &["list"][..],
+        &["revoke", "nope"],
+        &["create", "--tenant", "acme", "--role", "ingest"],
+    ] {
+        let (ok, stderr) = run(args, &missing);
+        assert!(!ok, "{args:?}");
+        assert!(
+            stderr.contains("is not a Sextant data directory"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("typo"), "{stderr}");
+        assert!(!missing.exists(), "{args:?} created the directory");
+    }
+    let (ok, stderr) = run(&["list"], dir.path());
+    assert!(!ok && stderr.contains("holds no meta.db"), "{stderr}");
+    let (ok, stderr) = run(
+        &["create", "--tenant", "acme", "--role", "ingest", "--init"],
+        &missing,
+    );
+    assert!(ok && stderr.contains("data directory:"), "{stderr}");
+    let (ok, stderr) = run(&["revoke", "nope"], &missing);
     assert!(
-        String::from_utf8(output.stderr)
-            .unwrap()
-            .contains("no token with id `nope`")
+        !ok && stderr.contains("no token with id `nope`"),
+        "{stderr}"
     );
 }
 

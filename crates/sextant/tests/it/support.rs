@@ -169,6 +169,7 @@ pub fn create_token(data_dir: &Path, tenant: &str, role: &str) -> String {
         OsStr::new(tenant),
         OsStr::new("--role"),
         OsStr::new(role),
+        OsStr::new("--init"),
         OsStr::new("--data-dir"),
         data_dir.as_os_str(),
     ])
