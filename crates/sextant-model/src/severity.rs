@@ -5,6 +5,7 @@
 //! use sextant_model::severity::{ERROR, of_line, of_name};
 //!
 //! assert_eq!(of_name("Warning"), Some(13));
+//! assert_eq!(sextant_model::severity::name(13), "WARN");
 //! assert_eq!(of_line("19:50:59.971 ERROR t.s.TravelServiceImpl#457 no route"), Some(ERROR));
 //! assert_eq!(of_line("all quiet"), None);
 //! ```
@@ -28,6 +29,20 @@ pub fn of_name(name: &str) -> Option<i32> {
         "fatal" | "critical" | "crit" | "emergency" | "emerg" | "alert" => FATAL,
         _ => return None,
     })
+}
+
+/// The short name OpenTelemetry gives a severity number's range (`WARN` for 13 to 16), the one
+/// spelling Sextant stores for levels it was given by name or number.
+pub fn name(number: i32) -> &'static str {
+    match number {
+        ..=0 => "UNSPECIFIED",
+        1..=4 => "TRACE",
+        5..=8 => "DEBUG",
+        9..=12 => "INFO",
+        13..=16 => "WARN",
+        17..=20 => "ERROR",
+        _ => "FATAL",
+    }
 }
 
 /// The level a raw line states: the first level word among its first dozen words of four

@@ -5,7 +5,8 @@
 //! Field mapping: `timestamp`, `time` or `ts` (RFC 3339, or Unix seconds, milliseconds or
 //! nanoseconds; default now) → the record's time; `level` or `severity` (`trace`, `debug`,
 //! `info`, `warn`/`warning`, `error`, `fatal`/`critical`, or an OTLP severity number) →
-//! severity; `message` or `msg` → the body; `service` → the resource's `service.name`; every
+//! severity (number, and text as OpenTelemetry spells it: `TRACE`, `DEBUG`, `INFO`, `WARN`,
+//! `ERROR`, `FATAL`); `message` or `msg` → the body; `service` → the resource's `service.name`; every
 //! other field → an attribute (strings as they are, other values as JSON). A line that is not
 //! a JSON object, or has no message, is reported by its number (1-based) with the reason, and
 //! the other lines are kept. Blank lines are skipped. Limits: the ingest body limit, at most
@@ -36,11 +37,11 @@ use sextant_ingest::convert::string_value as text;
 fn severity(value: &Value) -> Result<(i32, String), String> {
     match value {
         Value::Number(n) => match n.as_i64() {
-            Some(n @ 1..=24) => Ok((n as i32, String::new())),
+            Some(n @ 1..=24) => Ok((n as i32, sextant_model::severity::name(n as i32).into())),
             _ => Err(format!("severity number {n} is not 1 to 24")),
         },
         Value::String(s) => match sextant_model::severity::of_name(s) {
-            Some(number) => Ok((number, s.clone())),
+            Some(number) => Ok((number, sextant_model::severity::name(number).into())),
             None => Err(format!("level `{}` is not known", s.to_ascii_lowercase())),
         },
         _ => Err("`level` must be a string or a number".into()),
@@ -208,6 +209,10 @@ mod tests {
         .unwrap();
         assert_eq!(service, "db");
         assert_eq!(r.severity_number, 13);
+        assert_eq!(
+            r.severity_text, "WARN",
+            "one spelling of a level, as OTLP's"
+        );
         assert_eq!(r.time_unix_nano, 1_796_126_400_000_000_000);
         let attrs: Vec<(&str, String)> = r
             .attributes

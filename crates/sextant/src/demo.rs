@@ -28,7 +28,7 @@ use crate::config::SextantConfig;
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
     /// Data directory of the demo, emptied at each run (a directory that is not a demo's is
-    /// refused unless empty) [default: sextant-demo].
+    /// refused unless empty).
     #[arg(long, default_value = "sextant-demo")]
     data_dir: PathBuf,
     /// Address for HTTP and gRPC.

@@ -27,12 +27,14 @@ pub enum EvalCommand {
     /// `config/profiles.json` under DIR): the standard, reward-low-FP and reward-low-FN
     /// profiles, each at the one threshold that suits it best over the whole corpus.
     Nab {
+        /// The NAB checkout (or a copy of its `data/`, `labels/` and `config/`).
         #[arg(long)]
         dir: PathBuf,
     },
     /// Score the root-cause ranking on cases `<service>-<fault>/<run>/` (each with
     /// `normal.csv` and `anomalous.csv`): AC@1, AC@3 and Avg@5 at service and metric level.
     Rca {
+        /// The folder of cases, one `<service>-<fault>/<run>/` each.
         #[arg(long)]
         dir: PathBuf,
     },
@@ -40,6 +42,7 @@ pub enum EvalCommand {
     /// with its `*-fault_list.json` and `metric/`, or a folder of them): AC@1, AC@3 and Avg@5
     /// at service level per day and per fault type, against a trivial reference.
     Nezha {
+        /// A recorded day's folder, or a folder of them.
         #[arg(long)]
         dir: PathBuf,
         /// Print, under each fault, the sentences of the first three services and of the true

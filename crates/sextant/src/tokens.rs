@@ -262,7 +262,13 @@ fn parse_duration(text: &str) -> anyhow::Result<i64> {
         "d" => 86_400,
         _ => return Err(bad()),
     };
-    number.checked_mul(unit).filter(|s| *s > 0).ok_or_else(bad)
+    if number <= 0 {
+        anyhow::bail!(
+            "`--expires-in {text}`: a token must live more than zero seconds (leave the option \
+             out for one that never expires)"
+        );
+    }
+    number.checked_mul(unit).ok_or_else(bad)
 }
 
 #[cfg(test)]
@@ -282,5 +288,7 @@ mod tests {
                 "{bad}"
             );
         }
+        let zero = parse_duration("0s").unwrap_err().to_string();
+        assert!(zero.contains("more than zero seconds"), "{zero}");
     }
 }
