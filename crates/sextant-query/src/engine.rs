@@ -219,28 +219,10 @@ impl QueryEngine {
         .await
     }
 
-    /// Runs `sql` and hands each result batch to `visit` as it comes, without the row limit:
-    /// for answers reduced while they stream (a metric range of millions of points), so no
-    /// result is held whole. An error from `visit` stops the query and is returned as
-    /// [`Error::ResultTooLarge`].
-    pub async fn fold<A, F>(
-        &self,
-        tables: Vec<TableSnapshot>,
-        sql: &str,
-        init: A,
-        visit: F,
-    ) -> Result<A>
-    where
-        A: Send + 'static,
-        F: FnMut(&mut A, &RecordBatch) -> std::result::Result<(), String> + Send + 'static,
-    {
-        self.spawn(None, tables, sql, move |state, sql| {
-            fold_batches(state, sql, init, visit)
-        })
-        .await
-    }
-
-    /// [`QueryEngine::fold`] in one of `tenant`'s turns.
+    /// Runs `sql` in one of `tenant`'s turns ([`QueryEngine::admit`]) and hands each result
+    /// batch to `visit` as it comes, without the row limit: for answers reduced while they
+    /// stream (a metric range of millions of points), so no result is held whole. An error from
+    /// `visit` stops the query and is returned as [`Error::ResultTooLarge`].
     pub async fn fold_for<A, F>(
         &self,
         tenant: &str,
