@@ -232,6 +232,19 @@ fn value(args: &[ColumnarValue], index: usize, i: usize) -> Result<Option<(Array
 /// The length in bytes of argument `index` at row `i` if it is text (or binary); 0 if it is
 /// null, missing or of another type.
 fn length(args: &[ColumnarValue], index: usize, i: usize) -> Result<u64> {
+    // A constant's length without making an array of it at every row.
+    if let Some(ColumnarValue::Scalar(scalar)) = args.get(index) {
+        use datafusion::common::ScalarValue;
+        return Ok(match scalar {
+            ScalarValue::Utf8(Some(text))
+            | ScalarValue::LargeUtf8(Some(text))
+            | ScalarValue::Utf8View(Some(text)) => text.len(),
+            ScalarValue::Binary(Some(bytes))
+            | ScalarValue::LargeBinary(Some(bytes))
+            | ScalarValue::BinaryView(Some(bytes)) => bytes.len(),
+            _ => 0,
+        } as u64);
+    }
     let Some((array, at)) = value(args, index, i)? else {
         return Ok(0);
     };
