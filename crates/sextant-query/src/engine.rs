@@ -705,6 +705,8 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.code(), "query_failed", "{err}");
         assert!(err.to_string().contains("limit of 32 MiB"), "{err}");
+        // The query's other partitions end at their next yield after the error.
+        wait_until_idle(&engine).await;
         assert_eq!(
             engine.memory.reserved(),
             0,
