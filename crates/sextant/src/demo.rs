@@ -125,6 +125,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             return server.await?;
         };
         println!("sextant demo: tenant `demo`, admin token {admin}");
+        println!("  web UI: http://{addr}/ (sign in with the admin token)");
         println!("  HTTP API: http://{addr}/api/v1/incidents (Authorization: Bearer TOKEN)");
         println!(
             "  the shop sends {} of history, then live; faults (seconds after start):",

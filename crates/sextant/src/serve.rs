@@ -63,9 +63,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(serve(config, None))
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`); coloured only on a terminal (never
+/// into a file or a pipe) and never when `NO_COLOR` is set.
 pub fn init_logging() {
+    use std::io::IsTerminal;
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
     tracing_subscriber::fmt()
+        .with_ansi(colour)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -93,7 +98,6 @@ pub async fn serve(
     let meta = crate::tokens::open_metadata(&DataDirArg {
         data_dir: config.data_dir.clone(),
     })?;
-    bootstrap_token(meta.as_ref(), &config)?;
     audit_retention(meta.as_ref(), &config)?;
     let meta: Arc<dyn MetadataStore> = meta;
     let keyring = open_keyring(&config, meta.clone())?;
@@ -150,8 +154,11 @@ pub async fn serve(
     for (protocol, addr, tenant) in &syslog {
         tracing::info!(%protocol, %addr, %tenant, "listening for syslog");
     }
+    // Only now that the ports are taken: a start that fails spends no one-time token.
+    bootstrap_token(meta.as_ref(), &config, local)?;
     // Printed on stdout so scripts and tests can find the port when listening on port 0.
     println!("sextant listening on {local}");
+    println!("web UI: {}://{local}/", scheme(&config));
     tracing::info!(%local, data_dir = %config.data_dir.display(), "listening; replaying write-ahead log");
 
     tokio::spawn(async move {
@@ -331,8 +338,13 @@ pub fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
 }
 
 /// On a fresh data directory, create an admin token for tenant `default` and print it once, so
-/// a newcomer can send data straight away.
-fn bootstrap_token(meta: &dyn MetadataStore, config: &SextantConfig) -> anyhow::Result<()> {
+/// a newcomer can send data straight away; called once the server holds its ports (`local`:
+/// the address it listens on), so a start that fails spends no token.
+fn bootstrap_token(
+    meta: &dyn MetadataStore,
+    config: &SextantConfig,
+    local: std::net::SocketAddr,
+) -> anyhow::Result<()> {
     if !meta.list_tokens()?.is_empty() {
         return Ok(());
     }
@@ -343,11 +355,10 @@ fn bootstrap_token(meta: &dyn MetadataStore, config: &SextantConfig) -> anyhow::
         "\nFirst start: created an admin token for tenant `default` (shown only now):\n\n  {}\n\n\
          Send a log line with it:\n\n  curl -H 'Authorization: Bearer {}' -H 'Content-Type: application/json' \\\n    \
          -d '{{\"resourceLogs\":[{{\"scopeLogs\":[{{\"logRecords\":[{{\"body\":{{\"stringValue\":\"hello\"}}}}]}}]}}]}}' \\\n    \
-         {}://{}/v1/logs\n\nMore tokens: sextant tokens create --data-dir {} --tenant NAME --role ingest\n",
+         {}://{local}/v1/logs\n\nMore tokens: sextant tokens create --data-dir {} --tenant NAME --role ingest\n",
         token.secret,
         token.secret,
         scheme(config),
-        config.listen,
         config.data_dir.display()
     );
     Ok(())

@@ -481,6 +481,54 @@ fn a_second_server_on_a_data_directory_in_use_is_refused() {
     again.stop();
 }
 
+/// Runs `serve` on `listen` until its stderr has shown `until` (then stops it), or until it
+/// exits; its stderr.
+fn serve_stderr(data: &std::path::Path, listen: &str, until: &str) -> String {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(binary())
+        .args(["serve", "--listen", listen, "--data-dir"])
+        .arg(data)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains(until) {
+            let _ = child.kill();
+            break;
+        }
+    }
+    let _ = child.wait();
+    seen
+}
+
+#[test]
+fn a_start_that_fails_spends_no_one_time_token_and_logs_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // The port is taken: the start fails before any token is made.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = taken.local_addr().unwrap().to_string();
+    let failed = serve_stderr(&data, &listen, "First start");
+    assert!(failed.contains("cannot listen on"), "{failed}");
+    assert!(!failed.contains("First start"), "{failed}");
+    drop(taken);
+    // The next start that listens prints the token, with the address it really listens on.
+    let first = serve_stderr(&data, "127.0.0.1:0", "write-ahead log replayed");
+    assert!(
+        first.contains("First start: created an admin token"),
+        "{first}"
+    );
+    assert!(!first.contains("127.0.0.1:0/v1/logs"), "{first}");
+    // Logs into a pipe are plain text.
+    assert!(first.contains("INFO"), "{first}");
+    assert!(!first.contains('\u{1b}'), "{first:?}");
+}
+
 #[test]
 fn settings_come_from_environment_and_config_file() {
     let dir = tempfile::tempdir().unwrap();
