@@ -121,6 +121,16 @@ try {
     const cells = [...document.querySelectorAll("#lines tbody td.line")];
     return cells.length > 0 && cells.every((td) => td.textContent.includes("placed"));
   });
+  // A search that matches nothing says so, and the word `error` points to the severity field.
+  await page.fill("#search", "error");
+  await page.press("#search", "Enter");
+  await page.waitForSelector("#no-lines, #lines");
+  if (await page.$("#no-lines")) {
+    await page.waitForSelector("#no-lines a[href*='severity%3Aerror']");
+  }
+  await page.fill("#search", '"no line says this" service:nowhere');
+  await page.press("#search", "Enter");
+  await page.waitForSelector("#no-lines");
 
   // Payment's incident proposes its rollback runbook: approve it.
   const runDeadline = Date.now() + 150_000;
@@ -163,6 +173,13 @@ try {
   await page.click("a[data-nav=audit]");
   await page.waitForSelector("#audit td:text-is('run.approve')");
   await page.screenshot({ path: path.join(shots, "audit.png") });
+  // The filter narrows the trail to one family of kinds.
+  await page.selectOption("#audit-kind", "run");
+  await page.click("form.search button");
+  await page.waitForFunction(() => {
+    const kinds = [...document.querySelectorAll("#audit tbody tr td:nth-child(3)")].map((td) => td.textContent);
+    return location.hash.includes("kind=run") && kinds.length > 0 && kinds.every((k) => k.startsWith("run."));
+  });
   if (problems.length) throw new Error(`the page reported errors: ${problems.join("; ")}`);
   console.log(`ui e2e: passed; screenshots in ${shots}`);
 } catch (e) {

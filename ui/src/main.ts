@@ -84,6 +84,13 @@ let rangeSeconds = 3600;
 let autoRefresh = true;
 let refreshTimer: number | undefined;
 
+const LINES_PER_PAGE = 200;
+
+/// The chosen range in words ("1 hour").
+function humanRange(): string {
+  return RANGES.find(([, seconds]) => seconds === rangeSeconds)?.[0] ?? `${rangeSeconds} s`;
+}
+
 function range(): { from: number; to: number } {
   const to = Math.floor(Date.now() / 1000) + 60;
   return { from: to - 60 - rangeSeconds, to };
@@ -389,6 +396,12 @@ async function map(): Promise<HTMLElement> {
 
 // ---- logs -------------------------------------------------------------------------------
 
+/// The points of whole buckets only: a bucket still filling would draw as a false drop.
+function complete(points: [number, number][], stepSeconds: number): [number, number][] {
+  const now = Date.now() / 1000;
+  return points.filter((p) => p[0] + stepSeconds <= now);
+}
+
 function sparkline(points: [number, number][]): SVGElement {
   const width = 120;
   const height = 24;
@@ -416,21 +429,47 @@ async function logs(query: URLSearchParams): Promise<HTMLElement> {
   });
   section.append(form);
   if (q) {
-    const found = await api(`/api/v1/logs/search?q=${encodeURIComponent(q)}&from=${from}&to=${to}&limit=200`);
-    section.append(
-      h(
-        "table",
-        { id: "lines" },
-        h("thead", {}, h("tr", {}, ...["time", "service", "severity", "line"].map((c) => h("th", {}, c)))),
+    const page = (cursor: string | null) =>
+      api(`/api/v1/logs/search?q=${encodeURIComponent(q)}&from=${from}&to=${to}&limit=${LINES_PER_PAGE}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
+    const found = await page(null);
+    const lines = found.logs as Json[];
+    if (lines.length === 0) {
+      // Say so, and where a query was one plain word that is also a severity, offer the field.
+      const word = q.trim().toLowerCase();
+      const severity = ["error", "warn", "warning", "fatal", "info", "debug"].includes(word);
+      section.append(
         h(
-          "tbody",
-          {},
-          ...(found.logs as Json[]).map((l) =>
-            h("tr", { class: `sev-${l.severity_text}` }, h("td", {}, when(l.time)), h("td", {}, l.service), h("td", {}, l.severity_text), h("td", { class: "line" }, l.body)),
-          ),
+          "p",
+          { id: "no-lines", class: "empty" },
+          `No lines match ${q} in the last ${humanRange()}.`,
+          severity ? " Lines whose severity is " : "",
+          severity ? h("a", { href: `#/logs?q=${encodeURIComponent(`severity:${word}`)}` }, `severity:${word}`) : "",
+          severity ? " may not contain the word itself." : "",
         ),
-      ),
-    );
+      );
+    } else {
+      const body = h("tbody", {});
+      const row = (l: Json) =>
+        h("tr", { class: `sev-${l.severity_text}` }, h("td", {}, when(l.time)), h("td", {}, l.service), h("td", {}, l.severity_text), h("td", { class: "line" }, l.body));
+      body.append(...lines.map(row));
+      const count = h("p", { id: "line-count", class: "muted" }, `${lines.length} lines, newest first.`);
+      section.append(count, h("table", { id: "lines" }, h("thead", {}, h("tr", {}, ...["time", "service", "severity", "line"].map((c) => h("th", {}, c)))), body));
+      // Older lines, a page at a time, below the ones shown.
+      let next: string | null = found.next_cursor ?? null;
+      const more = h("button", { type: "button", id: "more-lines" }, "Older lines") as HTMLButtonElement;
+      on(more, "click", async () => {
+        if (!next) return;
+        more.disabled = true;
+        const older = await page(next);
+        const rows = older.logs as Json[];
+        body.append(...rows.map(row));
+        next = older.next_cursor ?? null;
+        count.textContent = `${body.children.length} lines, newest first.`;
+        more.disabled = false;
+        if (!next) more.remove();
+      });
+      if (next) section.append(more);
+    }
   }
   const patterns = await api(`/api/v1/patterns?from=${from}&to=${to}&limit=50`);
   const list = patterns.patterns as Json[];
@@ -456,7 +495,7 @@ async function logs(query: URLSearchParams): Promise<HTMLElement> {
       ),
     );
     api(`/api/v1/patterns/${p.id}/series?from=${from}&to=${to}&step=${Math.max(60, Math.floor(rangeSeconds / 60))}s`)
-      .then((s) => spark.append(sparkline(s.points as [number, number][])))
+      .then((s) => spark.append(sparkline(complete(s.points as [number, number][], s.step_seconds))))
       .catch(() => {});
   }
   section.append(h("h3", {}, "Patterns"), table);
@@ -567,21 +606,71 @@ async function metrics(query: URLSearchParams): Promise<HTMLElement> {
 
 // ---- audit ------------------------------------------------------------------------------
 
-async function audit(): Promise<HTMLElement> {
-  const data = await api("/api/v1/audit?limit=200");
+/// The families of audit kinds the API filters on.
+const AUDIT_KINDS = ["incident", "correlation", "rca", "anomaly", "silence", "inhibit", "runbook", "runbooks", "run", "secret", "token", "key", "retention", "tenant", "approval"];
+
+/// An audit record's details in words: its sentence when it has one, else `key: value` pairs
+/// (nested values compact).
+function details(detail: Json): HTMLElement {
+  if (detail === null || typeof detail !== "object") return h("span", {}, detail === null ? "" : String(detail));
+  if (typeof detail.sentence === "string") return h("span", {}, detail.sentence);
+  const reason = detail.decision?.reason?.text ?? detail.decision?.Opened?.reason?.text ?? detail.decision?.Joined?.reason?.text;
+  const list = h("dl", { class: "details" });
+  for (const [key, value] of Object.entries(detail)) {
+    if (value === null || value === "" || (Array.isArray(value) && value.length === 0)) continue;
+    const text = typeof value === "object" ? JSON.stringify(value) : String(value);
+    list.append(h("dt", {}, key.replace(/_/g, " ")), h("dd", {}, text.length > 200 ? `${text.slice(0, 200)}…` : text));
+  }
+  return reason ? h("div", {}, h("span", {}, reason), list) : list;
+}
+
+async function audit(query: URLSearchParams): Promise<HTMLElement> {
+  const { from, to } = range();
+  const filters = ["kind", "actor", "subject"].filter((k) => query.get(k));
+  const asked = filters.map((k) => `&${k}=${encodeURIComponent(query.get(k)!)}`).join("");
+  const data = await api(`/api/v1/audit?limit=200&from=${from}&to=${to}${asked}`);
+  const kind = h("select", { id: "audit-kind", "aria-label": "kind" }, h("option", { value: "" }, "every kind")) as HTMLSelectElement;
+  for (const k of AUDIT_KINDS) {
+    const option = h("option", { value: k }, k) as HTMLOptionElement;
+    option.selected = query.get("kind") === k;
+    kind.append(option);
+  }
+  const actor = h("input", { id: "audit-actor", placeholder: "actor (token id, sextant.correlator)", value: query.get("actor") ?? "" }) as HTMLInputElement;
+  const subject = h("input", { id: "audit-subject", placeholder: "subject (incident number, run id)", value: query.get("subject") ?? "" }) as HTMLInputElement;
+  const form = h("form", { class: "search" }, kind, actor, subject, h("button", { type: "submit" }, "Filter"));
+  on(form, "submit", (e) => {
+    e.preventDefault();
+    const chosen = new URLSearchParams();
+    for (const [name, el] of [["kind", kind], ["actor", actor], ["subject", subject]] as [string, HTMLInputElement | HTMLSelectElement][]) {
+      if (el.value.trim()) chosen.set(name, el.value.trim());
+    }
+    location.hash = `#/audit?${chosen}`;
+  });
+  const records = (data.records ?? []) as Json[];
+  const link = (name: string, value: string) => h("a", { href: `#/audit?${new URLSearchParams({ [name]: value })}` }, value);
   return h(
     "section",
     {},
     h("h2", {}, "Audit trail"),
+    form,
+    h("p", { class: "muted", id: "audit-count" }, `${records.length} records in the last ${humanRange()}${records.length === 200 ? " (the newest 200)" : ""}.`),
     h(
       "table",
       { id: "audit" },
-      h("thead", {}, h("tr", {}, ...["time", "actor", "kind", "subject", "detail"].map((c) => h("th", {}, c)))),
+      h("thead", {}, h("tr", {}, ...["time", "actor", "kind", "subject", "details"].map((c) => h("th", {}, c)))),
       h(
         "tbody",
         {},
-        ...((data.records ?? []) as Json[]).map((r) =>
-          h("tr", {}, h("td", {}, when(r.at)), h("td", {}, r.actor), h("td", {}, r.kind), h("td", {}, r.subject), h("td", { class: "muted" }, r.detail?.sentence ?? JSON.stringify(r.detail))),
+        ...records.map((r) =>
+          h(
+            "tr",
+            {},
+            h("td", {}, when(r.at)),
+            h("td", {}, link("actor", r.actor)),
+            h("td", {}, r.kind),
+            h("td", {}, r.subject ? link("subject", r.subject) : ""),
+            h("td", { class: "muted" }, details(r.detail)),
+          ),
         ),
       ),
     ),
@@ -617,7 +706,7 @@ async function route(refreshing = false): Promise<void> {
       view = metrics(query);
       break;
     case "audit":
-      view = audit();
+      view = audit(query);
       break;
     default:
       view = incidents();

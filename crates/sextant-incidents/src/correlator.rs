@@ -397,13 +397,21 @@ pub enum Decision {
     Resolved { incident: u64 },
     /// It keeps changing status; it stays in its incident.
     Flapping { incident: u64, changes: usize },
-    /// A silence or maintenance window covers it.
-    Silenced { silence: String, comment: String },
+    /// A silence or maintenance window covers it. `repeat`: its fingerprint was already
+    /// suppressed and still fires (the audit trail records the first time only).
+    Silenced {
+        silence: String,
+        comment: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        repeat: bool,
+    },
     /// A firing signal matching an inhibition rule's source suppresses it.
     Inhibited {
         rule: String,
         by_fingerprint: String,
         by_title: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        repeat: bool,
     },
     /// Nothing to do (a resolution of something in no open incident).
     Ignored { reason: String },
@@ -505,6 +513,8 @@ impl IncidentCorrelator {
                 incident: None,
             });
         let changed = alert.resolved != signal.resolved;
+        // Suppressed before and still firing: a suppression again is a repeat.
+        let repeat = alert.suppressed && !changed;
         if changed {
             alert.changes.push(signal.time);
             if alert.changes.len() > MAX_CHANGES {
@@ -606,6 +616,7 @@ impl IncidentCorrelator {
                 Decision::Silenced {
                     silence: silence.id.clone(),
                     comment: silence.comment.clone(),
+                    repeat,
                 },
                 None,
             );
@@ -615,6 +626,7 @@ impl IncidentCorrelator {
                 rule: rule.id.clone(),
                 by_fingerprint: by.to_owned(),
                 by_title: self.alerts[by].title.clone(),
+                repeat,
             };
             let alert = self
                 .alerts

@@ -248,10 +248,21 @@ fn silences_cover_their_window_and_inhibition_needs_a_firing_source() {
         d,
         Decision::Silenced {
             silence: "s1".into(),
-            comment: "deploy".into()
+            comment: "deploy".into(),
+            repeat: false,
         }
     );
     assert!(changed.is_none());
+    // The same alert again under the silence: a repeat (the audit trail records the first).
+    let (d, _) = c.process(
+        &config,
+        rules,
+        &signal("a", "cart", "HighLatency", 20, false),
+    );
+    assert!(
+        matches!(d, Decision::Silenced { repeat: true, .. }),
+        "{d:?}"
+    );
     let (d, _) = c.process(
         &config,
         rules,
@@ -279,8 +290,14 @@ fn silences_cover_their_window_and_inhibition_needs_a_firing_source() {
         Decision::Inhibited {
             rule: "i1".into(),
             by_fingerprint: "n".into(),
-            by_title: "NodeDown".into()
+            by_title: "NodeDown".into(),
+            repeat: false,
         }
+    );
+    let (d, _) = c.process(&config, rules, &service_down("x", "node-7", 212));
+    assert!(
+        matches!(d, Decision::Inhibited { repeat: true, .. }),
+        "{d:?}"
     );
     let (d, _) = c.process(&config, rules, &service_down("y", "node-3", 215));
     assert!(
@@ -293,7 +310,7 @@ fn silences_cover_their_window_and_inhibition_needs_a_firing_source() {
         !matches!(d, Decision::Inhibited { .. }),
         "NodeDown resolved: {d:?}"
     );
-    assert_eq!(c.counters.suppressed, 2);
+    assert_eq!(c.counters.suppressed, 4);
 }
 
 #[test]

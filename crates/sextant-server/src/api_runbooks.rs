@@ -22,9 +22,23 @@ use crate::{ApiError, AppState};
 
 const MAX_COMMENT_CHARS: usize = 1000;
 
+/// A run as the API shows it: times in RFC 3339 like every answer, the incident's services as
+/// a list (templates see them joined, as `{{services}}`).
 fn run_json(run: &Run) -> Value {
     let mut value = serde_json::to_value(run).expect("runs serialise");
     value["created_at"] = json!(format_time(run.created_at));
+    value["steps"] = run.steps.iter().map(|step| step.to_json()).collect();
+    if let Some(approval) = &run.approval {
+        value["approval"]["requested_at"] = json!(format_time(approval.requested_at));
+        value["approval"]["expires_at"] = json!(format_time(approval.expires_at));
+    }
+    value["context"]["services"] = json!(
+        run.context
+            .services
+            .split(", ")
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+    );
     // Runs recorded before links were kept out of records may still hold them.
     runbooks::hide_link_signatures(&mut value);
     value

@@ -1,7 +1,9 @@
 //! The audit trail: [`record`] appends what an engineer or Sextant did (incident actions,
 //! anomaly feedback, rule changes, runbook runs, steps and approvals), and
-//! `GET /api/v1/audit?from=&to=&kind=&limit=` reads it back (role `admin`, newest first; `kind`
-//! takes a prefix such as `incident` or `runbook`; `limit` 100 by default, at most 1,000).
+//! `GET /api/v1/audit?from=&to=&kind=&actor=&subject=&limit=` reads it back (role `admin`,
+//! newest first; `kind` is a family such as `incident` or `runbook` or a whole kind such as
+//! `run.approve`, and one outside [`KIND_FAMILIES`] is refused; `actor` and `subject` match
+//! exactly; `limit` 100 by default, at most 1,000).
 
 use std::collections::HashMap;
 
@@ -14,6 +16,25 @@ use sextant_store::meta::{AuditFilter, AuditRecord};
 
 use crate::read_params::{Params, format_time, now_ns};
 use crate::{ApiError, AppState};
+
+/// The families of audit kinds (the part before the first `.`): what `kind=` may name.
+pub const KIND_FAMILIES: [&str; 15] = [
+    "anomaly",
+    "approval",
+    "correlation",
+    "incident",
+    "inhibit",
+    "key",
+    "rca",
+    "retention",
+    "run",
+    "runbook",
+    "runbooks",
+    "secret",
+    "silence",
+    "tenant",
+    "token",
+];
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
@@ -48,6 +69,15 @@ pub async fn record(
     Ok(())
 }
 
+/// Whether `kind` names a family of [`KIND_FAMILIES`] or a kind in one.
+fn known_kind(kind: &str) -> bool {
+    let family = kind.split('.').next().unwrap_or_default();
+    KIND_FAMILIES.contains(&family)
+        && kind
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c == '_' || c == '.')
+}
+
 pub async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -58,12 +88,23 @@ pub async fn list(
         .and_then(|v| v.to_str().ok());
     let principal = state.auth.authenticate(authorization)?;
     crate::auth::authorize_admin(&principal)?;
-    let params = Params::new(query, &["from", "to", "kind", "limit"])?;
+    let params = Params::new(query, &["from", "to", "kind", "actor", "subject", "limit"])?;
     let limit = params.count("limit", DEFAULT_LIMIT, MAX_LIMIT)?;
+    let kind = params.get("kind").map(str::to_owned);
+    if let Some(kind) = &kind
+        && !known_kind(kind)
+    {
+        return Err(ApiError::BadRequest(format!(
+            "parameter `kind`: `{kind}` is no audit kind; kinds start with one of {}",
+            KIND_FAMILIES.join(", ")
+        )));
+    }
     let filter = AuditFilter {
         from: params.time("from")?,
         to: params.time("to")?,
-        kind: params.get("kind").map(str::to_owned),
+        kind,
+        actor: params.get("actor").map(str::to_owned),
+        subject: params.get("subject").map(str::to_owned),
         limit,
     };
     let meta = state.meta.clone();
@@ -81,4 +122,24 @@ pub async fn list(
             "detail": serde_json::from_str::<Value>(&r.detail).unwrap_or(Value::Null),
         })).collect::<Vec<_>>(),
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_are_families_or_kinds_in_them() {
+        for kind in [
+            "incident",
+            "run.approve",
+            "correlation.silenced",
+            "runbooks",
+        ] {
+            assert!(known_kind(kind), "{kind}");
+        }
+        for kind in ["bogus", "", "Incident", "incidents", "run approve", "%"] {
+            assert!(!known_kind(kind), "{kind}");
+        }
+    }
 }

@@ -234,7 +234,13 @@ impl Correlation {
             };
             let (decision, incident) = entry.correlator.process(&self.config, rules, &signal);
             // Every grouping and suppression goes to the audit trail; repeats do not.
-            if !matches!(decision, Decision::Deduplicated { .. }) {
+            let repeat = matches!(
+                decision,
+                Decision::Deduplicated { .. }
+                    | Decision::Silenced { repeat: true, .. }
+                    | Decision::Inhibited { repeat: true, .. }
+            );
+            if !repeat {
                 commit.audit.push(AuditRecord {
                     seq: 0,
                     tenant: tenant.clone(),

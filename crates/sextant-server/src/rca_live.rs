@@ -306,13 +306,15 @@ async fn log_signals(
     ))
 }
 
-/// Ranks one incident and keeps the ranking as its next version, with an audit record.
+/// Ranks one incident and keeps the ranking as its next version, with an audit record when
+/// the order of its services changed.
 pub async fn rank_and_keep(
     state: &AppState,
     tenant: &TenantId,
     incident: &Incident,
 ) -> Result<(), ApiError> {
     let ranking = rank_incident(state, tenant, incident).await?;
+    let before = latest(state, tenant, incident.id)?;
     let body = ranking.to_string();
     let meta = state.meta.clone();
     let (t, id) = (tenant.clone(), incident.id);
@@ -322,6 +324,9 @@ pub async fn rank_and_keep(
             tracing::warn!(error = %err, "ranking task failed");
             ApiError::Internal
         })??;
+    if !order_changed(before.as_ref(), &ranking) {
+        return Ok(());
+    }
     let top = &ranking["services"][0];
     let _ = crate::audit::record(
         state,
@@ -335,6 +340,23 @@ pub async fn rank_and_keep(
     )
     .await;
     Ok(())
+}
+
+/// Whether `ranking` orders its services otherwise than the one `before` it (or is the first):
+/// the audit trail records a ranking then, not at each new version of the same order.
+fn order_changed(before: Option<&Value>, ranking: &Value) -> bool {
+    let order = |ranking: &Value| -> Vec<String> {
+        ranking["services"]
+            .as_array()
+            .map(|services| {
+                services
+                    .iter()
+                    .filter_map(|s| s["service"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    before.is_none_or(|before| order(before) != order(ranking))
 }
 
 /// Whether an incident's ranking is due: its evidence changed since the last one (`last`: the
@@ -407,4 +429,26 @@ pub fn versions(
             value
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_new_order_is_worth_an_audit_record() {
+        let ranking = |services: &[(&str, f64)]| json!({"services": services.iter().map(|(s, score)| json!({"service": s, "score": score})).collect::<Vec<_>>()});
+        let first = ranking(&[("db", 9.0), ("api", 2.0)]);
+        assert!(order_changed(None, &first));
+        // New scores, same order: a new version, no new record.
+        assert!(!order_changed(
+            Some(&first),
+            &ranking(&[("db", 12.0), ("api", 1.0)])
+        ));
+        assert!(order_changed(
+            Some(&first),
+            &ranking(&[("api", 9.0), ("db", 2.0)])
+        ));
+        assert!(order_changed(Some(&first), &ranking(&[("db", 9.0)])));
+    }
 }

@@ -80,6 +80,16 @@ pub struct StepRecord {
     pub output: Value,
 }
 
+impl StepRecord {
+    /// The record as answers and the audit trail show it: times in RFC 3339.
+    pub fn to_json(&self) -> Value {
+        let mut value = serde_json::to_value(self).expect("records serialise");
+        value["started_at"] = json!(format_time(self.started_at));
+        value["finished_at"] = json!(format_time(self.finished_at));
+        value
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Approval {
     pub requested_at: i64,
@@ -753,7 +763,7 @@ async fn drive(state: &AppState, runbooks: &Arc<Runbooks>, mut run: Run) {
             &run,
             "sextant.runbooks",
             "runbook.step",
-            serde_json::to_value(&record).expect("records serialise"),
+            record.to_json(),
         )
         .await;
         run.steps.push(record);
@@ -778,7 +788,12 @@ async fn wait_for_decision(state: &AppState, run: &mut Run) -> Option<bool> {
             return Some(false);
         }
         let expires = run.approval.as_ref().map_or(i64::MAX, |a| a.expires_at);
-        if now_ns() >= expires {
+        let over = incident_resolved(state, run);
+        if now_ns() >= expires || over.is_some() {
+            let why = match &over {
+                Some(resolved) => format!("{resolved} before a decision: the run ends unrun"),
+                None => "no decision before the approval expired".to_owned(),
+            };
             run.status = "expired".into();
             run.steps.push(StepRecord {
                 index: run.next_step,
@@ -788,7 +803,7 @@ async fn wait_for_decision(state: &AppState, run: &mut Run) -> Option<bool> {
                 started_at: run.approval.as_ref().map_or(0, |a| a.requested_at),
                 finished_at: now_ns(),
                 input: Value::Null,
-                output: json!("no decision before the approval expired"),
+                output: json!(why),
             });
             let _ = store(state, run).await;
             audit(
@@ -796,7 +811,7 @@ async fn wait_for_decision(state: &AppState, run: &mut Run) -> Option<bool> {
                 run,
                 "sextant.runbooks",
                 "run.expired",
-                json!({"step": run.next_step + 1}),
+                json!({"step": run.next_step + 1, "reason": why}),
             )
             .await;
             return Some(false);
@@ -805,7 +820,22 @@ async fn wait_for_decision(state: &AppState, run: &mut Run) -> Option<bool> {
     }
 }
 
-/// An editor's decision on a waiting run: approve continues it, reject ends it.
+/// Whether the incident a run acts on has resolved: when, in words ("incident 4 resolved at
+/// ..."); a step approved then would act on a fault that is over.
+fn incident_resolved(state: &AppState, run: &Run) -> Option<String> {
+    let row = state.meta.incident(&run.tenant, run.incident).ok()??;
+    let incident: Incident = serde_json::from_str(&row.body).ok()?;
+    (incident.status == sextant_incidents::correlator::IncidentStatus::Resolved).then(|| {
+        format!(
+            "incident {} resolved at {}",
+            incident.id,
+            format_time(incident.resolved_at.unwrap_or(row.updated_at))
+        )
+    })
+}
+
+/// An editor's decision on a waiting run: approve continues it, reject ends it; a run whose
+/// incident has resolved cannot be approved (it expires, saying why).
 pub async fn decide(
     state: &AppState,
     runbooks: &Arc<Runbooks>,
@@ -825,6 +855,11 @@ pub async fn decide(
         return Err(ApiError::Conflict(format!(
             "run `{id}` is {}, not waiting for approval",
             run.status
+        )));
+    }
+    if approve && let Some(resolved) = incident_resolved(state, &run) {
+        return Err(ApiError::Conflict(format!(
+            "run `{id}` was not approved: {resolved}, so its remaining steps will not run"
         )));
     }
     let now = now_ns();

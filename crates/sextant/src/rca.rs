@@ -292,7 +292,10 @@ pub fn run(args: RcaArgs) -> anyhow::Result<()> {
         .collect();
     println!(
         "{}",
-        serde_json::to_string_pretty(&json!({ "ranking": entries }))?
+        // The shape of a live incident's ranking (`GET /api/v1/incidents/ID/rca`).
+        serde_json::to_string_pretty(&json!({
+            "ranking": {"services": entries, "series_considered": ranking.series.len()}
+        }))?
     );
     Ok(())
 }

@@ -74,6 +74,10 @@ pub struct AuditFilter {
     pub to: Option<i64>,
     /// Records whose kind is this or starts with it and a `.` (`runbook` takes `runbook.*`).
     pub kind: Option<String>,
+    /// Records of this actor (a token id, `sextant.correlator`, ...).
+    pub actor: Option<String>,
+    /// Records about this subject (an incident's number, a run's id, a rule's name).
+    pub subject: Option<String>,
     /// 0: no limit.
     pub limit: usize,
 }
@@ -118,7 +122,8 @@ pub(super) fn select(
     let mut statement = connection.prepare(
         "SELECT number, tenant, at, actor, kind, subject, detail FROM audit
          WHERE tenant = ?1 AND at >= ?2 AND at < ?3
-           AND (?4 IS NULL OR kind = ?4 OR kind LIKE ?4 || '.%')
+           AND (?4 IS NULL OR kind = ?4 OR substr(kind, 1, length(?4) + 1) = ?4 || '.')
+           AND (?6 IS NULL OR actor = ?6) AND (?7 IS NULL OR subject = ?7)
          ORDER BY number DESC LIMIT ?5",
     )?;
     let rows = statement.query_map(
@@ -127,7 +132,9 @@ pub(super) fn select(
             filter.from.unwrap_or(i64::MIN),
             filter.to.unwrap_or(i64::MAX),
             filter.kind,
-            limit
+            limit,
+            filter.actor,
+            filter.subject
         ],
         |row| {
             Ok((
@@ -217,5 +224,61 @@ mod tests {
         );
         let refused = connection.execute("UPDATE audit SET kind = 'x'", []);
         assert!(refused.is_err(), "the trail is append-only again");
+    }
+
+    #[test]
+    fn records_filter_by_kind_family_actor_and_subject() {
+        let mut connection = Connection::open_in_memory().unwrap();
+        connection.execute_batch(SCHEMA).unwrap();
+        migrate(&connection).unwrap();
+        let with = |kind: &str, actor: &str, subject: &str| AuditRecord {
+            actor: actor.into(),
+            subject: subject.into(),
+            ..record("a", kind)
+        };
+        append(
+            &mut connection,
+            &[
+                with("runbook.step", "sextant.runbooks", "run-1"),
+                with("runbooks.pause", "tok1", ""),
+                with("runbook_x.odd", "tok1", ""),
+                with("incident.ack", "tok1", "7"),
+                with("incident.resolve", "tok2", "7"),
+                with("incident.ack", "tok2", "8"),
+            ],
+        )
+        .unwrap();
+        let kinds = |filter: AuditFilter| -> Vec<String> {
+            select(&connection, &TenantId::new("a").unwrap(), &filter)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.kind)
+                .collect()
+        };
+        let some = |s: &str| Some(s.to_owned());
+        // A family is its own name and what follows a dot: not `runbooks`, not `runbook_x`
+        // (`_` is no wildcard).
+        assert_eq!(
+            kinds(AuditFilter {
+                kind: some("runbook"),
+                ..Default::default()
+            }),
+            ["runbook.step"]
+        );
+        assert_eq!(
+            kinds(AuditFilter {
+                kind: some("incident"),
+                subject: some("7"),
+                ..Default::default()
+            }),
+            ["incident.resolve", "incident.ack"]
+        );
+        assert_eq!(
+            kinds(AuditFilter {
+                actor: some("tok2"),
+                ..Default::default()
+            }),
+            ["incident.ack", "incident.resolve"]
+        );
     }
 }

@@ -251,7 +251,7 @@ fn a_tenants_editor_runs_only_the_operators_actions_checked_and_bounded() {
         alert(&server, &editor, service, title);
         let run = wait_for_run(&server, &editor, title, |r| {
             r["runbook"]["name"] == "guard"
-                && r["context"]["services"] == service
+                && r["context"]["services"][0] == service
                 && r["status"] == "failed"
         });
         assert_eq!(run["steps"][0]["status"], "refused", "{run}");

@@ -771,6 +771,49 @@ fn webhooks_deduplicate_incidents_resolve_and_engineers_act_on_them() {
         get(&server, &viewer, "/api/v1/silences")["silences"][0]["active"],
         true
     );
+    // A silenced alert that keeps firing is recorded as silenced once, not at every repeat.
+    let send = |event: Value| {
+        let (status, answer) = call(&server, &ingest, "POST", "/api/v1/events", Some(&event));
+        assert!((200..300).contains(&status), "{answer}");
+    };
+    for _ in 0..3 {
+        send(json!({"title": "DiskSpaceLow", "service": "cart", "fingerprint": "disk-cart"}));
+    }
+    // Signals are correlated in order: once a later one has opened its incident, the three
+    // were decided.
+    send(json!({"title": "Marker", "service": "marker", "fingerprint": "marker"}));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !get(&server, &admin, "/api/v1/audit?kind=correlation.opened")["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["detail"]["title"] == "Marker")
+    {
+        assert!(Instant::now() < deadline, "the marker was never correlated");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let silenced = get(&server, &admin, "/api/v1/audit?kind=correlation.silenced");
+    assert_eq!(
+        silenced["records"].as_array().unwrap().len(),
+        1,
+        "{silenced}"
+    );
+    send(
+        json!({"title": "Marker", "service": "marker", "fingerprint": "marker", "status": "resolved"}),
+    );
+    while get(&server, &editor, "/api/v1/incidents?status=open")["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i["title"] == "Marker")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the marker's incident never resolved"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(silenced["records"][0]["detail"]["title"], "DiskSpaceLow");
     assert_eq!(
         call(
             &server,
@@ -810,7 +853,8 @@ fn webhooks_deduplicate_incidents_resolve_and_engineers_act_on_them() {
         .collect();
     // The correlator's groupings are there too, before the engineers' actions.
     let opened = kinds.iter().filter(|k| **k == "correlation.opened").count();
-    assert_eq!(opened, 2, "{kinds:?}");
+    // (The two alerts' incidents, and the marker's after the silence.)
+    assert_eq!(opened, 3, "{kinds:?}");
     // (Token creation and the retention seen at start are the tenant's admin records.)
     let people: Vec<&str> = kinds
         .into_iter()
@@ -857,6 +901,37 @@ fn webhooks_deduplicate_incidents_resolve_and_engineers_act_on_them() {
     );
     let incidents_only = get(&server, &admin, "/api/v1/audit?kind=incident");
     assert_eq!(incidents_only["records"].as_array().unwrap().len(), 4);
+    // Filters by who and by what; an unknown kind is a mistake, not an empty trail.
+    let by_correlator = get(&server, &admin, "/api/v1/audit?actor=sextant.correlator");
+    assert!(
+        by_correlator["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["actor"] == "sextant.correlator"),
+        "{by_correlator}"
+    );
+    let subject = ack["subject"].as_str().unwrap();
+    let about = get(
+        &server,
+        &admin,
+        &format!("/api/v1/audit?kind=incident&subject={subject}"),
+    );
+    assert!(
+        !about["records"].as_array().unwrap().is_empty()
+            && about["records"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["subject"] == subject),
+        "{about}"
+    );
+    let (status, answer) = call(&server, &admin, "GET", "/api/v1/audit?kind=bogus", None);
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["message"].as_str().unwrap().contains("`bogus`"),
+        "{answer}"
+    );
     let foreign = get(&server, &stranger, "/api/v1/audit");
     let foreign_kinds: Vec<&str> = foreign["records"]
         .as_array()
@@ -876,14 +951,15 @@ fn webhooks_deduplicate_incidents_resolve_and_engineers_act_on_them() {
     server.stop();
     let server = Sextant::start_with_config(&data, Some(config));
     let list = get(&server, &editor, "/api/v1/incidents");
-    assert_eq!(list["stats"]["signals"], 7, "{list}");
+    // (Seven alert notifications, the three silenced repeats and the marker's two.)
+    assert_eq!(list["stats"]["signals"], 12, "{list}");
     post(
         &server,
         &ingest,
         "/api/v1/alertmanager",
         &webhook("firing", &[("firing", "CertExpiry", "payment", "f2")]),
     );
-    wait_for_signals(&server, &editor, 8);
+    wait_for_signals(&server, &editor, 13);
     let deadline = Instant::now() + Duration::from_secs(30);
     while get(&server, &editor, "/api/v1/incidents?status=open")["incidents"]
         .as_array()

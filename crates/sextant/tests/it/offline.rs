@@ -251,7 +251,7 @@ fn rca_ranks_a_sock_shop_case_and_eval_rca_prints_both_levels() {
         anomalous.to_str().unwrap(),
     ]);
     let answer: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
-    let ranking = answer["ranking"].as_array().unwrap();
+    let ranking = answer["ranking"]["services"].as_array().unwrap();
     assert_eq!(ranking[0]["service"], "orders", "{answer}");
     assert_eq!(ranking[0]["metric"], "cpu");
     assert!(
@@ -412,7 +412,7 @@ fn rca_takes_the_map_spans_and_log_lines_and_they_move_the_blame() {
         let mut all = vec!["rca", "--normal", &normal, "--anomalous", &anomalous];
         all.extend_from_slice(args);
         let answer: serde_json::Value = serde_json::from_str(&stdout(&run(&all))).unwrap();
-        answer["ranking"][0].clone()
+        answer["ranking"]["services"][0].clone()
     };
     assert_eq!(first(&[])["service"], "front");
     let top = first(&["--map", &map, "--spans", &spans, "--logs", &logs]);

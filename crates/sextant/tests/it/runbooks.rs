@@ -254,6 +254,21 @@ fn runbooks_notify_retry_wait_for_approval_and_keep_a_trail() {
         assert_eq!(body["key"], "tok-9f3a51-secret", "the secret is sent");
     }
     assert_eq!(run["steps"][1]["attempts"], 3, "{run}");
+    // Times are RFC 3339 like every answer; the incident's services a list.
+    for time in [
+        &run["created_at"],
+        &run["steps"][1]["started_at"],
+        &run["steps"][1]["finished_at"],
+        &run["approval"]["requested_at"],
+        &run["approval"]["expires_at"],
+    ] {
+        let text = time.as_str().unwrap_or_default();
+        assert!(
+            text.len() == 24 && text.ends_with('Z') && text.as_bytes()[10] == b'T',
+            "{time} in {run}"
+        );
+    }
+    assert!(run["context"]["services"].is_array(), "{run}");
     let recorded = run["steps"][1]["input"]["body"].as_str().unwrap();
     assert!(recorded.contains("\"key\": \"***\""), "{recorded}");
     assert!(
