@@ -491,6 +491,61 @@ fn runbooks_notify_retry_wait_for_approval_and_keep_a_trail() {
 }
 
 #[test]
+fn a_run_waiting_on_an_incident_that_resolves_expires_and_cannot_be_approved() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let editor = create_token(&data, "ops", "editor");
+    let markers = markers_dir(dir.path());
+    // Incidents resolve a second after their members do.
+    let config = format!(
+        "{}[incidents]\nresolve_quiet_seconds = 1\n",
+        touch_action_config(&markers, "\"ops\"")
+    );
+    let server = Sextant::start_with_config(&data, Some(&config));
+    put_runbook(
+        &server,
+        &editor,
+        "restart-db",
+        "name = \"restart-db\"\n[match]\nservices = [\"db\"]\n\
+         [[step]]\nkind = \"wait_for_approval\"\nexpires_seconds = 600\n\
+         [[step]]\nkind = \"action\"\naction = \"touch\"\nparams = { name = \"restarted\" }\n",
+    );
+    alert(&server, &editor, "db", "DbDown");
+    let run = wait_for_run(&server, &editor, "a run waits", |r| {
+        r["status"] == "waiting_approval"
+    });
+    let id = run["id"].as_str().unwrap().to_owned();
+    // The fault ends before anyone decides: the incident resolves, and the run says so.
+    let resolved =
+        json!({"title": "DbDown", "service": "db", "severity": "critical", "status": "resolved"});
+    let (status, answer) = call(
+        &server,
+        &editor,
+        "POST",
+        "/api/v1/events",
+        &resolved.to_string(),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let run = wait_for_run(&server, &editor, "the run expires", |r| {
+        r["id"] == id.as_str() && r["status"] == "expired"
+    });
+    let why = run["steps"][0]["output"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("resolved at") && why.contains("unrun"),
+        "{run}"
+    );
+    let (status, answer) = call(
+        &server,
+        &editor,
+        "POST",
+        &format!("/api/v1/runs/{id}/approve"),
+        "{\"comment\": \"too late\"}",
+    );
+    assert_eq!(status, 409, "{answer}");
+    assert!(!markers.join("restarted").exists(), "nothing ran");
+}
+
+#[test]
 fn a_scenario_suite_incident_triggers_its_runbook_once() {
     use sextant_incidents::scenario::Scenario;
     let dir = tempfile::tempdir().unwrap();
