@@ -539,6 +539,8 @@ function chart(
   );
   area(forecast.map((f) => [f[0], f[2], f[3]]), "forecast-band");
   picture.append(svg("path", { d: path(points), class: "series" }));
+  // A line needs two points: a lone one is drawn as a dot.
+  if (points.length === 1) picture.append(svg("circle", { cx: x(points[0][0]), cy: y(points[0][1]), r: 3, class: "point" }));
   if (forecast.length) picture.append(svg("path", { d: path(forecast.map((f) => [f[0], f[1]])), class: "forecast" }));
   for (const t of anomalies) {
     const near = points.reduce((best, p) => (Math.abs(p[0] - t) < Math.abs(best[0] - t) ? p : best), points[0]);
@@ -556,6 +558,17 @@ function chart(
   }
   return picture;
 }
+
+/// How `query_range` aggregated a series, in words.
+const AGG_WORDS: Record<string, string> = {
+  avg: "average",
+  rate: "rate per second",
+  mean: "mean observation",
+  sum: "sum",
+  min: "minimum",
+  max: "maximum",
+  count: "points",
+};
 
 async function metrics(query: URLSearchParams): Promise<HTMLElement> {
   const { from, to } = range();
@@ -597,7 +610,7 @@ async function metrics(query: URLSearchParams): Promise<HTMLElement> {
     .filter((a) => a.explanation?.series?.name === name)
     .map((a) => Number(a.explanation.window.start_unix_nano) / 1e9);
   section.append(
-    h("p", { class: "muted" }, `${name} of ${service}, per ${step / 60} min: the line, its expected band (grey), anomalies (red), the forecast (dashed, with its 95 % interval).`),
+    h("p", { class: "muted" }, `${name} of ${service}, ${AGG_WORDS[series.agg] ?? series.agg} per ${step / 60} min: the line, its expected band (grey), anomalies (red), the forecast (dashed, with its 95 % interval).`),
     chart(series.points, series.band ?? [], (forecast.series as Json[])[0]?.points ?? [], marks) as unknown as HTMLElement,
     h("p", { id: "anomaly-count" }, `${marks.length} anomalies in the range.`),
   );

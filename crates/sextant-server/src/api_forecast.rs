@@ -2,7 +2,7 @@
 //!
 //! Parameters (times as in [`crate::read_params`]):
 //! - `name` (required), `match`, `step`, `agg`: as `query_range`; the history is aggregated
-//!   into steps the same way (`avg` by default; use `rate` for counters).
+//!   into steps the same way (by default each series by its kind: a counter as its rate).
 //! - `from`, `to`: the history to learn from; by default the 3 days before now.
 //! - `horizon` (required): how far ahead, a duration like `30m`, `6h`, `2d`; at most 10,000
 //!   steps.
@@ -87,10 +87,14 @@ impl ForecastRequest {
         let (name, matchers) = RangeQuery::series_params(params)?;
         let step_seconds = duration(params, "step")?.unwrap_or(DEFAULT_STEP_SECONDS);
         let agg = match params.get("agg") {
-            None => Aggregation::Avg,
+            // As `query_range`: each series by its kind.
+            None => Aggregation::Auto,
             Some(text) => match Aggregation::parse(text) {
                 Some(Aggregation::Quantile(_) | Aggregation::Count) | None => {
-                    return Err(bad("agg", "must be one of sum, avg, min, max, rate"));
+                    return Err(bad(
+                        "agg",
+                        "must be one of auto, sum, avg, min, max, rate, mean",
+                    ));
                 }
                 Some(agg) => agg,
             },

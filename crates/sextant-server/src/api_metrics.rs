@@ -9,9 +9,16 @@
 //! - `from`, `to`: the range, `from` inclusive, `to` exclusive; by default the last hour.
 //! - `step`: the bucket width, a whole number of seconds written `30s`, `5m`, `1h` or `1d`;
 //!   60 s by default. At most 11 000 steps per request.
-//! - `agg`: what each bucket holds, per series (`avg` by default):
+//! - `agg`: what each bucket holds, per series (`auto` by default):
+//!   - `auto`: by the series' kind: a gauge and an up-down sum as `avg`, a monotonic sum (a
+//!     counter, cumulative or delta) as `rate`, a histogram (explicit or exponential) and a
+//!     summary as `mean`; each series in the answer says which (`"agg"`);
 //!   - `sum`, `avg`, `min`, `max`, `count`: of the points' `value` (for histograms and
 //!     summaries, `value` is the sum of observations);
+//!   - `mean`: the mean observation of histograms and summaries: the step's increase of their
+//!     sum over the increase of their count, each cumulative point measured from the series'
+//!     previous one (its first point, and a point after a reset, from the series' start);
+//!     delta points add their sums and counts;
 //!   - `rate`: per-second increase of a counter. For cumulative points, the increase from the
 //!     bucket's first point to its last (a drop is taken as a counter reset and the new value
 //!     counted as increase); delta points add their values. Divided by the step in seconds, so
@@ -163,11 +170,11 @@ impl RangeQuery {
             })?,
         };
         let agg = match params.get("agg") {
-            None => Aggregation::Avg,
+            None => Aggregation::Auto,
             Some(text) => Aggregation::parse(text).ok_or_else(|| {
                 bad(
                     "agg",
-                    "must be one of sum, avg, min, max, count, rate, p50, p90, p95, p99",
+                    "must be one of auto, sum, avg, min, max, count, rate, mean, p50, p90, p95, p99",
                 )
             })?,
         };
@@ -202,10 +209,10 @@ impl RangeQuery {
                 format!("attributes[{}] = {}", sql_string(label), sql_string(value))
             });
         }
-        let histogram_columns = if matches!(self.agg, Aggregation::Quantile(_)) {
-            ", bucket_bounds, bucket_counts"
-        } else {
-            ""
+        let histogram_columns = match self.agg {
+            Aggregation::Quantile(_) => ", bucket_bounds, bucket_counts",
+            Aggregation::Mean | Aggregation::Auto => ", count, is_monotonic",
+            _ => "",
         };
         let order = if self.agg.needs_time_order() {
             " ORDER BY time"
@@ -257,10 +264,17 @@ mod tests {
                 ("match", "service=api, route=/a'b"),
             ],
             "SELECT CAST(time AS BIGINT) AS time_ns, service, attributes, kind, temporality, \
-             value FROM metrics WHERE name = 'http.requests' AND \
+             value, count, is_monotonic FROM metrics WHERE name = 'http.requests' AND \
              time >= to_timestamp_nanos(1700000000000000000) AND \
              time < to_timestamp_nanos(1700003600000000000) AND service = 'api' AND \
-             attributes['route'] = '/a''b'",
+             attributes['route'] = '/a''b' ORDER BY time",
+        );
+        check(
+            &[RANGE[0], RANGE[1], ("name", "load"), ("agg", "avg")],
+            "SELECT CAST(time AS BIGINT) AS time_ns, service, attributes, kind, temporality, \
+             value FROM metrics WHERE name = 'load' AND \
+             time >= to_timestamp_nanos(1700000000000000000) AND \
+             time < to_timestamp_nanos(1700003600000000000)",
         );
         check(
             &[RANGE[0], RANGE[1], ("name", "latency"), ("agg", "p99")],

@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use arrow::array::{
-    Array, Float64Array, Int32Array, Int64Array, ListArray, MapArray, StringArray, UInt64Array,
+    Array, BooleanArray, Float64Array, Int32Array, Int64Array, ListArray, MapArray, StringArray,
+    UInt64Array,
 };
 use arrow::record_batch::RecordBatch;
 
@@ -33,6 +34,11 @@ pub(crate) enum Aggregation {
     Count,
     Rate,
     Quantile(f64),
+    /// The mean observation of histograms and summaries: the step's increase of their sum of
+    /// observations over the increase of their count.
+    Mean,
+    /// Each series by its kind ([`Aggregation::of_kind`]): the default.
+    Auto,
 }
 
 impl Aggregation {
@@ -48,19 +54,50 @@ impl Aggregation {
             "p90" => Aggregation::Quantile(0.9),
             "p95" => Aggregation::Quantile(0.95),
             "p99" => Aggregation::Quantile(0.99),
+            "mean" => Aggregation::Mean,
+            "auto" => Aggregation::Auto,
             _ => return None,
         })
+    }
+
+    pub fn name(self) -> String {
+        match self {
+            Aggregation::Sum => "sum".into(),
+            Aggregation::Avg => "avg".into(),
+            Aggregation::Min => "min".into(),
+            Aggregation::Max => "max".into(),
+            Aggregation::Count => "count".into(),
+            Aggregation::Rate => "rate".into(),
+            Aggregation::Quantile(q) => format!("p{}", (q * 100.0).round()),
+            Aggregation::Mean => "mean".into(),
+            Aggregation::Auto => "auto".into(),
+        }
+    }
+
+    /// What a series of a kind is read as by default: a gauge and an up-down sum as their
+    /// average, a monotonic sum (a counter) as its per-second rate, a histogram (explicit or
+    /// exponential) and a summary as their mean observation.
+    pub fn of_kind(kind: &str, monotonic: bool) -> Aggregation {
+        match kind {
+            "sum" if monotonic => Aggregation::Rate,
+            "histogram" | "exponential_histogram" | "summary" => Aggregation::Mean,
+            _ => Aggregation::Avg,
+        }
     }
 
     /// Whether the rows must come in time order (a counter's increase, a histogram's latest
     /// cumulative point).
     pub fn needs_time_order(self) -> bool {
-        matches!(self, Aggregation::Rate | Aggregation::Quantile(_))
+        matches!(
+            self,
+            Aggregation::Rate | Aggregation::Quantile(_) | Aggregation::Mean | Aggregation::Auto
+        )
     }
 }
 
 /// One step of one series: `a` and `b` by aggregation (sum; min; max; rate's increase and the
-/// previous counter value), `rows` seen and `values` that were not null.
+/// previous counter value; the mean's increases of sum and count), `rows` seen and `values`
+/// that were not null.
 #[derive(Clone, Copy, Debug, Default)]
 struct Cell {
     a: f64,
@@ -75,8 +112,12 @@ type Histogram = (Vec<f64>, Vec<f64>);
 #[derive(Debug)]
 struct Series {
     labels: BTreeMap<String, String>,
+    /// How its steps are aggregated (the builder's, or by its kind for `auto`).
+    agg: Aggregation,
     cells: Vec<Cell>,
     histograms: HashMap<usize, Histogram>,
+    /// The previous cumulative (sum, count) of a histogram or summary, for the mean.
+    last: Option<(f64, f64)>,
 }
 
 /// The columns of one batch the builder reads.
@@ -89,6 +130,8 @@ struct Columns<'a> {
     value: &'a Float64Array,
     temporality: Option<&'a Int32Array>,
     kind: Option<&'a StringArray>,
+    monotonic: Option<&'a BooleanArray>,
+    count: Option<&'a UInt64Array>,
     bounds: Option<&'a ListArray>,
     counts: Option<&'a ListArray>,
 }
@@ -122,6 +165,8 @@ impl<'a> Columns<'a> {
             value: column(batch, "value")?,
             temporality: column(batch, "temporality").ok(),
             kind: column(batch, "kind").ok(),
+            monotonic: column(batch, "is_monotonic").ok(),
+            count: column(batch, "count").ok(),
             bounds: column(batch, "bucket_bounds").ok(),
             counts: column(batch, "bucket_counts").ok(),
         })
@@ -230,10 +275,24 @@ impl SeriesBuilder {
             None => {
                 let index = self.series.len();
                 self.by_labels.insert(labels.clone(), index);
+                let agg = match self.agg {
+                    Aggregation::Auto => Aggregation::of_kind(
+                        columns
+                            .kind
+                            .filter(|k| k.is_valid(row))
+                            .map_or("", |k| k.value(row)),
+                        columns
+                            .monotonic
+                            .is_some_and(|m| m.is_valid(row) && m.value(row)),
+                    ),
+                    agg => agg,
+                };
                 self.series.push(Series {
                     labels,
+                    agg,
                     cells: vec![Cell::default(); self.steps],
                     histograms: HashMap::new(),
+                    last: None,
                 });
                 index
             }
@@ -253,8 +312,8 @@ impl SeriesBuilder {
             .temporality
             .is_some_and(|t| t.is_valid(row) && t.value(row) == TEMPORALITY_DELTA);
         cell.rows += 1;
-        match self.agg {
-            Aggregation::Count => {}
+        match series.agg {
+            Aggregation::Count | Aggregation::Auto => {}
             Aggregation::Sum | Aggregation::Avg => {
                 if let Some(value) = value {
                     cell.a += value;
@@ -263,7 +322,7 @@ impl SeriesBuilder {
             }
             Aggregation::Min | Aggregation::Max => {
                 if let Some(value) = value {
-                    let keep_min = self.agg == Aggregation::Min;
+                    let keep_min = series.agg == Aggregation::Min;
                     cell.a = match cell.values {
                         0 => value,
                         _ if keep_min => cell.a.min(value),
@@ -287,6 +346,29 @@ impl SeriesBuilder {
                     cell.b = value;
                     cell.values += 1;
                 }
+            }
+            Aggregation::Mean => {
+                let count = columns
+                    .count
+                    .filter(|c| c.is_valid(row))
+                    .map(|c| c.value(row) as f64);
+                let (Some(sum), Some(count)) = (value, count) else {
+                    return;
+                };
+                // A delta point, the series' first point and a reset (a count that fell) are
+                // their own increase; a cumulative point adds what it grew by.
+                let (sum_up, count_up) = match series.last {
+                    Some((last_sum, last_count)) if !delta && count >= last_count => {
+                        (sum - last_sum, count - last_count)
+                    }
+                    _ => (sum, count),
+                };
+                if !delta {
+                    series.last = Some((sum, count));
+                }
+                cell.a += sum_up;
+                cell.b += count_up;
+                cell.values += 1;
             }
             Aggregation::Quantile(_) => {
                 let is_histogram = columns.kind.is_some_and(|k| {
@@ -325,7 +407,15 @@ impl SeriesBuilder {
 
     /// The series ordered by labels, each with its (bucket start in Unix seconds, value) points;
     /// steps without a value are left out, and so are series without any.
-    pub fn into_series(mut self) -> Vec<LabeledPoints> {
+    pub fn into_series(self) -> Vec<LabeledPoints> {
+        self.into_aggregated()
+            .into_iter()
+            .map(|(labels, _, points)| (labels, points))
+            .collect()
+    }
+
+    /// [`SeriesBuilder::into_series`], with how each series was aggregated.
+    fn into_aggregated(mut self) -> Vec<(BTreeMap<String, String>, Aggregation, Vec<(i64, f64)>)> {
         self.series.sort_by(|a, b| a.labels.cmp(&b.labels));
         let mut out = Vec::with_capacity(self.series.len());
         for series in &self.series {
@@ -341,25 +431,27 @@ impl SeriesBuilder {
                 })
                 .collect();
             if !points.is_empty() {
-                out.push((series.labels.clone(), points));
+                out.push((series.labels.clone(), series.agg, points));
             }
         }
         out
     }
 
-    /// The answer: `{"series": [{"labels": {...}, "points": [[unix_seconds, value], ...]}]}`,
-    /// series ordered by labels, steps without a value left out. With `band`, each series also
+    /// The answer: `{"series": [{"labels": {...}, "agg": "rate", "points": [[unix_seconds,
+    /// value], ...]}]}`, series ordered by labels, steps without a value left out (`agg`: how
+    /// the series was aggregated, which `auto` decides by its kind). With `band`, each series also
     /// has `"band": [[unix_seconds, expected, lower, upper], ...]`: the band a fresh detector
     /// (this configuration) expected at each point, having seen the points before it in the
     /// answer (null while it warms up).
     pub fn finish(self, band: Option<&DetectorConfig>) -> String {
         let mut out = String::from("{\"series\":[");
-        for (i, (labels, points)) in self.into_series().iter().enumerate() {
+        for (i, (labels, agg, points)) in self.into_aggregated().iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }
             out.push_str("{\"labels\":");
             out.push_str(&serde_json::to_string(labels).unwrap_or_default());
+            let _ = write!(out, ",\"agg\":\"{}\"", agg.name());
             out.push_str(",\"points\":[");
             for (j, (seconds, value)) in points.iter().enumerate() {
                 if j > 0 {
@@ -396,8 +488,15 @@ impl SeriesBuilder {
         if cell.rows == 0 {
             return None;
         }
-        let value = match self.agg {
+        let value = match series.agg {
             Aggregation::Sum => cell.a,
+            Aggregation::Mean => {
+                if cell.b <= 0.0 {
+                    return None;
+                }
+                cell.a / cell.b
+            }
+            Aggregation::Auto => return None,
             Aggregation::Avg => {
                 if cell.values == 0 {
                     return None;
@@ -509,10 +608,128 @@ mod tests {
         for batch in batches {
             builder.add(batch).unwrap();
         }
-        let answer: serde_json::Value = serde_json::from_str(&builder.finish(None)).unwrap();
+        let mut answer: serde_json::Value = serde_json::from_str(&builder.finish(None)).unwrap();
+        // Each series says how it was aggregated: `agg` itself, unless it is `auto`.
+        for series in answer["series"].as_array_mut().unwrap() {
+            let said = series.as_object_mut().unwrap().remove("agg").unwrap();
+            if agg != Aggregation::Auto {
+                assert_eq!(said, agg.name(), "{agg:?}");
+            }
+        }
         // Through text as well: serde_json's parser may round the last digit differently.
         let expected: serde_json::Value = serde_json::from_str(&expected.to_string()).unwrap();
         assert_eq!(answer, expected, "{agg:?}");
+    }
+
+    /// `batch` with each row's kind, monotonicity and count beside it.
+    fn with_kinds(batch: RecordBatch, kinds: &[(&str, bool, Option<u64>)]) -> RecordBatch {
+        let mut fields: Vec<Field> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.extend([
+            Field::new("kind", DataType::Utf8, false),
+            Field::new("is_monotonic", DataType::Boolean, false),
+            Field::new("count", DataType::UInt64, true),
+        ]);
+        let mut columns = batch.columns().to_vec();
+        columns.push(Arc::new(StringArray::from_iter_values(
+            kinds.iter().map(|k| k.0),
+        )));
+        columns.push(Arc::new(BooleanArray::from_iter(
+            kinds.iter().map(|k| Some(k.1)),
+        )));
+        columns.push(Arc::new(UInt64Array::from_iter(kinds.iter().map(|k| k.2))));
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+    }
+
+    #[test]
+    fn each_kind_reads_right_by_default_and_histograms_as_their_mean() {
+        let none: &[(&str, &str)] = &[];
+        // A cumulative histogram (sum, count): 10 ms over 2 requests, then 40 ms more over 2
+        // more (the mean of the second minute is 20, not an average of running sums), then a
+        // reset to 30 ms over 1; one alone in its minute still draws.
+        let histogram = with_kinds(
+            batch(&[
+                (0, "h", none, 2, Some(10.0)),
+                (60, "h", none, 2, Some(50.0)),
+                (120, "h", none, 2, Some(30.0)),
+            ]),
+            &[
+                ("histogram", false, Some(2)),
+                ("histogram", false, Some(4)),
+                ("histogram", false, Some(1)),
+            ],
+        );
+        let expected = serde_json::json!({"series": [
+            {"labels": {"service": "h"}, "points": [[0, 5.0], [60, 20.0], [120, 30.0]]},
+        ]});
+        check(
+            Aggregation::Mean,
+            std::slice::from_ref(&histogram),
+            expected.clone(),
+        );
+        check(
+            Aggregation::Auto,
+            std::slice::from_ref(&histogram),
+            expected,
+        );
+        // Delta points add their sums and counts.
+        let delta = with_kinds(
+            batch(&[(0, "d", none, 1, Some(6.0)), (30, "d", none, 1, Some(4.0))]),
+            &[
+                ("exponential_histogram", false, Some(2)),
+                ("exponential_histogram", false, Some(3)),
+            ],
+        );
+        check(
+            Aggregation::Auto,
+            &[delta],
+            serde_json::json!({"series": [{"labels": {"service": "d"}, "points": [[0, 2.0]]}]}),
+        );
+        // A counter is read as its rate, a gauge and an up-down sum as their average.
+        let mixed = with_kinds(
+            batch(&[
+                (0, "c", none, 2, Some(0.0)),
+                (30, "c", none, 2, Some(60.0)),
+                (0, "g", none, 0, Some(4.0)),
+                (30, "g", none, 0, Some(8.0)),
+                (0, "u", none, 2, Some(10.0)),
+                (30, "u", none, 2, Some(4.0)),
+            ]),
+            &[
+                ("sum", true, None),
+                ("sum", true, None),
+                ("gauge", false, None),
+                ("gauge", false, None),
+                ("sum", false, None),
+                ("sum", false, None),
+            ],
+        );
+        let mut builder = SeriesBuilder::new(Aggregation::Auto, 0, 600 * S, 60, 1_000);
+        builder.add(&mixed).unwrap();
+        let answer: serde_json::Value = serde_json::from_str(&builder.finish(None)).unwrap();
+        let read: Vec<(String, f64)> = answer["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["agg"].as_str().unwrap().to_owned(),
+                    s["points"][0][1].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            read,
+            [
+                ("rate".into(), 1.0),
+                ("avg".into(), 6.0),
+                ("avg".into(), 7.0)
+            ]
+        );
     }
 
     #[test]

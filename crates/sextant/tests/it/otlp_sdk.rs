@@ -389,6 +389,52 @@ fn python_sdk_over_http_and_grpc_stores_every_signal() {
             rejected.stderr
         );
     }
+    // Each kind reads right by default: histograms as their mean observation (not an average
+    // of cumulative sums), counters as a rate, gauges and up-down sums as they are.
+    let (_, http_run) = &runs[0];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for (name, agg, value) in [
+        ("sdk_test.histogram", "mean", Some(5555.0 / 4.0)),
+        ("sdk_test.exp_histogram", "mean", Some(114.0 / 4.0)),
+        ("sdk_test.gauge", "avg", Some(42.5)),
+        ("sdk_test.updown", "avg", Some(6.0)),
+        ("sdk_test.counter", "rate", None),
+    ] {
+        let url = server.url(&format!(
+            "/api/v1/metrics/query_range?name={name}&match=run_id={http_run}&step=60s"
+        ));
+        let answer = loop {
+            let answer: serde_json::Value = serde_json::from_str(
+                &support::agent()
+                    .get(&url)
+                    .header("Authorization", &format!("Bearer {viewer}"))
+                    .call()
+                    .unwrap()
+                    .body_mut()
+                    .read_to_string()
+                    .unwrap(),
+            )
+            .unwrap();
+            if !answer["series"][0]["points"]
+                .as_array()
+                .is_none_or(Vec::is_empty)
+            {
+                break answer;
+            }
+            assert!(Instant::now() < deadline, "{name}: {answer}");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let series = &answer["series"][0];
+        assert_eq!(series["agg"], agg, "{name}: {answer}");
+        if let Some(value) = value {
+            let points = series["points"].as_array().unwrap();
+            let last = points.last().unwrap()[1].as_f64().unwrap();
+            assert!(
+                (last - value).abs() < 1e-9,
+                "{name}: {last} for {value}: {answer}"
+            );
+        }
+    }
     server.stop();
 
     let reader = TelemetryReader::new(dir.path());

@@ -387,6 +387,7 @@ fn check_metrics(server: &Sextant, token: &str, tenant: &str) {
         answer,
         json!({"series": [{
             "labels": {"service": "checkout", "route": "/a"},
+            "agg": "rate",
             "points": [[M0, scale], [M0 + 60, scale]],
         }]})
     );
