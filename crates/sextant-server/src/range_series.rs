@@ -21,6 +21,9 @@ use crate::read_params::NANOS_PER_SECOND;
 /// One series of an answer: its labels and its (bucket start in Unix seconds, value) points.
 pub type LabeledPoints = (BTreeMap<String, String>, Vec<(i64, f64)>);
 
+/// A series of an answer with how it was aggregated.
+type AggregatedPoints = (BTreeMap<String, String>, Aggregation, Vec<(i64, f64)>);
+
 /// OTLP `AggregationTemporality` of delta points.
 const TEMPORALITY_DELTA: i32 = 1;
 
@@ -415,7 +418,7 @@ impl SeriesBuilder {
     }
 
     /// [`SeriesBuilder::into_series`], with how each series was aggregated.
-    fn into_aggregated(mut self) -> Vec<(BTreeMap<String, String>, Aggregation, Vec<(i64, f64)>)> {
+    fn into_aggregated(mut self) -> Vec<AggregatedPoints> {
         self.series.sort_by(|a, b| a.labels.cmp(&b.labels));
         let mut out = Vec::with_capacity(self.series.len());
         for series in &self.series {
