@@ -3,8 +3,9 @@
 //!
 //! The forecaster runs a dozen simple methods (see [`candidate_forecasts`]: seasonal naive,
 //! level-adjusted means of past days and weeks, seasonal profiles, exponential smoothing with
-//! daily or weekly seasons, damped trend, a line) on the history minus its last `horizon`
-//! steps and minus its last two `horizon`s, scores each against the steps cut off, and averages
+//! daily or weekly seasons, damped trend, a line, the drift of the last `horizon` steps) on the
+//! history minus its last `horizon` steps and minus its last two `horizon`s, scores each
+//! against the steps cut off, and averages
 //! the two best methods' forecasts from the whole history. Positive seasonal series are
 //! forecast in logarithms, so seasonal swings scale with the level. Sub-daily seasons (12 steps
 //! or more) also get a weekly one (seven seasons) when the history covers two weeks.
@@ -494,5 +495,18 @@ mod tests {
         assert!((normal_quantile(0.975) - 1.959_964).abs() < 1e-4);
         assert!(normal_quantile(0.5).abs() < 1e-6);
         assert!((normal_quantile(0.1) + 1.281_552).abs() < 1e-4);
+    }
+
+    #[test]
+    fn a_climb_that_began_late_in_a_flat_history_is_followed() {
+        // Forty flat steps (a little noise), then twenty climbing one a step: a leak. A line
+        // through all of it, or a damped trend, would flatten it to about half its pace.
+        let mut history: Vec<f64> = (0..40)
+            .map(|i| 100.0 + ((i * 7919) % 13) as f64 * 0.1)
+            .collect();
+        history.extend((1..=20).map(|i| 101.0 + i as f64));
+        let f = forecast(&history, 15, None, &ForecastConfig::default()).unwrap();
+        let pace = (f.mean[14] - history[59]) / 15.0;
+        assert!(pace > 0.8 && pace < 1.2, "{pace} a step: {:?}", f.mean);
     }
 }

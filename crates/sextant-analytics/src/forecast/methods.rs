@@ -25,6 +25,7 @@ pub(crate) fn candidates(
     out.push(("naive", vec![z[n - 1]; horizon]));
     if n >= 3 {
         out.push(("linear", linear(z, horizon)));
+        out.push(("drift", recent_drift(z, horizon)));
         let p = smoothing::fit(z, 0, true);
         out.push(("damped", smoothing::predict(z, 0, &p, horizon)));
     }
@@ -68,6 +69,16 @@ pub(crate) fn candidates(
         }
     }
     out
+}
+
+/// The last value, moving on at the mean step of the last `horizon` steps (at most the whole
+/// series): a trend as recent as the forecast is long, so a climb that began late in a long
+/// flat history is followed (a leak, a filling disk), where a line through all of it is not.
+pub(crate) fn recent_drift(z: &[f64], horizon: usize) -> Vec<f64> {
+    let n = z.len();
+    let k = horizon.clamp(1, n - 1);
+    let slope = (z[n - 1] - z[n - 1 - k]) / k as f64;
+    (1..=horizon).map(|h| z[n - 1] + slope * h as f64).collect()
 }
 
 /// A straight least-squares line through the whole series, continued.
