@@ -40,6 +40,9 @@ pub enum Error {
     },
     #[error("ingest is not available: {reason}")]
     Unavailable { reason: String },
+    /// The store's disk is below its free-space reserve (the message says how much is free).
+    #[error("{0}")]
+    DiskFull(String),
     #[error("storage failed: {0}")]
     Storage(#[source] sextant_store::Error),
 }
@@ -55,6 +58,7 @@ impl Error {
             Error::RateLimited { .. } => "rate_limited",
             Error::Overloaded { .. } => "overloaded",
             Error::Unavailable { .. } => "unavailable",
+            Error::DiskFull(_) => "disk_full",
             Error::Storage(_) => "storage",
         }
     }
@@ -66,6 +70,7 @@ impl Error {
                 Some(*retry_after)
             }
             Error::Unavailable { .. } => Some(Duration::from_secs(1)),
+            Error::DiskFull(_) => Some(Duration::from_secs(30)),
             _ => None,
         }
     }
@@ -81,6 +86,7 @@ impl From<sextant_store::Error> for Error {
             sextant_store::Error::Closed => Error::Unavailable {
                 reason: "write-ahead log closed".into(),
             },
+            full @ sextant_store::Error::DiskFull { .. } => Error::DiskFull(full.to_string()),
             other => Error::Storage(other),
         }
     }

@@ -80,6 +80,7 @@ impl ApiError {
             "unsupported_content_type" | "unsupported_encoding" => 415,
             "rate_limited" | "overloaded" | "auth_throttled" => 429,
             "unavailable" => 503,
+            "disk_full" => 507,
             _ => 500,
         }
     }
@@ -92,7 +93,7 @@ impl ApiError {
             401 => tonic::Code::Unauthenticated,
             403 => tonic::Code::PermissionDenied,
             404 => tonic::Code::NotFound,
-            413 | 429 => tonic::Code::ResourceExhausted,
+            413 | 429 | 507 => tonic::Code::ResourceExhausted,
             503 => tonic::Code::Unavailable,
             _ => tonic::Code::Internal,
         }

@@ -21,6 +21,13 @@ pub enum Error {
     /// The log cannot take more appends right now; the caller should retry later.
     #[error("write-ahead log queue is full")]
     Overloaded,
+    /// The data directory's file system has less free space than the reserve kept for
+    /// flushing and compaction: appends are refused until space returns.
+    #[error(
+        "the disk is full: {free} bytes free in the data directory, below the reserve of \
+         {reserve} bytes kept for flushing and compaction (`storage.min_free_bytes`)"
+    )]
+    DiskFull { free: u64, reserve: u64 },
     /// The log was closed, or failed and stopped accepting appends.
     #[error("write-ahead log is closed")]
     Closed,
@@ -53,6 +60,7 @@ impl Error {
             Error::Io { .. } | Error::WriteFailed(_) | Error::ObjectStore(_) => "storage_io",
             Error::Corrupt { .. } | Error::Decode(_) => "storage_corrupt",
             Error::Overloaded => "overloaded",
+            Error::DiskFull { .. } => "disk_full",
             Error::Closed => "unavailable",
             Error::Metadata(_) => "metadata",
             Error::TokenNotFound { .. } | Error::NotFound(_) => "not_found",

@@ -31,6 +31,7 @@ mod detectors;
 pub mod encrypted_store;
 mod error;
 mod event_source;
+mod free_space;
 mod maintenance;
 pub mod meta;
 mod reader;

@@ -79,6 +79,10 @@ pub struct StoreConfig {
     pub detectors: DetectorSettings,
     /// Encryption at rest, when on: the tenants' data keys. Default none.
     pub keyring: Option<Arc<Keyring>>,
+    /// Appends are refused ([`Error::DiskFull`]) while the data directory's file system has
+    /// less free space than this, kept for flushing, compaction and the metadata. Default
+    /// 256 MiB.
+    pub min_free_bytes: u64,
 }
 
 impl StoreConfig {
@@ -100,6 +104,7 @@ impl StoreConfig {
             patterns: MinerConfig::default(),
             detectors: DetectorSettings::default(),
             keyring: None,
+            min_free_bytes: 256 * 1024 * 1024,
         }
     }
 
@@ -184,6 +189,7 @@ struct Shared {
 pub struct TelemetryStore {
     wal: Wal,
     shared: Arc<Shared>,
+    free_space: crate::free_space::FreeSpace,
     flusher: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -430,6 +436,7 @@ impl TelemetryStore {
             .map_err(|e| Error::io("segment-flusher thread", e))?;
         let store = TelemetryStore {
             wal,
+            free_space: crate::free_space::FreeSpace::new(shared.config.data_dir.clone()),
             shared,
             flusher: Mutex::new(Some(flusher)),
         };
@@ -449,6 +456,7 @@ impl TelemetryStore {
             self.shared.request_flush();
             return Err(Error::Overloaded);
         }
+        self.free_space.check(self.shared.config.min_free_bytes)?;
         let payload = match &self.shared.config.keyring {
             Some(keyring) => Bytes::from(seal_value(
                 Some(keyring),

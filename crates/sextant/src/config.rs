@@ -319,6 +319,11 @@ pub struct StorageSettings {
     /// Segment files dropped by compaction, retention or erasure are deleted this many seconds
     /// later, so queries still reading them can finish. Default 300.
     pub delete_grace_seconds: u64,
+    /// Ingest answers 507 (disk full) while the data directory's file system has fewer free
+    /// bytes than this: a reserve kept for flushing, compaction and the metadata, so what was
+    /// accepted is never lost to a full disk. Ingest resumes by itself once space returns.
+    /// Default 256 MiB.
+    pub min_free_bytes: u64,
 }
 
 impl Default for StorageSettings {
@@ -335,6 +340,7 @@ impl Default for StorageSettings {
             retention_days_per_tenant: BTreeMap::new(),
             retention_interval_seconds: store.retention_interval.as_secs(),
             delete_grace_seconds: store.delete_grace.as_secs(),
+            min_free_bytes: store.min_free_bytes,
         }
     }
 }
@@ -539,6 +545,7 @@ impl SextantConfig {
         store.retention_interval =
             std::time::Duration::from_secs(self.storage.retention_interval_seconds);
         store.delete_grace = std::time::Duration::from_secs(self.storage.delete_grace_seconds);
+        store.min_free_bytes = self.storage.min_free_bytes;
         store.patterns = self.patterns.clone();
         store.detectors = self.anomaly.detector_settings();
         store

@@ -6,6 +6,7 @@ mod anomalies;
 mod conventions;
 mod crash;
 mod demo;
+mod disk;
 mod errors;
 mod hostile;
 mod import;

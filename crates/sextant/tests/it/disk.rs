@@ -1,0 +1,154 @@
+//! A full disk, on a real small file system (a 96 MiB tmpfs mounted for the test; skipped where
+//! mounting is not allowed): ingest is refused with 507 and a message once free space falls
+//! below `storage.min_free_bytes`, what was accepted stays, the server stays ready, `/metrics`
+//! counts the refusals, and ingest resumes by itself when space returns.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::support::{Sextant, agent, create_token, running_as_root, sql};
+
+/// Unmounts its mount point when dropped (lazily, so a crashed server cannot hold it).
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A tmpfs of `megabytes` at `at`, or `None` where this process may not mount one.
+fn small_file_system(at: &Path, megabytes: u64) -> Option<Mounted> {
+    if !running_as_root() {
+        return None;
+    }
+    std::fs::create_dir_all(at).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+        .arg(at)
+        .status()
+        .is_ok_and(|s| s.success());
+    mounted.then(|| Mounted(at.to_owned()))
+}
+
+fn free_bytes(at: &Path) -> u64 {
+    let stat = rustix::fs::statvfs(at).unwrap();
+    stat.f_bavail * stat.f_frsize
+}
+
+fn send(server: &Sextant, token: &str, line: &str) -> (u16, String) {
+    let body = serde_json::json!({"resourceLogs": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "disk-test"}}]},
+        "scopeLogs": [{"logRecords": [{"body": {"stringValue": line}}]}],
+    }]});
+    let mut response = agent()
+        .post(&server.url("/v1/logs"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .header("Content-Type", "application/json")
+        .send(body.to_string().as_bytes())
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.body_mut().read_to_string().unwrap())
+}
+
+/// Sends `line` until the answer is `status` (the free space is looked up at most once a
+/// second); the last answer's body, and how many sends before it were accepted.
+fn send_until(server: &Sextant, token: &str, line: &str, status: u16) -> (String, usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut accepted = 0;
+    loop {
+        let (got, body) = send(server, token, line);
+        if got == status {
+            return (body, accepted);
+        }
+        accepted += usize::from(got == 200);
+        assert!(
+            Instant::now() < deadline,
+            "wanted {status}, got {got}: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_ingest_with_507_keeps_what_was_accepted_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small");
+    let Some(_mounted) = small_file_system(&small, 96) else {
+        eprintln!("skipped: this process cannot mount a tmpfs (it needs root)");
+        return;
+    };
+    let data = small.join("data");
+    let ingest = create_token(&data, "acme", "ingest");
+    let viewer = create_token(&data, "acme", "viewer");
+    // A 32 MiB reserve; write-ahead log segments of 4 MiB so the log fits the small disk.
+    let config = "[storage]\nmin_free_bytes = 33554432\n[wal]\nsegment_bytes = 4194304\n";
+    let server = Sextant::start_with_config(&data, Some(config));
+    send_until(&server, &ingest, "before the disk filled", 200);
+
+    // Something else fills the disk to 16 MiB free: below the reserve.
+    let filler = small.join("filler");
+    let fill = free_bytes(&small).saturating_sub(16 * 1024 * 1024);
+    std::fs::write(&filler, vec![0u8; fill as usize]).unwrap();
+    // (Sends within a second of the filling may still be taken: each is stored.)
+    let (refused, taken) = send_until(&server, &ingest, "while the disk is full", 507);
+    let answer: serde_json::Value = serde_json::from_str(&refused).unwrap();
+    assert_eq!(answer["error"], "disk_full", "{answer}");
+    let message = answer["message"].as_str().unwrap();
+    assert!(
+        message.contains("disk is full") && message.contains("storage.min_free_bytes"),
+        "{message}"
+    );
+    assert_eq!(
+        agent().get(&server.url("/readyz")).call().unwrap().status(),
+        200,
+        "the server stays ready: it refuses, it has not failed"
+    );
+    let metrics = agent()
+        .get(&server.url("/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let refusals = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sextant_ingest_refused_disk_full_total "))
+        .and_then(|n| n.trim().parse::<f64>().ok());
+    assert!(refusals.is_some_and(|n| n >= 1.0), "{metrics}");
+
+    // Space returns: ingest resumes without a restart, and nothing accepted was lost.
+    std::fs::remove_file(&filler).unwrap();
+    send_until(&server, &ingest, "after space returned", 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, answer) = sql(
+            &server,
+            &viewer,
+            "SELECT body FROM logs WHERE service = 'disk-test' ORDER BY time",
+        );
+        assert_eq!(status, 200, "{answer}");
+        let bodies: Vec<&str> = answer["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r[0].as_str().or_else(|| r["body"].as_str()))
+            .collect();
+        if bodies.contains(&"after space returned") {
+            assert!(bodies.contains(&"before the disk filled"), "{bodies:?}");
+            let stored = bodies
+                .iter()
+                .filter(|b| **b == "while the disk is full")
+                .count();
+            assert_eq!(
+                stored, taken,
+                "only the accepted sends are stored: {bodies:?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{answer}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    server.stop();
+}
