@@ -288,17 +288,8 @@ fn replayed_incidents(data: &Path) -> Vec<serde_json::Value> {
     let mut found = Vec::new();
     for row in answer["rows"].as_array().unwrap() {
         let body: serde_json::Value = serde_json::from_str(row["body"].as_str().unwrap()).unwrap();
-        let detail: serde_json::Value = serde_json::from_str(
-            &crate::support::agent()
-                .get(&server.url(&format!("/api/v1/incidents/{}", row["id"])))
-                .header("Authorization", &format!("Bearer {token}"))
-                .call()
-                .unwrap()
-                .body_mut()
-                .read_to_string()
-                .unwrap(),
-        )
-        .unwrap();
+        let detail =
+            crate::support::get_json(&server, &token, &format!("/api/v1/incidents/{}", row["id"]));
         found.push(serde_json::json!({
             "status": row["status"],
             "opened_at": body["opened_at"],

@@ -400,21 +400,10 @@ fn python_sdk_over_http_and_grpc_stores_every_signal() {
         ("sdk_test.updown", "avg", Some(6.0)),
         ("sdk_test.counter", "rate", None),
     ] {
-        let url = server.url(&format!(
-            "/api/v1/metrics/query_range?name={name}&match=run_id={http_run}&step=60s"
-        ));
+        let path =
+            format!("/api/v1/metrics/query_range?name={name}&match=run_id={http_run}&step=60s");
         let answer = loop {
-            let answer: serde_json::Value = serde_json::from_str(
-                &support::agent()
-                    .get(&url)
-                    .header("Authorization", &format!("Bearer {viewer}"))
-                    .call()
-                    .unwrap()
-                    .body_mut()
-                    .read_to_string()
-                    .unwrap(),
-            )
-            .unwrap();
+            let answer = support::get_json(&server, &viewer, &path);
             if !answer["series"][0]["points"]
                 .as_array()
                 .is_none_or(Vec::is_empty)

@@ -233,6 +233,19 @@ pub fn sql(server: &Sextant, token: &str, query: &str) -> (u16, serde_json::Valu
     (status, serde_json::from_str(&body).unwrap())
 }
 
+/// `GET path` with a bearer token; the answer's JSON, whatever its status.
+pub fn get_json(server: &Sextant, token: &str, path: &str) -> serde_json::Value {
+    let body = agent()
+        .get(&server.url(path))
+        .header("Authorization", &format!("Bearer {token}"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    serde_json::from_str(&body).unwrap()
+}
+
 /// Kills a helper process (a real sender or receiver) however the test ends.
 pub struct Kill(pub Child);
 
