@@ -824,6 +824,11 @@ async fn wait_for_decision(state: &AppState, run: &mut Run) -> Option<bool> {
 /// ..."); a step approved then would act on a fault that is over.
 fn incident_resolved(state: &AppState, run: &Run) -> Option<String> {
     let row = state.meta.incident(&run.tenant, run.incident).ok()??;
+    // The row's status first: a waiting run asks four times a second, and an open incident's
+    // body (up to thousands of members) is not worth parsing each time.
+    if row.status != "resolved" {
+        return None;
+    }
     let incident: Incident = serde_json::from_str(&row.body).ok()?;
     (incident.status == sextant_incidents::correlator::IncidentStatus::Resolved).then(|| {
         format!(
