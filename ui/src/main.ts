@@ -627,7 +627,7 @@ const AUDIT_KINDS = ["incident", "correlation", "rca", "anomaly", "silence", "in
 function details(detail: Json): HTMLElement {
   if (detail === null || typeof detail !== "object") return h("span", {}, detail === null ? "" : String(detail));
   if (typeof detail.sentence === "string") return h("span", {}, detail.sentence);
-  const reason = detail.decision?.reason?.text ?? detail.decision?.Opened?.reason?.text ?? detail.decision?.Joined?.reason?.text;
+  const reason = detail.decision?.reason?.text;
   const list = h("dl", { class: "details" });
   for (const [key, value] of Object.entries(detail)) {
     if (value === null || value === "" || (Array.isArray(value) && value.length === 0)) continue;

@@ -4,20 +4,20 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-
-use parking_lot::Mutex;
+use std::time::Instant;
 
 use crate::{Error, Result};
 
-/// How long a looked-up figure is used before the file system is asked again.
-const FRESH_FOR: Duration = Duration::from_secs(1);
+/// How long a looked-up figure is used before the file system is asked again, in ms.
+const FRESH_FOR_MS: u64 = 1_000;
 
-/// Free bytes of the file system holding a directory, for unprivileged writers.
+/// Free bytes of the file system holding a directory, for unprivileged writers. Every append
+/// asks; one caller a second looks it up, the others read the figure (no lock on the path).
 pub struct FreeSpace {
     dir: PathBuf,
-    /// When the figure was last looked up.
-    checked: Mutex<Option<Instant>>,
+    started: Instant,
+    /// When the figure is next due, in ms after `started` (0: at once).
+    due_ms: AtomicU64,
     free: AtomicU64,
 }
 
@@ -25,17 +25,27 @@ impl FreeSpace {
     pub fn new(dir: PathBuf) -> FreeSpace {
         FreeSpace {
             dir,
-            checked: Mutex::new(None),
+            started: Instant::now(),
+            due_ms: AtomicU64::new(0),
             free: AtomicU64::new(u64::MAX),
         }
     }
 
     /// The free bytes as last looked up (`u64::MAX` when the file system does not say).
     pub fn free(&self) -> u64 {
-        let now = Instant::now();
-        let mut checked = self.checked.lock();
-        if checked.is_none_or(|at| now.duration_since(at) >= FRESH_FOR) {
-            *checked = Some(now);
+        let now = self.started.elapsed().as_millis() as u64;
+        let due = self.due_ms.load(Ordering::Relaxed);
+        if now >= due
+            && self
+                .due_ms
+                .compare_exchange(
+                    due,
+                    now + FRESH_FOR_MS,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
             let free = match rustix::fs::statvfs(&self.dir) {
                 Ok(stat) => stat.f_bavail.saturating_mul(stat.f_frsize),
                 Err(err) => {
