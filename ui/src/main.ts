@@ -494,7 +494,7 @@ async function logs(query: URLSearchParams): Promise<HTMLElement> {
         h("td", {}, h("a", { href: `#/logs?q=${encodeURIComponent(`template:${p.id}`)}`, "data-pattern": String(p.id) }, "lines →")),
       ),
     );
-    api(`/api/v1/patterns/${p.id}/series?from=${from}&to=${to}&step=${Math.max(60, Math.floor(rangeSeconds / 60))}s`)
+    api(`/api/v1/patterns/${p.id}/series?from=${from}&to=${to}&step=${Math.max(60, Math.floor(rangeSeconds / 60))}s&time_format=unix`)
       .then((s) => spark.append(sparkline(complete(s.points as [number, number][], s.step_seconds))))
       .catch(() => {});
   }
@@ -600,8 +600,8 @@ async function metrics(query: URLSearchParams): Promise<HTMLElement> {
   const step = Math.max(60, Math.floor(rangeSeconds / 120 / 60) * 60);
   const match = encodeURIComponent(`service=${service}`);
   const [answer, forecast, anomalies] = await Promise.all([
-    api(`/api/v1/metrics/query_range?name=${encodeURIComponent(name)}&match=${match}&from=${from}&to=${to}&step=${step}s&band=true`),
-    api(`/api/v1/forecast?name=${encodeURIComponent(name)}&match=${match}&from=${from}&to=${to}&step=${step}s&horizon=${Math.max(step * 10, Math.floor(rangeSeconds / 4))}s`).catch(() => ({ series: [] })),
+    api(`/api/v1/metrics/query_range?name=${encodeURIComponent(name)}&match=${match}&from=${from}&to=${to}&step=${step}s&band=true&time_format=unix`),
+    api(`/api/v1/forecast?name=${encodeURIComponent(name)}&match=${match}&from=${from}&to=${to}&step=${step}s&horizon=${Math.max(step * 10, Math.floor(rangeSeconds / 4))}s&time_format=unix`).catch(() => ({ series: [] })),
     api(`/api/v1/anomalies?service=${encodeURIComponent(service)}&from=${from}&to=${to}&limit=200`),
   ]);
   const series = (answer.series as Json[])[0];

@@ -27,13 +27,20 @@ const MAX_CHANGES: usize = 16;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CorrelatorConfig {
-    /// A signal can join an incident whose members were active at most this long before (or
-    /// after) it. Seconds; default 900.
+    /// A signal can join an incident that opened, and whose members were active, at most this
+    /// long before (or after) it: an incident takes new signals for its first quarter of an
+    /// hour; later trouble is its own incident (merge them by hand when they are one).
+    /// Seconds; default 900.
     pub group_window_seconds: u64,
     /// Score in `[0, 1]` a signal needs to join an incident; below it, it opens one. Default 0.5.
     pub join_threshold: f64,
     /// Services further apart than this many edges on the map are not related. Default 3.
     pub max_hops: usize,
+    /// A new signal joins an incident only if it began at most this long after the newest
+    /// start in it (a member joining or firing again). One fault's effects spread through the
+    /// map within minutes; trouble that starts later, while the incident's signals only go on
+    /// firing, is new and opens its own incident. Seconds; default 300.
+    pub spread_window_seconds: u64,
     /// An incident resolves when all its members are resolved and none changed for this long.
     /// Seconds; default 300.
     pub resolve_quiet_seconds: u64,
@@ -53,6 +60,7 @@ impl Default for CorrelatorConfig {
             group_window_seconds: 900,
             join_threshold: 0.5,
             max_hops: 3,
+            spread_window_seconds: 300,
             resolve_quiet_seconds: 300,
             member_timeout_seconds: 3600,
             flap_changes: 4,
@@ -219,6 +227,10 @@ pub struct Member {
     /// Nanoseconds since the Unix epoch.
     pub first_seen: i64,
     pub last_seen: i64,
+    /// When it last began firing: `first_seen`, or the time it fired again after resolving.
+    /// (0 in incidents saved before it was kept: `first_seen` then.)
+    #[serde(default)]
+    pub onset: i64,
     /// Notifications received (repeats included).
     pub count: u64,
     /// Why it is in this incident.
@@ -334,6 +346,15 @@ impl Incident {
         self.opened_at = self.members.iter().map(|m| m.first_seen).min().unwrap_or(0);
         self.updated_at = self.members.iter().map(|m| m.last_seen).max().unwrap_or(0);
         self.notifications = self.members.iter().map(|m| m.count).sum();
+    }
+
+    /// The newest time one of its members began firing.
+    pub fn latest_onset(&self) -> i64 {
+        self.members
+            .iter()
+            .map(|m| m.onset.max(m.first_seen))
+            .max()
+            .unwrap_or(self.opened_at)
     }
 
     /// A sentence or two on what the incident holds and why its members belong together.
@@ -545,6 +566,10 @@ impl IncidentCorrelator {
             member.resolved = signal.resolved;
             let newly_flapping = flapping && !member.flapping;
             member.flapping = flapping;
+            // Firing again is a new start (a flapping one's is only noise).
+            if changed && !signal.resolved && !flapping {
+                member.onset = signal.time;
+            }
             let count = member.count;
             incident.notifications += 1;
             incident.updated_at = incident.updated_at.max(signal.time);
@@ -673,6 +698,7 @@ impl IncidentCorrelator {
             flapping,
             first_seen: signal.time,
             last_seen: signal.time,
+            onset: signal.time,
             count: 1,
             reason,
         };

@@ -180,6 +180,59 @@ fn new_trouble_after_every_member_recovered_opens_a_new_incident() {
 }
 
 #[test]
+fn trouble_that_starts_long_after_a_lasting_fault_began_is_new() {
+    let config = CorrelatorConfig::default();
+    let map = shop();
+    let rules = Rules {
+        map: Some(&map),
+        ..Rules::default()
+    };
+    let mut c = IncidentCorrelator::new();
+    let firing = |c: &mut IncidentCorrelator, fingerprint, service, title, second| {
+        c.process(
+            &config,
+            rules,
+            &signal(fingerprint, service, title, second, false),
+        )
+        .0
+    };
+    assert_eq!(
+        incident_of(&firing(&mut c, "r", "redis", "RedisDown", 0)),
+        1
+    );
+    // Its neighbour within the spread window: the fault's effect, it joins.
+    let d = firing(&mut c, "c", "cart", "CartSlow", 120);
+    assert!(matches!(d, Decision::Joined { incident: 1, .. }), "{d:?}");
+    // Both go on firing for ten minutes.
+    for second in (180..=720).step_by(60) {
+        firing(&mut c, "r", "redis", "RedisDown", second);
+        firing(&mut c, "c", "cart", "CartSlow", second);
+    }
+    // Something new next to them, seven minutes after the last start: a new incident, and
+    // the reason says why it did not join.
+    let d = firing(&mut c, "f", "frontend", "FrontendSlow", 540);
+    match &d {
+        Decision::Opened {
+            incident: 2,
+            reason,
+        } => {
+            assert!(reason.text.contains("windows"), "{}", reason.text)
+        }
+        other => panic!("{other:?}"),
+    }
+    // cart resolves and fires again: a new start, so new trouble with it may join again.
+    c.process(&config, rules, &signal("c", "cart", "CartSlow", 780, true));
+    firing(&mut c, "c", "cart", "CartSlow", 800);
+    let d = firing(&mut c, "e", "cart", "CartErrors", 830);
+    assert!(matches!(d, Decision::Joined { incident: 1, .. }), "{d:?}");
+    assert_eq!(c.open_incident(1).unwrap().latest_onset(), 830 * S);
+    // Past its first quarter of an hour it takes nothing new, however recently something began.
+    let d = firing(&mut c, "l", "cart", "CartLatency", 960);
+    assert!(matches!(d, Decision::Opened { .. }), "{d:?}");
+    assert_eq!(c.open_incident(1).unwrap().members.len(), 3);
+}
+
+#[test]
 fn a_flapping_alert_stays_in_its_incident_and_holds_it_open() {
     let config = CorrelatorConfig::default();
     let mut c = IncidentCorrelator::new();

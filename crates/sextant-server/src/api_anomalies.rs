@@ -36,7 +36,6 @@ pub(crate) fn event_json(event: &Event, feedback: Option<&str>) -> Value {
     json!({
         "id": event.id,
         "time": format_time(event.time_unix_nano),
-        "time_unix_nano": event.time_unix_nano,
         "kind": event.kind.as_str(),
         "source": event.source,
         "service": event.service,

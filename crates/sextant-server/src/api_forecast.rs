@@ -1,7 +1,7 @@
 //! `GET /api/v1/forecast`: where a metric's series are heading, with prediction intervals.
 //!
 //! Parameters (times as in [`crate::read_params`]):
-//! - `name` (required), `match`, `step`, `agg`: as `query_range`; the history is aggregated
+//! - `name` (required), `match`, `step`, `agg`, `time_format`: as `query_range`; the history is aggregated
 //!   into steps the same way (by default each series by its kind: a counter as its rate).
 //! - `from`, `to`: the history to learn from; by default the 3 days before now.
 //! - `horizon` (required): how far ahead, a duration like `30m`, `6h`, `2d`; at most 10,000
@@ -10,7 +10,7 @@
 //!   one in the history.
 //!
 //! The answer: `{"series": [{"labels": {...}, "method": ..., "season_seconds": ...,
-//! "points": [[unix_seconds, forecast, lower, upper], ...]}]}` with 95% intervals, the first
+//! "points": [[time, forecast, lower, upper], ...]}]}` with 95% intervals, the first
 //! point one step after the last step of the history. Missing steps inside the history are
 //! gaps the forecaster fills; leading ones are dropped. At most 1,000 series per request.
 
@@ -24,7 +24,7 @@ use sextant_analytics::forecast::{self, ForecastConfig};
 
 use crate::api_metrics::RangeQuery;
 use crate::range_series::Aggregation;
-use crate::read_params::{NANOS_PER_SECOND, Params, bad, now_ns, parse_step};
+use crate::read_params::{NANOS_PER_SECOND, Params, TimeFormat, bad, now_ns, parse_step};
 use crate::{ApiError, AppState};
 
 const DEFAULT_HISTORY_SECONDS: i64 = 3 * 86_400;
@@ -42,10 +42,19 @@ pub async fn forecast(
     let params = Params::new(
         query,
         &[
-            "name", "match", "from", "to", "step", "agg", "horizon", "season",
+            "name",
+            "match",
+            "from",
+            "to",
+            "step",
+            "agg",
+            "horizon",
+            "season",
+            "time_format",
         ],
     )?;
     let request = ForecastRequest::from_params(&params)?;
+    let times = TimeFormat::from_params(&params)?;
     let builder = request.range.run(&state, &principal).await?;
     let series = builder.into_series();
     if series.len() > MAX_SERIES {
@@ -54,7 +63,7 @@ pub async fn forecast(
             series.len()
         )));
     }
-    let answer = tokio::task::spawn_blocking(move || request.forecast_all(series))
+    let answer = tokio::task::spawn_blocking(move || request.forecast_all(series, times))
         .await
         .map_err(|_| ApiError::Internal)??;
     Ok(axum::Json(answer))
@@ -147,6 +156,7 @@ impl ForecastRequest {
     pub fn forecast_all(
         &self,
         series: Vec<crate::range_series::LabeledPoints>,
+        times: TimeFormat,
     ) -> Result<Value, ApiError> {
         let step = self.range.step_seconds;
         let config = ForecastConfig::default();
@@ -167,7 +177,7 @@ impl ForecastRequest {
             let forecast_points: Vec<Value> = (0..self.horizon_steps)
                 .map(|h| {
                     json!([
-                        last + (h as i64 + 1) * step,
+                        times.value(last + (h as i64 + 1) * step),
                         result.mean[h],
                         result.lower[h],
                         result.upper[h]

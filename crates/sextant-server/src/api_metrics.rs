@@ -32,10 +32,12 @@
 //! - `band`: `true` adds each series' expected band (see [`SeriesBuilder::finish`]): the live
 //!   detectors' model run over the answer's points, so the band at a point is what was expected
 //!   from the points before it.
+//! - `time_format`: `rfc3339` (the default) writes each point's time as an RFC 3339 string,
+//!   as every time in the API; `unix` as whole Unix seconds, for clients that draw charts.
 //!
 //! A series is one distinct (service, attributes); its labels are the attributes and `service`
 //! (which replaces an attribute of that name). Buckets start at multiples of `step` since the
-//! epoch and are reported by their start in Unix seconds; a bucket without points has no entry.
+//! epoch and are reported by their start; a bucket without points has no entry.
 //! The points stream from the query into the series as they are read (see
 //! [`crate::range_series`]), so the answer costs memory by series and steps, not by points; a
 //! range of more than 50,000,000 points is refused.
@@ -50,7 +52,9 @@ use axum::response::IntoResponse;
 use sextant_model::Table;
 
 use crate::range_series::{Aggregation, SeriesBuilder};
-use crate::read_params::{NANOS_PER_SECOND, Params, bad, parse_step, sql_string, sql_time};
+use crate::read_params::{
+    NANOS_PER_SECOND, Params, TimeFormat, bad, parse_step, sql_string, sql_time,
+};
 use crate::{ApiError, AppState};
 
 const DEFAULT_STEP_SECONDS: i64 = 60;
@@ -75,8 +79,18 @@ async fn run(
     let principal = crate::api_sql::query_principal(state, headers)?;
     let params = Params::new(
         query,
-        &["name", "match", "from", "to", "step", "agg", "band"],
+        &[
+            "name",
+            "match",
+            "from",
+            "to",
+            "step",
+            "agg",
+            "band",
+            "time_format",
+        ],
     )?;
+    let times = TimeFormat::from_params(&params)?;
     let request = RangeQuery::from_params(&params)?;
     let band = match params.get("band") {
         None | Some("false") => false,
@@ -85,7 +99,7 @@ async fn run(
     };
     let builder = request.run(state, &principal).await?;
     let config = band.then(|| state.services().map(|s| s.events.detector_config()));
-    Ok(builder.finish(config.transpose()?.as_ref()))
+    Ok(builder.finish(config.transpose()?.as_ref(), times))
 }
 
 /// A checked request.

@@ -12,8 +12,9 @@
 //! (lines per `severity_text`). Lines stored under an id that was later merged into another
 //! template count for the template they belong to now.
 //!
-//! `/api/v1/patterns/{id}/series` takes `from`, `to` and `step` (as `query_range`: `30s`,
-//! `5m`, ...; 60 s by default) and answers the template's lines per step, zeros included.
+//! `/api/v1/patterns/{id}/series` takes `from`, `to`, `step` and `time_format` (as
+//! `query_range`: `30s`, `5m`, ...; 60 s by default; times RFC 3339 unless `unix`) and answers
+//! the template's lines per step, zeros included.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -24,7 +25,8 @@ use serde_json::{Map, Value, json};
 use sextant_model::Table;
 
 use crate::read_params::{
-    NANOS_PER_SECOND, Params, bad, json_rows, parse_step, run_query_over, sql_string, sql_time,
+    NANOS_PER_SECOND, Params, TimeFormat, bad, json_rows, parse_step, run_query_over, sql_string,
+    sql_time,
 };
 use crate::{ApiError, AppState};
 
@@ -159,7 +161,8 @@ async fn one_series(
     let id: u64 = id
         .parse()
         .map_err(|_| bad("id", "must be a template id (a number)"))?;
-    let params = Params::new(query, &["from", "to", "step"])?;
+    let params = Params::new(query, &["from", "to", "step", "time_format"])?;
+    let times = TimeFormat::from_params(&params)?;
     let (from, to) = params.time_range()?;
     let step_seconds = match params.get("step") {
         None => DEFAULT_STEP_SECONDS,
@@ -212,7 +215,7 @@ async fn one_series(
         .map(|step| {
             let bucket = first_bucket + step * step_ns;
             json!([
-                bucket / NANOS_PER_SECOND,
+                times.value(bucket / NANOS_PER_SECOND),
                 counts.get(&bucket).copied().unwrap_or(0)
             ])
         })

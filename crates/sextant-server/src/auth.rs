@@ -57,15 +57,7 @@ impl Principal {
         if self.may(action) {
             return Ok(());
         }
-        let what = match action {
-            Action::Ingest(IngestKind::Logs) => "ingest logs",
-            Action::Ingest(IngestKind::Metrics) => "ingest metrics",
-            Action::Ingest(IngestKind::Traces) => "ingest traces",
-            Action::Ingest(IngestKind::Alerts) => "ingest alerts",
-            Action::Read => "query telemetry",
-            Action::Edit => "change anything",
-            Action::Administer => "administer the tenant",
-        };
+        let what = action_words(action);
         Err(ApiError::Forbidden(if self.role.allows(action) {
             let scopes: Vec<&str> = self.scopes.iter().flatten().map(|s| s.as_str()).collect();
             format!(
@@ -75,6 +67,19 @@ impl Principal {
         } else {
             format!("role `{}` may not {what}", self.role)
         }))
+    }
+}
+
+/// What `action` is, in words ("ingest logs", "query telemetry").
+pub(crate) fn action_words(action: Action) -> &'static str {
+    match action {
+        Action::Ingest(IngestKind::Logs) => "ingest logs",
+        Action::Ingest(IngestKind::Metrics) => "ingest metrics",
+        Action::Ingest(IngestKind::Traces) => "ingest traces",
+        Action::Ingest(IngestKind::Alerts) => "ingest alerts",
+        Action::Read => "query telemetry",
+        Action::Edit => "change anything",
+        Action::Administer => "administer the tenant",
     }
 }
 

@@ -31,6 +31,7 @@ mod api_rules;
 mod api_runbooks;
 mod api_sql;
 mod api_tenant;
+mod api_tokens;
 mod api_topology;
 mod api_traces;
 pub mod audit;
@@ -261,6 +262,14 @@ pub fn router(state: AppState, max_grpc_message_bytes: usize) -> Router {
             axum::routing::put(api_runbooks::put)
                 .delete(api_runbooks::delete)
                 .post(api_runbooks::switch),
+        )
+        .route(
+            "/api/v1/tokens",
+            get(api_tokens::list).post(api_tokens::create),
+        )
+        .route(
+            "/api/v1/tokens/{id}",
+            axum::routing::delete(api_tokens::revoke),
         )
         .route("/api/v1/secrets", get(secrets::list))
         .route(

@@ -16,7 +16,7 @@ use arrow::record_batch::RecordBatch;
 
 use sextant_analytics::anomaly::{Detector, DetectorConfig};
 
-use crate::read_params::NANOS_PER_SECOND;
+use crate::read_params::{NANOS_PER_SECOND, TimeFormat};
 
 /// One series of an answer: its labels and its (bucket start in Unix seconds, value) points.
 pub type LabeledPoints = (BTreeMap<String, String>, Vec<(i64, f64)>);
@@ -440,13 +440,13 @@ impl SeriesBuilder {
         out
     }
 
-    /// The answer: `{"series": [{"labels": {...}, "agg": "rate", "points": [[unix_seconds,
-    /// value], ...]}]}`, series ordered by labels, steps without a value left out (`agg`: how
-    /// the series was aggregated, which `auto` decides by its kind). With `band`, each series also
-    /// has `"band": [[unix_seconds, expected, lower, upper], ...]`: the band a fresh detector
-    /// (this configuration) expected at each point, having seen the points before it in the
-    /// answer (null while it warms up).
-    pub fn finish(self, band: Option<&DetectorConfig>) -> String {
+    /// The answer: `{"series": [{"labels": {...}, "agg": "rate", "points": [[time, value],
+    /// ...]}]}`, series ordered by labels, steps without a value left out (`agg`: how the series
+    /// was aggregated, which `auto` decides by its kind; `time`: the bucket's start as `times`
+    /// says). With `band`, each series also has `"band": [[time, expected, lower, upper], ...]`:
+    /// the band a fresh detector (this configuration) expected at each point, having seen the
+    /// points before it in the answer (null while it warms up).
+    pub fn finish(self, band: Option<&DetectorConfig>, times: TimeFormat) -> String {
         let mut out = String::from("{\"series\":[");
         for (i, (labels, agg, points)) in self.into_aggregated().iter().enumerate() {
             if i > 0 {
@@ -460,7 +460,9 @@ impl SeriesBuilder {
                 if j > 0 {
                     out.push(',');
                 }
-                let _ = write!(out, "[{seconds},{}]", json_number(*value));
+                out.push('[');
+                times.write(&mut out, *seconds);
+                let _ = write!(out, ",{}]", json_number(*value));
             }
             out.push(']');
             if let Some(config) = band {
@@ -471,9 +473,11 @@ impl SeriesBuilder {
                     if j > 0 {
                         out.push(',');
                     }
+                    out.push('[');
+                    times.write(&mut out, *seconds);
                     let _ = write!(
                         out,
-                        "[{seconds},{},{},{}]",
+                        ",{},{},{}]",
                         json_number(verdict.expected),
                         json_number(verdict.lower),
                         json_number(verdict.upper)
@@ -611,7 +615,8 @@ mod tests {
         for batch in batches {
             builder.add(batch).unwrap();
         }
-        let mut answer: serde_json::Value = serde_json::from_str(&builder.finish(None)).unwrap();
+        let mut answer: serde_json::Value =
+            serde_json::from_str(&builder.finish(None, TimeFormat::UnixSeconds)).unwrap();
         // Each series says how it was aggregated: `agg` itself, unless it is `auto`.
         for series in answer["series"].as_array_mut().unwrap() {
             let said = series.as_object_mut().unwrap().remove("agg").unwrap();
@@ -713,7 +718,8 @@ mod tests {
         );
         let mut builder = SeriesBuilder::new(Aggregation::Auto, 0, 600 * S, 60, 1_000);
         builder.add(&mixed).unwrap();
-        let answer: serde_json::Value = serde_json::from_str(&builder.finish(None)).unwrap();
+        let answer: serde_json::Value =
+            serde_json::from_str(&builder.finish(None, TimeFormat::UnixSeconds)).unwrap();
         let read: Vec<(String, f64)> = answer["series"]
             .as_array()
             .unwrap()

@@ -87,6 +87,48 @@ impl Params {
 
 pub(crate) use sextant_model::time::NANOS_PER_SECOND;
 
+/// How a series answer writes its points' times: RFC 3339 strings, as every other time in the
+/// API, or (`time_format=unix`, for clients that draw charts) whole Unix seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TimeFormat {
+    Rfc3339,
+    UnixSeconds,
+}
+
+impl TimeFormat {
+    /// The `time_format` parameter: `rfc3339` (the default) or `unix`.
+    pub(crate) fn from_params(params: &Params) -> Result<TimeFormat, ApiError> {
+        match params.get("time_format") {
+            None | Some("rfc3339") => Ok(TimeFormat::Rfc3339),
+            Some("unix") => Ok(TimeFormat::UnixSeconds),
+            Some(_) => Err(bad("time_format", "must be `rfc3339` or `unix`")),
+        }
+    }
+
+    /// `seconds` since the epoch as a JSON value.
+    pub(crate) fn value(self, seconds: i64) -> serde_json::Value {
+        match self {
+            TimeFormat::Rfc3339 => {
+                serde_json::Value::String(format_time(seconds.saturating_mul(NANOS_PER_SECOND)))
+            }
+            TimeFormat::UnixSeconds => serde_json::Value::from(seconds),
+        }
+    }
+
+    /// `seconds` since the epoch written as JSON onto `out`.
+    pub(crate) fn write(self, out: &mut String, seconds: i64) {
+        use std::fmt::Write;
+        let _ = match self {
+            TimeFormat::Rfc3339 => write!(
+                out,
+                "\"{}\"",
+                format_time(seconds.saturating_mul(NANOS_PER_SECOND))
+            ),
+            TimeFormat::UnixSeconds => write!(out, "{seconds}"),
+        };
+    }
+}
+
 /// `unix_nanos` as RFC 3339 in UTC with millisecond precision (`2026-11-23T15:00:00.000Z`).
 pub(crate) use sextant_model::time::format_rfc3339 as format_time;
 

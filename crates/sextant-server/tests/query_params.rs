@@ -42,11 +42,23 @@ const GET_ROUTES: &[(&str, &[&str])] = &[
     ),
     (
         "/api/v1/metrics/query_range",
-        &["name", "match", "from", "to", "step", "agg", "band"],
+        &[
+            "name",
+            "match",
+            "from",
+            "to",
+            "step",
+            "agg",
+            "band",
+            "time_format",
+        ],
     ),
     ("/api/v1/traces/{trace_id}", &[]),
     ("/api/v1/patterns", &["from", "to", "service", "q", "limit"]),
-    ("/api/v1/patterns/{id}/series", &["from", "to", "step"]),
+    (
+        "/api/v1/patterns/{id}/series",
+        &["from", "to", "step", "time_format"],
+    ),
     (
         "/api/v1/anomalies",
         &["from", "to", "service", "kind", "limit"],
@@ -55,7 +67,15 @@ const GET_ROUTES: &[(&str, &[&str])] = &[
     (
         "/api/v1/forecast",
         &[
-            "name", "match", "from", "to", "step", "agg", "horizon", "season",
+            "name",
+            "match",
+            "from",
+            "to",
+            "step",
+            "agg",
+            "horizon",
+            "season",
+            "time_format",
         ],
     ),
     ("/api/v1/topology", &["from", "to"]),
@@ -63,6 +83,7 @@ const GET_ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/runbooks", &[]),
     ("/api/v1/actions", &[]),
     ("/api/v1/secrets", &[]),
+    ("/api/v1/tokens", &[]),
     ("/api/v1/runs", &[]),
     ("/api/v1/runs/{id}", &[]),
     (

@@ -1,7 +1,9 @@
 //! [`SeriesDetectors`]: every metric series and every log pattern's per-minute rate gets its own
 //! streaming [`Detector`], fed as rows are committed, in write-ahead log order. A point that
 //! leaves its band opens an anomaly episode and becomes an [`Event`] with its explanation; the
-//! episode closes after a few quiet points.
+//! episode closes after a few quiet points back inside the band it had when the episode opened
+//! (a detector that has learnt the faulty level as normal does not close it while the fault
+//! goes on), or after many points the detector takes as normal (a lasting change of level).
 //!
 //! What a series is fed: a gauge's value; a monotonic counter's per-second rate (a drop is a
 //! reset: the new value counts as the increase); a delta counter's value over its interval; a
@@ -52,8 +54,13 @@ pub struct DetectorSettings {
     pub max_series_per_tenant: usize,
     /// Log pattern rates are counted per this many seconds of log time. Default 60.
     pub pattern_step_seconds: i64,
-    /// An anomaly episode closes after this many points in a row inside the band. Default 5.
+    /// An anomaly episode closes after this many points in a row inside the band, and inside
+    /// the band it had when the episode opened. Default 5.
     pub quiet_points: u32,
+    /// An episode also closes after this many points in a row that the detector finds normal
+    /// though they stay outside the band the episode opened with: the series settled at a new
+    /// level. Default 60.
+    pub settle_points: u32,
     /// Series states are saved with a flush's checkpoint at most this often (pattern clocks at
     /// every flush, everything on a clean stop): after a crash a model misses at most this
     /// long of learning. Default 60 s.
@@ -71,6 +78,7 @@ impl Default for DetectorSettings {
             max_series_per_tenant: 100_000,
             pattern_step_seconds: 60,
             quiet_points: 5,
+            settle_points: 60,
             save_interval: std::time::Duration::from_secs(60),
             related_window_seconds: 300,
         }
@@ -103,7 +111,30 @@ enum Feed {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Episode {
     event_id: String,
+    /// Points in a row back to normal.
     quiet: u32,
+    /// The band (lower, upper) when the episode opened: back to normal is back inside it.
+    #[serde(default)]
+    before: Option<(f64, f64)>,
+    /// Points in a row the detector finds normal while outside `before`.
+    #[serde(default)]
+    settled: u32,
+}
+
+impl Episode {
+    /// Counts one point the detector found normal; whether the episode is over.
+    fn normal_point(&mut self, value: f64, settings: &DetectorSettings) -> bool {
+        let back = self
+            .before
+            .is_none_or(|(lower, upper)| (lower..=upper).contains(&value));
+        if back {
+            self.quiet += 1;
+        } else {
+            self.quiet = 0;
+            self.settled += 1;
+        }
+        self.quiet >= settings.quiet_points || self.settled >= settings.settle_points
+    }
 }
 
 /// One watched series.
@@ -757,10 +788,12 @@ impl TenantDetectors {
         }
         let watched = &mut self.series[index];
         match (&mut watched.episode, verdict.anomalous) {
-            (Some(episode), true) => episode.quiet = 0,
+            (Some(episode), true) => {
+                episode.quiet = 0;
+                episode.settled = 0;
+            }
             (Some(episode), false) => {
-                episode.quiet += 1;
-                if episode.quiet >= settings.quiet_points {
+                if episode.normal_point(value, settings) {
                     let episode = watched.episode.take().expect("an open episode");
                     findings
                         .resolved
@@ -778,9 +811,13 @@ impl TenantDetectors {
                     &verdict,
                     template_text,
                 );
+                let before = (verdict.lower.is_finite() && verdict.upper.is_finite())
+                    .then_some((verdict.lower, verdict.upper));
                 self.series[index].episode = Some(Episode {
                     event_id: event.id.clone(),
                     quiet: 0,
+                    before,
+                    settled: 0,
                 });
                 metrics::counter!("sextant_anomalies_total").increment(1);
                 findings.events.push(event);

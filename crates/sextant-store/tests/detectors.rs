@@ -186,6 +186,35 @@ fn a_gauge_spike_becomes_one_explained_anomaly_that_resolves() {
 }
 
 #[test]
+fn an_episode_stays_open_while_the_fault_goes_on_and_closes_when_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    append(&store, Signal::Metrics, gauge(0..600, normal));
+    // The queue jumps to about 300 and stays there for 40 minutes: the detector soon takes
+    // 300 as its expected level, yet the fault goes on, so the anomaly stays firing.
+    let high = |minute: i64| 300.0 + 5.0 * noise(minute);
+    append(&store, Signal::Metrics, gauge(600..640, high));
+    let found = anomalies(&store);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].status, "firing", "the fault goes on: {found:?}");
+    // Back to about 100: the episode closes after its quiet points.
+    append(&store, Signal::Metrics, gauge(640..660, normal));
+    let found = anomalies(&store);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].status, "resolved");
+
+    // A lasting new level: once the detector has found it normal for `settle_points` (60)
+    // points, the episode closes though the series never went back.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    append(&store, Signal::Metrics, gauge(0..600, normal));
+    append(&store, Signal::Metrics, gauge(600..720, high));
+    let found = anomalies(&store);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].status, "resolved", "{found:?}");
+}
+
+#[test]
 fn detector_states_carry_over_a_restart_and_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());

@@ -160,8 +160,12 @@ pub struct AnomalySettings {
     pub max_series_per_tenant: usize,
     /// Log pattern rates are counted per this many seconds of log time. Default 60.
     pub pattern_step_seconds: i64,
-    /// An anomaly episode closes after this many points in a row inside the band. Default 5.
+    /// An anomaly episode closes after this many points in a row inside the band, and inside
+    /// the band it had when it opened (a fault that goes on keeps it open). Default 5.
     pub quiet_points: u32,
+    /// An episode whose series the detector finds normal again, though still outside the band
+    /// it opened with (a lasting new level), closes after this many points. Default 60.
+    pub settle_points: u32,
     /// Series models are saved with a flush at most this often, in seconds (all of them on a
     /// clean stop); after a crash a model misses at most this long of learning. Default 60.
     pub state_save_seconds: u64,
@@ -182,6 +186,7 @@ impl Default for AnomalySettings {
             max_series_per_tenant: live.max_series_per_tenant,
             pattern_step_seconds: live.pattern_step_seconds,
             quiet_points: live.quiet_points,
+            settle_points: live.settle_points,
             state_save_seconds: live.save_interval.as_secs(),
             capacity_check_seconds: 300,
             capacity: Vec::new(),
@@ -197,6 +202,7 @@ impl AnomalySettings {
             max_series_per_tenant: self.max_series_per_tenant,
             pattern_step_seconds: self.pattern_step_seconds,
             quiet_points: self.quiet_points,
+            settle_points: self.settle_points,
             save_interval: std::time::Duration::from_secs(self.state_save_seconds),
             ..DetectorSettings::default()
         };
@@ -210,8 +216,11 @@ impl AnomalySettings {
             .detector
             .validate()
             .map_err(|e| anyhow::anyhow!("`anomaly`: {e}"))?;
-        if self.pattern_step_seconds < 1 || self.quiet_points == 0 {
-            bail!("`anomaly.pattern_step_seconds` and `anomaly.quiet_points` must be at least 1");
+        if self.pattern_step_seconds < 1 || self.quiet_points == 0 || self.settle_points == 0 {
+            bail!(
+                "`anomaly.pattern_step_seconds`, `anomaly.quiet_points` and \
+                 `anomaly.settle_points` must be at least 1"
+            );
         }
         if self.capacity_check_seconds == 0 {
             bail!("`anomaly.capacity_check_seconds` must be greater than 0");

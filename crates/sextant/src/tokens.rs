@@ -1,23 +1,122 @@
-//! `sextant tokens create|list|revoke`: API tokens in the metadata store.
+//! `sextant tokens create|list|revoke`: API tokens, in a data directory's metadata store or,
+//! with `--url`, through a running server's `/api/v1/tokens` with an admin token.
 
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Subcommand;
 use sextant_model::{Role, Scope, TenantId};
-use sextant_store::meta::{AuditRecord, MetadataStore, SqliteMetadata, TokenOptions};
+use sextant_store::meta::{AuditRecord, MetadataStore, SqliteMetadata, TokenInfo, TokenOptions};
 
 use crate::DataDirArg;
+
+/// Where the tokens are: a data directory, or a running server.
+#[derive(Debug, clap::Args)]
+pub struct Target {
+    #[command(flatten)]
+    data: DataDirArg,
+    /// Work through a running server at this base URL (`http://127.0.0.1:7300`) instead of a
+    /// data directory, with an admin token of the tenant (--token): only that tenant's tokens.
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    /// With --url: an admin token of the tenant.
+    #[arg(long, env = "SEXTANT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl Target {
+    /// The server to call, when `--url` was given.
+    fn server(&self) -> anyhow::Result<Option<Server>> {
+        let Some(url) = &self.url else {
+            return Ok(None);
+        };
+        let Some(token) = self.token.clone().filter(|t| !t.is_empty()) else {
+            anyhow::bail!("--url needs an admin token of the tenant: --token or SEXTANT_TOKEN");
+        };
+        eprintln!("server: {url}");
+        Ok(Some(Server {
+            base: url.trim_end_matches('/').to_owned(),
+            token,
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .new_agent(),
+        }))
+    }
+}
+
+/// A running server's token API.
+struct Server {
+    base: String,
+    token: String,
+    agent: ureq::Agent,
+}
+
+/// A call to the token API.
+enum Verb {
+    Get,
+    Post(serde_json::Value),
+    Delete,
+}
+
+impl Server {
+    /// Calls `/api/v1/tokens{path}`; the answer's JSON, or an error with the server's message.
+    /// `tenant`: the tenant the caller means (the server refuses one that is not its token's).
+    fn call(
+        &self,
+        verb: Verb,
+        path: &str,
+        tenant: Option<&str>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let url = format!("{}/api/v1/tokens{path}", self.base);
+        let auth = format!("Bearer {}", self.token);
+        let sent = match verb {
+            Verb::Get => self.agent.get(&url).header("Authorization", &auth).call(),
+            Verb::Delete => self
+                .agent
+                .delete(&url)
+                .header("Authorization", &auth)
+                .call(),
+            Verb::Post(body) => {
+                let mut request = self
+                    .agent
+                    .post(&url)
+                    .header("Authorization", &auth)
+                    .header("Content-Type", "application/json");
+                if let Some(tenant) = tenant {
+                    request = request.header("X-Sextant-Tenant", tenant);
+                }
+                request.send(body.to_string().as_bytes())
+            }
+        };
+        let mut response = sent.with_context(|| format!("cannot reach {url}"))?;
+        let status = response.status();
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .context("cannot read the answer")?;
+        let answer: Option<serde_json::Value> = serde_json::from_str(&text).ok();
+        if !status.is_success() {
+            let message = answer
+                .as_ref()
+                .and_then(|v| v["message"].as_str().map(str::to_owned))
+                .unwrap_or(text);
+            anyhow::bail!("{url}: {} {message}", status.as_u16());
+        }
+        answer.with_context(|| format!("{url}: the answer is not JSON"))
+    }
+}
 
 #[derive(Debug, Subcommand)]
 pub enum TokensCommand {
     /// Create a token and print it once (only its hash is stored).
     Create {
         #[command(flatten)]
-        data: DataDirArg,
-        /// Tenant the token belongs to (a-z, 0-9, `-`, `_`); created if new.
+        target: Target,
+        /// Tenant the token belongs to (a-z, 0-9, `-`, `_`); created if new. With --url, the
+        /// admin token's own tenant (named or not).
         #[arg(long)]
-        tenant: String,
+        tenant: Option<String>,
         /// One of admin, editor, viewer, ingest.
         #[arg(long)]
         role: String,
@@ -38,12 +137,12 @@ pub enum TokensCommand {
     /// List tokens (never their secrets).
     List {
         #[command(flatten)]
-        data: DataDirArg,
+        target: Target,
     },
     /// Revoke a token by id; a running server stops accepting it within a second.
     Revoke {
         #[command(flatten)]
-        data: DataDirArg,
+        target: Target,
         /// The token's id, as `tokens list` shows it.
         id: String,
     },
@@ -84,45 +183,66 @@ pub fn open_metadata(data: &DataDirArg) -> anyhow::Result<Arc<SqliteMetadata>> {
 pub fn run(command: TokensCommand) -> anyhow::Result<()> {
     match command {
         TokensCommand::Create {
-            data,
+            target,
             tenant,
             role,
             expires_in,
             scope,
             init,
         } => {
-            let tenant = TenantId::new(&tenant)?;
+            let tenant = tenant.as_deref().map(TenantId::new).transpose()?;
             let role: Role = role.parse()?;
-            let expires_at = expires_in
-                .as_deref()
-                .map(|d| parse_duration(d).map(|seconds| now() + seconds))
-                .transpose()?;
+            let lifetime = expires_in.as_deref().map(parse_duration).transpose()?;
             let scopes = scope
                 .as_deref()
                 .map(Scope::parse_list)
                 .transpose()
                 .context("`--scope`")?;
-            let options = TokenOptions { expires_at, scopes };
-            let meta = open_existing_metadata(&data, init)?;
-            let token = meta.create_token_with(&tenant, role, &options)?;
-            audit_token(meta.as_ref(), &cli_actor(), "token.create", &token.info)?;
-            let until = expires_at.map_or(String::new(), |at| {
-                format!(", expiring at {at} (Unix seconds)")
+            let (secret, info) = if let Some(server) = target.server()? {
+                if init {
+                    anyhow::bail!("--init creates a data directory: it does not go with --url");
+                }
+                let body = serde_json::json!({
+                    "role": role.as_str(),
+                    "expires_in_seconds": lifetime,
+                    "scopes": scopes.as_ref().map(|s| s.iter().map(|s| s.as_str()).collect::<Vec<_>>()),
+                });
+                let answer =
+                    server.call(Verb::Post(body), "", tenant.as_ref().map(TenantId::as_str))?;
+                let secret = answer["token"].as_str().unwrap_or_default().to_owned();
+                (secret, info_from_json(&answer)?)
+            } else {
+                let Some(tenant) = tenant else {
+                    anyhow::bail!("--tenant is needed to create a token in a data directory");
+                };
+                let options = TokenOptions {
+                    expires_at: lifetime.map(|seconds| now() + seconds),
+                    scopes,
+                };
+                let meta = open_existing_metadata(&target.data, init)?;
+                let token = meta.create_token_with(&tenant, role, &options)?;
+                audit_token(meta.as_ref(), &cli_actor(), "token.create", &token.info)?;
+                (token.secret, token.info)
+            };
+            let until = info.expires_at.map_or(String::new(), |at| {
+                format!(", expiring at {}", time(Some(at)))
             });
-            let narrowed = options.scopes.as_ref().map_or(String::new(), |scopes| {
+            let narrowed = info.scopes.as_ref().map_or(String::new(), |scopes| {
                 format!(", narrowed to `{}`", scope_list(scopes))
             });
             eprintln!(
                 "created token {} for tenant `{}` with role `{}`{narrowed}{until}; it is shown only now:",
-                token.info.id, tenant, role
+                info.id, info.tenant, info.role
             );
-            println!("{}", token.secret);
+            println!("{secret}");
         }
-        TokensCommand::List { data } => {
-            let time = |t: Option<i64>| {
-                t.map_or("-".to_owned(), |t| {
-                    sextant_model::time::format_rfc3339(t.saturating_mul(1_000_000_000))
-                })
+        TokensCommand::List { target } => {
+            let tokens = match target.server()? {
+                Some(server) => server.call(Verb::Get, "", None)?["tokens"]
+                    .as_array()
+                    .map(|tokens| tokens.iter().map(info_from_json).collect())
+                    .unwrap_or(Ok(Vec::new()))?,
+                None => open_existing_metadata(&target.data, false)?.list_tokens()?,
             };
             let mut rows = vec![
                 [
@@ -137,7 +257,7 @@ pub fn run(command: TokensCommand) -> anyhow::Result<()> {
                 ]
                 .map(str::to_owned),
             ];
-            for token in open_existing_metadata(&data, false)?.list_tokens()? {
+            for token in tokens {
                 rows.push([
                     token.id,
                     token.tenant.to_string(),
@@ -151,14 +271,59 @@ pub fn run(command: TokensCommand) -> anyhow::Result<()> {
             }
             print!("{}", aligned(&rows));
         }
-        TokensCommand::Revoke { data, id } => {
-            let meta = open_existing_metadata(&data, false)?;
-            let token = meta.revoke_token(&id)?;
-            audit_token(meta.as_ref(), &cli_actor(), "token.revoke", &token)?;
+        TokensCommand::Revoke { target, id } => {
+            let token = match target.server()? {
+                Some(server) => {
+                    info_from_json(&server.call(Verb::Delete, &format!("/{id}"), None)?)?
+                }
+                None => {
+                    let meta = open_existing_metadata(&target.data, false)?;
+                    let token = meta.revoke_token(&id)?;
+                    audit_token(meta.as_ref(), &cli_actor(), "token.revoke", &token)?;
+                    token
+                }
+            };
             eprintln!("revoked token {} of tenant `{}`", token.id, token.tenant);
         }
     }
     Ok(())
+}
+
+/// Unix seconds as RFC 3339, `-` for none.
+fn time(t: Option<i64>) -> String {
+    t.map_or("-".to_owned(), |t| {
+        sextant_model::time::format_rfc3339(t.saturating_mul(1_000_000_000))
+    })
+}
+
+/// A token as `/api/v1/tokens` answers it.
+fn info_from_json(token: &serde_json::Value) -> anyhow::Result<TokenInfo> {
+    let text = |name: &str| token[name].as_str().unwrap_or_default();
+    let time = |name: &str| -> anyhow::Result<Option<i64>> {
+        match token[name].as_str() {
+            None => Ok(None),
+            Some(t) => sextant_model::time::parse_rfc3339(t)
+                .map(|ns| Some(ns.div_euclid(1_000_000_000)))
+                .with_context(|| format!("the server's `{name}` is not RFC 3339: {t}")),
+        }
+    };
+    let scopes = match token["scopes"].as_array() {
+        None => None,
+        Some(names) => {
+            let names: Vec<&str> = names.iter().filter_map(|n| n.as_str()).collect();
+            Some(Scope::parse_list(&names.join(","))?)
+        }
+    };
+    Ok(TokenInfo {
+        id: text("id").to_owned(),
+        tenant: TenantId::new(text("tenant"))?,
+        role: text("role").parse()?,
+        created_at: time("created_at")?.unwrap_or(0),
+        revoked_at: time("revoked_at")?,
+        expires_at: time("expires_at")?,
+        scopes,
+        last_used_at: time("last_used_at")?,
+    })
 }
 
 /// `rows` as text columns, each as wide as its widest cell, two spaces apart.

@@ -49,7 +49,7 @@ impl JoinReason {
     /// did not join, with its score.
     pub(super) fn opened(nearest: Option<(u64, f64)>) -> JoinReason {
         let text = match nearest {
-            None => "no open incident within the group window".to_owned(),
+            None => "no open incident that began or grew within its windows before it".to_owned(),
             Some((id, score)) => format!(
                 "the closest open incident ({id}) scored {score:.2}, below the join threshold"
             ),
@@ -77,7 +77,8 @@ impl JoinReason {
 }
 
 /// The reason `signal` could join `incident`, or `None` when the incident is outside the group
-/// window or nothing relates them.
+/// window, nothing in it began within the spread window before the signal, or nothing relates
+/// them.
 pub(super) fn relatedness(
     config: &CorrelatorConfig,
     map: Option<&ServiceMap>,
@@ -90,7 +91,12 @@ pub(super) fn relatedness(
         (signal.time - incident.updated_at).max(0)
     };
     let window = secs(config.group_window_seconds);
-    if gap > window {
+    // Past its window an incident takes no new signals, however busy it stays (a noisy system
+    // always has something starting); within it, only ones that began soon after its newest.
+    if gap > window
+        || signal.time - incident.opened_at > window
+        || signal.time - incident.latest_onset() > secs(config.spread_window_seconds)
+    {
         return None;
     }
     let closeness = 1.0 - gap as f64 / window as f64;

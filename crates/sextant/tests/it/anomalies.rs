@@ -123,7 +123,10 @@ fn a_metric_spike_becomes_an_explained_anomaly_that_survives_kill_and_takes_feed
     let anomaly = &found[0];
     let id = anomaly["id"].as_str().unwrap().to_owned();
     assert_eq!(anomaly["kind"], "anomaly");
-    assert_eq!(anomaly["time_unix_nano"], (T0 + 300 * 60) * 1_000_000_000);
+    assert_eq!(
+        anomaly["time"],
+        sextant_model::time::format_rfc3339((T0 + 300 * 60) * 1_000_000_000).as_str()
+    );
     let explanation = &anomaly["explanation"];
     assert_eq!(explanation["series"]["name"], "queue.depth");
     assert_eq!(explanation["observed"], 400.0);
@@ -249,7 +252,10 @@ fn a_metric_spike_becomes_an_explained_anomaly_that_survives_kill_and_takes_feed
     );
     let found = anomalies(&server, &viewer, "");
     assert_eq!(found.len(), 2, "{found:?}");
-    assert_eq!(found[0]["time_unix_nano"], (T0 + 615 * 60) * 1_000_000_000);
+    assert_eq!(
+        found[0]["time"],
+        sextant_model::time::format_rfc3339((T0 + 615 * 60) * 1_000_000_000).as_str()
+    );
     // The lowered sensitivity was kept too: the new anomaly was held to a higher threshold.
     assert!(
         found[0]["explanation"]["threshold"].as_f64().unwrap()
@@ -285,7 +291,10 @@ fn query_range_draws_the_band_and_forecast_answers_with_intervals() {
     // Warming up at first (no band), then a band around 100 that the spike leaves.
     assert_eq!(band[0][1], Value::Null);
     let at_spike = &band[250];
-    assert_eq!(at_spike[0], T0 + 250 * 60);
+    // Times in RFC 3339 unless the client asks for numbers.
+    let spike_time = sextant_model::time::format_rfc3339((T0 + 250 * 60) * 1_000_000_000);
+    assert_eq!(at_spike[0], spike_time.as_str());
+    assert_eq!(points[250][0], spike_time.as_str());
     let (expected, lower, upper) = (
         at_spike[1].as_f64().unwrap(),
         at_spike[2].as_f64().unwrap(),
@@ -307,7 +316,8 @@ fn query_range_draws_the_band_and_forecast_answers_with_intervals() {
         &server,
         &viewer,
         &format!(
-            "/api/v1/forecast?name=queue.depth&match=queue=orders&{RANGE}&step=60s&horizon=30m"
+            "/api/v1/forecast?name=queue.depth&match=queue=orders&{RANGE}&step=60s&horizon=30m\
+             &time_format=unix"
         ),
     );
     assert_eq!(status, 200, "{answer}");

@@ -12,6 +12,10 @@ use serde_json::Value;
 
 use crate::support::{Kill, agent, binary};
 
+/// When the demo's database fault ends, in seconds after the shop starts (its schedule:
+/// `FAULTS` in `src/demo/shop.rs`, which `sextant demo` also prints).
+const DATABASE_FAULT_END_S: u64 = 65;
+
 fn get(url: &str, token: &str) -> Value {
     let mut response = agent()
         .get(url)
@@ -88,6 +92,11 @@ fn the_demo_opens_an_incident_per_fault_with_its_true_root_cause_first() {
         }
     }
     std::thread::spawn(move || for _ in lines {});
+    // No later than the shop's start: its fault schedule counts from a moment after this.
+    let shop_start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
     let (base, token) = (format!("http://{}", addr.unwrap()), token.unwrap());
 
     let expected = ["postgres", "payment", "cart"];
@@ -185,5 +194,33 @@ fn the_demo_opens_an_incident_per_fault_with_its_true_root_cause_first() {
         "{done}"
     );
 
+    // The database's fault runs from 20 to 65 s: its incident stays open at least that long
+    // (a detector that learnt the slow level as normal does not close it early).
+    let fault_end = DATABASE_FAULT_END_S;
+    std::thread::sleep(Duration::from_secs(fault_end + 5).saturating_sub(started.elapsed()));
+    let list = get(&format!("{base}/api/v1/incidents?limit=100"), &token);
+    let db_incidents: Vec<&Value> = list["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| {
+            i["services"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s == "postgres")
+        })
+        .collect();
+    for incident in &db_incidents {
+        if let Some(resolved) = incident["resolved_at"].as_str() {
+            let at = sextant_model::time::parse_rfc3339(resolved).unwrap();
+            assert!(
+                at >= shop_start + fault_end as i64 * 1_000_000_000,
+                "postgres's incident resolved {} s after the shop started, before its fault \
+                 ended at {fault_end} s: {incident}",
+                (at - shop_start) / 1_000_000_000
+            );
+        }
+    }
     drop(demo);
 }

@@ -231,6 +231,123 @@ fn revoked_token_stops_working_on_a_running_server() {
 }
 
 #[test]
+fn tokens_are_handed_out_through_a_running_server_with_an_admin_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = create_token(dir.path(), "acme", "admin");
+    let other_admin = create_token(dir.path(), "globex", "admin");
+    let viewer = create_token(dir.path(), "acme", "viewer");
+    let server = Sextant::start(dir.path());
+    let url = server.url("");
+    // No data directory here: the server's is the one that counts.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let tokens = |token: &str, args: &[&str]| {
+        Command::new(binary())
+            .current_dir(elsewhere.path())
+            .env_remove("SEXTANT_DATA_DIR")
+            .env_remove("SEXTANT_TOKEN")
+            .arg("tokens")
+            .args(args)
+            .args(["--url", &url, "--token", token])
+            .output()
+            .unwrap()
+    };
+    let created = tokens(
+        &admin,
+        &["create", "--role", "ingest", "--expires-in", "1d"],
+    );
+    let stderr = String::from_utf8_lossy(&created.stderr);
+    assert!(created.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("for tenant `acme` with role `ingest`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("expiring at 20"), "{stderr}");
+    let secret = String::from_utf8(created.stdout).unwrap().trim().to_owned();
+    let send = || {
+        post(
+            &server,
+            "/v1/logs",
+            &[("Authorization", &bearer(&secret)), PROTOBUF],
+            &one_log("x"),
+        )
+        .status
+    };
+    assert_eq!(send(), 200);
+    assert!(
+        !elsewhere.path().join("sextant-data").exists(),
+        "nothing is made in the working directory"
+    );
+
+    // The tenant's tokens only, aligned as from a data directory.
+    let listed = tokens(&admin, &["list"]);
+    assert!(listed.status.success());
+    let listing = String::from_utf8(listed.stdout).unwrap();
+    let acme_lines: Vec<&str> = listing.lines().filter(|l| l.contains(" acme ")).collect();
+    assert_eq!(acme_lines.len(), 3, "{listing}");
+    assert!(!listing.contains("globex"), "{listing}");
+    let id = secret.split('_').nth(1).unwrap();
+    assert!(
+        acme_lines
+            .iter()
+            .any(|l| l.starts_with(id) && l.contains(" ingest ")),
+        "{listing}"
+    );
+
+    // Refusals name why: a viewer cannot, another tenant's admin neither sees nor revokes it,
+    // and a tenant that is not the token's is refused.
+    for (token, args, expected) in [
+        (&viewer, vec!["create", "--role", "viewer"], "403"),
+        (&viewer, vec!["create", "--role", "viewer"], "administer"),
+        (&other_admin, vec!["revoke", id], "404"),
+        (
+            &admin,
+            vec!["create", "--role", "viewer", "--tenant", "globex"],
+            "403",
+        ),
+        (&admin, vec!["create", "--role", "root"], "unknown role"),
+        (
+            &admin,
+            vec!["create", "--role", "viewer", "--init"],
+            "--init",
+        ),
+    ] {
+        let output = tokens(token, &args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    let no_token = Command::new(binary())
+        .env_remove("SEXTANT_TOKEN")
+        .args(["tokens", "list", "--url", &url])
+        .output()
+        .unwrap();
+    assert!(!no_token.status.success());
+    assert!(String::from_utf8_lossy(&no_token.stderr).contains("--token"));
+
+    let revoked = tokens(&admin, &["revoke", id]);
+    assert!(
+        revoked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&revoked.stderr)
+    );
+    // Lookups are cached for one second.
+    std::thread::sleep(Duration::from_millis(1_100));
+    assert_eq!(send(), 401);
+    // Both changes are in the tenant's audit trail, by the admin token.
+    let admin_id = admin.split('_').nth(1).unwrap();
+    let audit = crate::support::get_json(&server, &admin, "/api/v1/audit?kind=token");
+    let kinds: Vec<(&str, &str)> = audit["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["actor"] == admin_id)
+        .map(|r| (r["kind"].as_str().unwrap(), r["subject"].as_str().unwrap()))
+        .collect();
+    assert!(kinds.contains(&("token.create", id)), "{audit}");
+    assert!(kinds.contains(&("token.revoke", id)), "{audit}");
+}
+
+#[test]
 fn an_expired_token_is_refused_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let output = Command::new(binary())

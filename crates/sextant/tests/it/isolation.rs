@@ -105,6 +105,13 @@ const ROUTES: &[(&str, &str, &str)] = &[
         "pausing pauses beta only",
     ),
     ("GET", "/api/v1/secrets", "none of alpha's"),
+    ("GET", "/api/v1/tokens", "beta's own tokens only"),
+    ("POST", "/api/v1/tokens", "403 with alpha's tenant header"),
+    (
+        "DELETE",
+        "/api/v1/tokens/{id}",
+        "alpha's token: the unknown 404",
+    ),
     (
         "PUT",
         "/api/v1/secrets/{name}",
@@ -1318,6 +1325,38 @@ fn beta_reads_nothing(beta: &Client, ids: &AlphaIds) {
     );
 }
 
+/// Beta's admin lists its own tokens only, cannot create one for alpha, and cannot revoke
+/// alpha's: its id is as unknown as one that never existed.
+fn beta_keeps_to_its_tokens(beta: &Client, alpha_secret: &str) {
+    let alpha_id = alpha_secret.split('_').nth(1).unwrap();
+    let listed = beta.ok("/api/v1/tokens");
+    let tokens = listed["tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), 2, "{listed}");
+    for token in tokens {
+        assert_eq!(token["tenant"], "beta", "{listed}");
+        assert_ne!(token["id"], alpha_id, "{listed}");
+    }
+    let body = json!({"role": "admin"}).to_string();
+    let create_as = |tenant: &str| {
+        beta.call(
+            "POST",
+            "/api/v1/tokens",
+            &[JSON, ("X-Sextant-Tenant", tenant)],
+            body.as_bytes(),
+        )
+    };
+    assert_same_refusal(
+        "creating a token as another tenant",
+        403,
+        (&create_as("alpha"), "alpha"),
+        (&create_as("nobody"), "nobody"),
+    );
+    let other = never(alpha_id);
+    let a = beta.call("DELETE", &format!("/api/v1/tokens/{alpha_id}"), &[], b"");
+    let n = beta.call("DELETE", &format!("/api/v1/tokens/{other}"), &[], b"");
+    assert_same_refusal("revoking a token", 404, (&a, alpha_id), (&n, &other));
+}
+
 /// Ingest that names alpha in `X-Sextant-Tenant` is refused on every route, with the refusal
 /// given for a tenant that does not exist, and stores nothing anywhere.
 fn beta_cannot_ingest_as_alpha(beta_tokens: &[&Client]) {
@@ -1378,6 +1417,7 @@ fn no_route_shows_or_changes_another_tenants_data() {
 
     beta_reads_nothing(&beta, &ids);
     beta_cannot_ingest_as_alpha(&[&beta, &beta_ingest]);
+    beta_keeps_to_its_tokens(&beta, &tokens[0]);
     for table in ["logs", "spans", "metrics", "events"] {
         assert_eq!(beta.count(table), 0, "beta's {table}");
     }

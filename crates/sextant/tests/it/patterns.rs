@@ -312,6 +312,10 @@ fn patterns_api_counts_templates_per_tenant_and_per_step() {
     assert_eq!(points.len(), 4, "{answer}");
     let total: u64 = points.iter().map(|p| p[1].as_u64().unwrap()).sum();
     assert_eq!(total, 3);
+    assert!(
+        sextant_model::time::parse_rfc3339(points[0][0].as_str().unwrap()).is_some(),
+        "{answer}"
+    );
     // Ids are per tenant: the same id names the other tenant's own template for it.
     let (status, answer) = get_json(&server, &other_viewer, &path, &stepped);
     assert_eq!(status, 200, "{answer}");

@@ -44,7 +44,7 @@ fn sextant_points(
     to_ms: i64,
 ) -> Vec<(i64, f64)> {
     let url = server.url(&format!(
-        "/api/v1/metrics/query_range?name={name}&match={matchers}&from={from_ms}&to={to_ms}&step=1s&agg=max"
+        "/api/v1/metrics/query_range?name={name}&match={matchers}&from={from_ms}&to={to_ms}&step=1s&agg=max&time_format=unix"
     ));
     let (status, answer) = get_json(&url, Some(token));
     assert_eq!(status, 200, "{answer}");

@@ -12,6 +12,11 @@ const TRACE: &str = "5b8efff798038103d269b633813fc60c";
 const T0: u64 = 1_700_000_000;
 /// Metrics start here: a multiple of 60 s, so the steps below start with it.
 const M0: u64 = 1_700_000_040;
+
+/// Unix seconds as the API writes times by default.
+fn rfc3339(seconds: u64) -> String {
+    sextant_model::time::format_rfc3339(seconds as i64 * 1_000_000_000)
+}
 /// A range around all of it.
 const RANGE: [(&str, &str); 2] = [("from", "1699990000"), ("to", "2023-11-14T23:00:00Z")];
 
@@ -388,20 +393,30 @@ fn check_metrics(server: &Sextant, token: &str, tenant: &str) {
         json!({"series": [{
             "labels": {"service": "checkout", "route": "/a"},
             "agg": "rate",
-            "points": [[M0, scale], [M0 + 60, scale]],
+            "points": [[rfc3339(M0), scale], [rfc3339(M0 + 60), scale]],
         }]})
     );
     // M0 is a multiple of 120 s as well: one step holds every point.
     let answer = query_range(
         server,
         token,
-        &[("name", "requests"), ("agg", "max"), ("step", "2m")],
+        &[
+            ("name", "requests"),
+            ("agg", "max"),
+            ("step", "2m"),
+            ("time_format", "unix"),
+        ],
     );
     assert_eq!(answer["series"][0]["points"], json!([[M0, 160.0 * scale]]));
     let answer = query_range(
         server,
         token,
-        &[("name", "requests"), ("agg", "count"), ("step", "30s")],
+        &[
+            ("name", "requests"),
+            ("agg", "count"),
+            ("step", "30s"),
+            ("time_format", "unix"),
+        ],
     );
     assert_eq!(
         answer["series"][0]["points"],
@@ -416,7 +431,11 @@ fn check_metrics(server: &Sextant, token: &str, tenant: &str) {
 
     // Alpha: 20 in (0, 1], 40 in (1, 5], 40 in (5, 10]; beta: all 100 in (5, 10].
     let quantile = |agg: &str| {
-        let answer = query_range(server, token, &[("name", "latency"), ("agg", agg)]);
+        let answer = query_range(
+            server,
+            token,
+            &[("name", "latency"), ("agg", agg), ("time_format", "unix")],
+        );
         assert_eq!(answer["series"].as_array().unwrap().len(), 1, "{answer}");
         assert_eq!(answer["series"][0]["points"][0][0], M0);
         answer["series"][0]["points"][0][1].as_f64().unwrap()
