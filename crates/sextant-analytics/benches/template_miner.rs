@@ -5,55 +5,12 @@
 //! One fresh miner per system, as the accuracy evaluation does; the figure is the best of
 //! several rounds so one slow round (another process on the core) does not decide it.
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use sextant_analytics::patterns::{MinerConfig, TemplateMiner};
 
-const SYSTEMS: [&str; 16] = [
-    "Android",
-    "Apache",
-    "BGL",
-    "HDFS",
-    "HPC",
-    "Hadoop",
-    "HealthApp",
-    "Linux",
-    "Mac",
-    "OpenSSH",
-    "OpenStack",
-    "Proxifier",
-    "Spark",
-    "Thunderbird",
-    "Windows",
-    "Zookeeper",
-];
-
-fn datasets_dir() -> PathBuf {
-    std::env::var_os("SEXTANT_DATASETS").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets"),
-        PathBuf::from,
-    )
-}
-
-/// The `Content` column of one system's corrected structured CSV.
-fn contents(labels: &Path, system: &str) -> Vec<String> {
-    let path = labels
-        .join(system)
-        .join(format!("{system}_2k.log_structured_corrected.csv"));
-    let mut reader = csv::Reader::from_path(&path)
-        .unwrap_or_else(|err| panic!("cannot read {}: {err}", path.display()));
-    let content = reader
-        .headers()
-        .unwrap()
-        .iter()
-        .position(|name| name == "Content")
-        .expect("a `Content` column");
-    reader
-        .byte_records()
-        .map(|record| String::from_utf8_lossy(&record.unwrap()[content]).into_owned())
-        .collect()
-}
+mod common;
+use common::{SYSTEMS, contents, datasets_dir};
 
 fn mine_all(systems: &[Vec<String>]) -> u64 {
     let mut templates = 0;

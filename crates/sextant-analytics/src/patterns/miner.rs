@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use super::dates::{DatePart, date_part, date_runs};
 use super::mask::{WILDCARD, mask_token};
 use super::tokens::{
-    is_constant_name, is_soft_difference, is_unit, is_value_like, merge_tokens, starts_lowercase,
-    token_matches,
+    differs_in_numbers_only, is_constant_name, is_soft_difference, is_unit, is_value_like,
+    merge_numbers, merge_tokens, starts_lowercase, token_matches, varies_inside,
 };
 use crate::error::{Error, Result};
 
@@ -523,12 +523,17 @@ impl TemplateMiner {
                 let Some(comparison) = self.compare(template, allowed) else {
                     continue;
                 };
-                if comparison.differences > 0 && comparison.soft_only {
+                if comparison.needs_variants() {
                     soft_families.push(comparison.positions);
                 }
                 let wildcards = template.wildcard_positions();
+                // A template the line joins outright beats one that would need more variants
+                // of a word first; then the fewest differences, then the fewest wildcards.
+                let rank = |c: &Comparison, wildcards: usize| {
+                    (c.needs_variants(), c.differences, wildcards)
+                };
                 let better = best.as_ref().is_none_or(|(_, closest, closest_wildcards)| {
-                    (comparison.differences, wildcards) < (closest.differences, *closest_wildcards)
+                    rank(&comparison, wildcards) < rank(closest, *closest_wildcards)
                 });
                 if better {
                     best = Some((id, comparison, wildcards));
@@ -552,7 +557,7 @@ impl TemplateMiner {
             self.touch(id, timestamp);
             return (id, Outcome::Matched);
         }
-        if closest.soft_only {
+        if closest.needs_variants() {
             // Lines that differ from their neighbours only in plain words (`VM Started`,
             // `VM Stopped`) are different events until enough variants turn up to make the
             // word look like a value (`Invalid user admin`, `… guest`, `… oracle`, …).
@@ -584,6 +589,7 @@ impl TemplateMiner {
     fn compare(&self, template: &Template, allowed: usize) -> Option<Comparison> {
         let mut comparison = Comparison {
             differences: 0,
+            words: 0,
             soft_only: true,
             lowercase: true,
             positions: 0,
@@ -602,6 +608,13 @@ impl TemplateMiner {
             // A word right after a value is often its unit (`<*> KB`, `<*> B`).
             let after_value =
                 at > 0 && template.tokens[at - 1] == WILDCARD && is_unit(pattern) && is_unit(token);
+            // Numbers inside a word are values (`dn228`, `dn731`), and so is a token already
+            // seen to vary inside (`root<*>_tmp`): a difference there is a value's, which
+            // neither needs variants nor lets a word change along with it.
+            if differs_in_numbers_only(pattern, token) || varies_inside(pattern) {
+                continue;
+            }
+            comparison.words += 1;
             let soft = !after_value && is_soft_difference(pattern, token);
             // Like Drain's first-token rule: a different leading word is a different event
             // (`boot (command 12)`, `halt (command 13)`); so is a different constant name.
@@ -681,7 +694,8 @@ impl TemplateMiner {
         for (pattern, &(start, end)) in template.tokens.iter_mut().zip(&self.spans) {
             let token = &self.masked[start..end];
             if !token_matches(pattern, token) {
-                *pattern = merge_tokens(pattern, token);
+                *pattern =
+                    merge_numbers(pattern, token).unwrap_or_else(|| merge_tokens(pattern, token));
             }
         }
     }
@@ -861,12 +875,23 @@ impl TemplateMiner {
 struct Comparison {
     /// Tokens that do not match.
     differences: usize,
-    /// All differences are soft (see [`is_soft_difference`]).
+    /// Of them, tokens that differ in more than the numbers inside them: the ones the
+    /// following fields describe.
+    words: usize,
+    /// All such differences are soft (see [`is_soft_difference`]).
     soft_only: bool,
-    /// All differing tokens start with a lower-case letter on both sides.
+    /// All such differing tokens start with a lower-case letter on both sides.
     lowercase: bool,
     /// Where they differ, one bit per position (modulo 64).
     positions: u64,
+}
+
+impl Comparison {
+    /// The line differs only in plain words (besides numbers): it joins only once enough
+    /// variants turn up.
+    fn needs_variants(&self) -> bool {
+        self.words > 0 && self.soft_only
+    }
 }
 
 /// Where a template is searched: its token count and the hash of its first token's head.
@@ -879,10 +904,14 @@ fn bucket_key(length: usize, first_token: &str) -> BucketKey {
 }
 
 /// The part of a first token that a line and the template it may join always share: up to
-/// the first wildcard, and no further than the first `=` or `:` (a different first word is a
-/// different event, and `key=` keeps its key when its value generalises).
+/// the first wildcard or digit (numbers inside a word are values), and no further than the
+/// first `=` or `:` (a different first word is a different event, and `key=` keeps its key
+/// when its value generalises).
 fn head(token: &str) -> &str {
-    let end = token.find(WILDCARD).unwrap_or(token.len());
+    let end = token
+        .char_indices()
+        .find(|&(at, c)| c.is_ascii_digit() || token[at..].starts_with(WILDCARD))
+        .map_or(token.len(), |(at, _)| at);
     let before = &token[..end];
     match before.find(['=', ':']) {
         Some(at) => &token[..=at],

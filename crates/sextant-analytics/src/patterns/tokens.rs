@@ -44,6 +44,85 @@ pub(super) fn is_soft_difference(pattern: &str, token: &str) -> bool {
         || empty_brackets(token))
 }
 
+/// Whether `pattern` and `token` differ only in runs of digits (`dn228` and `dn731`, `R02-M1`
+/// and `R27-M0`, `tbird-admin1` and `tbird-admin7`; a `<*>` in the pattern stands for a run):
+/// the numbers inside a word are its values, so such tokens differ as values do, not as
+/// words. Except where only single digits differ in a word that starts upper-case (`IPV4`
+/// and `IPV6`, `EXT3-fs`): as the miner takes capitalised words for kinds and lower-case ones
+/// for names, a single digit there may name a kind, and that difference stays a word's.
+pub(super) fn differs_in_numbers_only(pattern: &str, token: &str) -> bool {
+    walk_numbers(pattern, token, None)
+}
+
+/// Whether `token` holds a `<*>` inside a word (`root<*>_tmp`, `dn<*>`): a token already seen
+/// to vary there, so a further difference in it is a value's too.
+pub(super) fn varies_inside(token: &str) -> bool {
+    let bytes = token.as_bytes();
+    token.match_indices(WILDCARD).any(|(at, _)| {
+        let end = at + WILDCARD.len();
+        (at > 0 && bytes[at - 1].is_ascii_alphanumeric())
+            || bytes.get(end).is_some_and(u8::is_ascii_alphanumeric)
+    })
+}
+
+/// The token covering both when they differ only in runs of digits: each differing run as
+/// `<*>` (`dn228`, `dn731` give `dn<*>`); `None` when they differ otherwise.
+pub(super) fn merge_numbers(pattern: &str, token: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(pattern.len());
+    walk_numbers(pattern, token, Some(&mut out))
+        .then(|| String::from_utf8(out).ok())
+        .flatten()
+}
+
+/// Walks `pattern` and `token` side by side, a run of digits (or a `<*>` of the pattern)
+/// against a run of digits; whether they differ only there, in at least one run of two or
+/// more digits (or against a `<*>`). Writes the merged token to `out` if given.
+fn walk_numbers(pattern: &str, token: &str, mut out: Option<&mut Vec<u8>>) -> bool {
+    let (p, t) = (pattern.as_bytes(), token.as_bytes());
+    let digits = |bytes: &[u8], at: usize| {
+        bytes[at..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count()
+    };
+    let (mut i, mut j, mut differed, mut long) = (0, 0, false, false);
+    while i < p.len() && j < t.len() {
+        let run = |bytes: &[u8], at: usize| {
+            if bytes[at..].starts_with(WILDCARD.as_bytes()) {
+                WILDCARD.len()
+            } else {
+                digits(bytes, at)
+            }
+        };
+        let (p_run, t_run) = (run(p, i), run(t, j));
+        match (p_run, t_run) {
+            (0, 0) if p[i] == t[j] => {
+                if let Some(out) = out.as_deref_mut() {
+                    out.push(p[i]);
+                }
+                i += 1;
+                j += 1;
+            }
+            (0, _) | (_, 0) => return false,
+            _ => {
+                let same = p[i..i + p_run] == t[j..j + t_run];
+                differed |= !same;
+                long |= !same && (p_run > 1 || t_run > 1);
+                if let Some(out) = out.as_deref_mut() {
+                    out.extend_from_slice(if same {
+                        &p[i..i + p_run]
+                    } else {
+                        WILDCARD.as_bytes()
+                    });
+                }
+                i += p_run;
+                j += t_run;
+            }
+        }
+    }
+    differed && (long || starts_lowercase(token)) && i == p.len() && j == t.len()
+}
+
 /// Whether `token` starts with a lower-case ASCII letter.
 pub(super) fn starts_lowercase(token: &str) -> bool {
     token.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
@@ -149,6 +228,53 @@ mod tests {
             ("[a]", "[<*>]", "[<*>]"),
         ] {
             assert_eq!(merge_tokens(a, b), expected, "{a} {b}");
+        }
+    }
+
+    #[test]
+    fn tokens_that_differ_in_numbers_only_merge_there() {
+        for (a, b, expected) in [
+            ("dn228", "dn731", Some("dn<*>")),
+            ("dn228/dn228", "dn731/dn731", Some("dn<*>/dn<*>")),
+            (
+                "Interconnect-2N96",
+                "Interconnect-3N41",
+                Some("Interconnect-<*>N<*>"),
+            ),
+            ("Interconnect-2N96", "Interconnect-3N96", None),
+            (
+                "Interconnect-<*>N96",
+                "Interconnect-5N41",
+                Some("Interconnect-<*>N<*>"),
+            ),
+            ("gige5", "gige5", None),
+            ("IPV4", "IPV6", None),
+            ("gige<*>", "gige7", Some("gige<*>")),
+            ("gige5", "gige7", Some("gige<*>")),
+            ("EXT3-fs:", "EXT4-fs:", None),
+            ("gige5", "gige", None),
+            ("gige5", "eth5", None),
+            ("ext3", "ext3x", None),
+            ("<*>", "abc", None),
+            ("PSR2=<*>", "PSR5=<*>", None),
+            ("r58=<*>", "r91=<*>", Some("r<*>=<*>")),
+        ] {
+            assert_eq!(merge_numbers(a, b).as_deref(), expected, "{a} {b}");
+            assert_eq!(differs_in_numbers_only(a, b), expected.is_some(), "{a} {b}");
+        }
+    }
+
+    #[test]
+    fn a_wildcard_inside_a_word_says_the_token_varies() {
+        for (token, expected) in [
+            ("root<*>_tmp", true),
+            ("dn<*>", true),
+            ("<*>ms", true),
+            ("user=<*>", false),
+            ("<*>", false),
+            ("(<*>)", false),
+        ] {
+            assert_eq!(varies_inside(token), expected, "{token}");
         }
     }
 
