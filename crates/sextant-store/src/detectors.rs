@@ -150,6 +150,8 @@ struct Watched {
     episode: Option<Episode>,
     /// Listed in its tenant's `changed`.
     dirty: bool,
+    /// No longer watched (its template merged into another): its slot is free.
+    retired: bool,
 }
 
 /// A series as saved: everything but the detector, whose own encoding follows it (see
@@ -217,6 +219,15 @@ impl PatternClock {
     }
 }
 
+/// What the detectors need of a tenant's log templates.
+pub(crate) trait Templates {
+    /// The template `id` belongs to now (itself unless it merged into another; itself when
+    /// unknown).
+    fn resolve(&self, id: u64) -> u64;
+    /// Its text, following merges.
+    fn text(&self, id: u64) -> Option<String>;
+}
+
 /// A series that moved recently, for explanations.
 #[derive(Clone, Debug)]
 struct Mover {
@@ -242,6 +253,10 @@ struct TenantDetectors {
     /// Series changed since their state was last taken for saving (each once; see
     /// [`Watched::dirty`]).
     changed: Vec<usize>,
+    /// Slots of retired series, for new ones to take.
+    free: Vec<usize>,
+    /// Keys of retired series whose saved states are to be deleted.
+    retired: Vec<String>,
 }
 
 /// Detector states taken for saving: all encoded into one buffer (one allocation, handed
@@ -457,13 +472,14 @@ impl SeriesDetectors {
         findings
     }
 
-    /// Feeds a committed batch of log rows (already labelled with their templates);
-    /// `template_text` names a template for explanations.
+    /// Feeds a committed batch of log rows (already labelled with their templates): each line
+    /// counts for the template its id resolves to in `templates`, which also names templates
+    /// for explanations.
     pub fn observe_logs(
         &mut self,
         tenant: &TenantId,
         rows: &RecordBatch,
-        template_text: &dyn Fn(u64) -> Option<String>,
+        templates: &dyn Templates,
     ) -> Findings {
         let mut findings = Findings::default();
         if !self.settings.enabled || rows.num_rows() == 0 {
@@ -487,20 +503,14 @@ impl SeriesDetectors {
             match state.clock.step_start {
                 None => state.clock.step_start = Some(bucket),
                 Some(open) if bucket > open => {
-                    state.close_steps(
-                        &settings,
-                        tenant,
-                        bucket,
-                        step,
-                        template_text,
-                        &mut findings,
-                    );
+                    state.close_steps(&settings, tenant, bucket, step, templates, &mut findings);
                 }
                 // A late line counts in the open step.
                 Some(_) => {}
             }
             let service = services.value(row);
-            let template = ids.value(row);
+            // Counted for the template the line belongs to now (its id may have merged since).
+            let template = templates.resolve(ids.value(row));
             state.clock_changed = true;
             state.clock.count(service, template);
         }
@@ -544,6 +554,11 @@ impl SeriesDetectors {
                     start..saved.bytes.len(),
                 ));
             }
+            // A retired series' state is deleted: an empty state says so.
+            for key in std::mem::take(&mut state.retired) {
+                let at = saved.bytes.len();
+                saved.entries.push((tenant.clone(), key, at..at));
+            }
             if !series_due {
                 continue;
             }
@@ -576,13 +591,16 @@ impl SeriesDetectors {
                 state.clock_changed = true;
             } else if let Some(&index) = state.by_key.get(key) {
                 state.mark(index);
+            } else {
+                // A deletion that was not saved.
+                state.retired.push(key.clone());
             }
         }
     }
 
     /// Number of series watched for `tenant`.
     pub fn series_count(&self, tenant: &TenantId) -> usize {
-        self.tenants.get(tenant).map_or(0, |s| s.series.len())
+        self.tenants.get(tenant).map_or(0, TenantDetectors::watched)
     }
 
     /// Drops a tenant's detectors (its data was erased).
@@ -602,18 +620,48 @@ impl TenantDetectors {
     }
 
     fn add(&mut self, watched: Watched) -> usize {
-        let index = self.series.len();
+        let index = self.free.pop().unwrap_or(self.series.len());
         self.by_key.insert(watched.key.clone(), index);
         if let Feed::PatternRate { template_id } = watched.feed {
             self.by_pattern
                 .insert((watched.service.clone(), template_id), index);
         }
-        self.series.push(watched);
+        if index == self.series.len() {
+            self.series.push(watched);
+        } else {
+            self.series[index] = watched;
+        }
         index
     }
 
+    /// Stops watching series `index`: it is judged no more, its saved state is deleted with
+    /// the next save, and a new series takes its slot.
+    fn retire(&mut self, index: usize) {
+        let watched = &mut self.series[index];
+        if watched.retired {
+            return;
+        }
+        watched.retired = true;
+        self.by_key.remove(&watched.key);
+        if let Feed::PatternRate { template_id } = watched.feed {
+            self.by_pattern
+                .remove(&(watched.service.clone(), template_id));
+        }
+        self.retired.push(watched.key.clone());
+        if let Some(movers) = self.movers.get_mut(&watched.service) {
+            movers.retain(|m| m.series != index);
+        }
+        self.changed.retain(|&i| i != index);
+        self.free.push(index);
+    }
+
+    /// Series watched now (retired ones left out).
+    fn watched(&self) -> usize {
+        self.series.len() - self.free.len()
+    }
+
     fn has_room(&self, settings: &DetectorSettings) -> bool {
-        if self.series.len() < settings.max_series_per_tenant {
+        if self.watched() < settings.max_series_per_tenant {
             return true;
         }
         metrics::counter!("sextant_detector_series_dropped_total").increment(1);
@@ -665,6 +713,7 @@ impl TenantDetectors {
             detector: Detector::new(&settings.detector),
             episode: None,
             dirty: false,
+            retired: false,
         });
         self.mark(index);
         Some(index)
@@ -678,13 +727,42 @@ impl TenantDetectors {
         tenant: &TenantId,
         next: i64,
         step: i64,
-        template_text: &dyn Fn(u64) -> Option<String>,
+        templates: &dyn Templates,
         findings: &mut Findings,
     ) {
         let Some(open) = self.clock.step_start else {
             return;
         };
+        // A template merged into another since its series began: the survivor's series
+        // counts its lines from now on, and its own is retired.
+        let merged: Vec<usize> = self
+            .by_pattern
+            .iter()
+            .filter(|((_, template), _)| templates.resolve(*template) != *template)
+            .map(|(_, &index)| index)
+            .collect();
+        for index in merged {
+            // An anomaly it had open ends here: the survivor's series carries on.
+            if let Some(episode) = self.series[index].episode.take() {
+                findings
+                    .resolved
+                    .push((tenant.clone(), episode.event_id, open));
+            }
+            self.retire(index);
+        }
+        // Counts kept from before a merge (a saved clock) go to the survivor too.
         let counts = self.clock.take_counts();
+        let mut resolved: HashMap<(String, u64), u64> = HashMap::new();
+        for (service, template, count) in counts {
+            *resolved
+                .entry((service, templates.resolve(template)))
+                .or_default() += count;
+        }
+        let mut counts: Vec<(String, u64, u64)> = resolved
+            .into_iter()
+            .map(|((service, template), count)| (service, template, count))
+            .collect();
+        counts.sort_unstable();
         for (service, template, _) in &counts {
             if !self.by_pattern.contains_key(&(service.clone(), *template))
                 && self.has_room(settings)
@@ -703,6 +781,7 @@ impl TenantDetectors {
                     detector: Detector::new(&settings.detector),
                     episode: None,
                     dirty: false,
+                    retired: false,
                 });
                 self.mark(index);
             }
@@ -726,7 +805,7 @@ impl TenantDetectors {
                 .get(&(service.as_str(), template))
                 .copied()
                 .unwrap_or(0);
-            let text = || template_text(template);
+            let text = || templates.text(template);
             self.judge(
                 settings,
                 tenant,
@@ -993,6 +1072,7 @@ fn decode_series(key: &str, bytes: &[u8]) -> std::result::Result<Watched, String
         detector,
         episode: saved.episode,
         dirty: false,
+        retired: false,
     })
 }
 

@@ -67,7 +67,8 @@ pub struct NewToken {
     pub info: TokenInfo,
 }
 
-/// One detector state to save: (tenant, series key, encoded state).
+/// One detector state to save: (tenant, series key, encoded state; empty: delete the saved
+/// state, the series was retired).
 pub type DetectorState<'a> = (&'a TenantId, &'a str, &'a [u8]);
 
 /// Where tenants and tokens live. Embedded: [`SqliteMetadata`]; cluster mode: PostgreSQL.

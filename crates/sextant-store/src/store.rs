@@ -222,6 +222,14 @@ fn seal_detector_states(
         .views()
         .into_iter()
         .map(|(tenant, key, state)| {
+            // A deletion stays one: empty, under the series' hidden name.
+            if state.is_empty() {
+                return Ok((
+                    tenant.clone(),
+                    keyring.hidden_name(tenant, key)?,
+                    Vec::new(),
+                ));
+            }
             let mut plain = Vec::with_capacity(4 + key.len() + state.len());
             plain.extend_from_slice(&(key.len() as u32).to_le_bytes());
             plain.extend_from_slice(key.as_bytes());
@@ -710,6 +718,19 @@ fn io_runtime() -> Result<tokio::runtime::Runtime> {
         .map_err(|e| Error::io("segment i/o runtime", e))
 }
 
+/// One tenant's templates, as the detectors see them.
+struct TenantTemplates<'a>(&'a TemplateMiners, &'a TenantId);
+
+impl crate::detectors::Templates for TenantTemplates<'_> {
+    fn resolve(&self, id: u64) -> u64 {
+        self.0.resolve(self.1, id).unwrap_or(id)
+    }
+
+    fn text(&self, id: u64) -> Option<String> {
+        self.0.template_text(self.1, id)
+    }
+}
+
 impl Shared {
     /// Feeds committed rows to the detectors (logs after their templates are set).
     fn detect(
@@ -723,7 +744,7 @@ impl Shared {
         match signal {
             Signal::Metrics => detectors.observe_metrics(tenant, rows),
             Signal::Logs => {
-                detectors.observe_logs(tenant, rows, &|id| templates.template_text(tenant, id))
+                detectors.observe_logs(tenant, rows, &TenantTemplates(templates, tenant))
             }
             Signal::Traces => Findings::default(),
         }

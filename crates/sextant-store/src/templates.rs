@@ -154,6 +154,16 @@ impl TemplateMiners {
         )
     }
 
+    /// The template `id` of `tenant` belongs to now (following merges), if known.
+    pub fn resolve(&self, tenant: &TenantId, id: u64) -> Option<u64> {
+        let miner = self.miners.get(tenant)?;
+        Some(
+            miner
+                .resolve(sextant_analytics::patterns::TemplateId(id))?
+                .0,
+        )
+    }
+
     /// The text of template `id` of `tenant` (following merges), if known.
     pub fn template_text(&self, tenant: &TenantId, id: u64) -> Option<String> {
         let miner = self.miners.get(tenant)?;

@@ -18,7 +18,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use sextant_analytics::anomaly::Feedback;
 use sextant_model::{Event, EventKind, Signal, TenantId};
-use sextant_store::meta::{EventFilter, SqliteMetadata};
+use sextant_store::meta::{EventFilter, MetadataStore, SqliteMetadata};
 use sextant_store::{EventSource, StoreConfig, TableSource, TelemetryStore};
 
 /// 2023-11-14 22:13:20 UTC, on a minute boundary.
@@ -454,4 +454,60 @@ fn series_states_are_saved_at_most_every_interval_and_all_on_a_clean_stop() {
     let store = open_hourly(dir.path());
     append(&store, Signal::Metrics, gauge(600..601, |_| 400.0));
     assert_eq!(points_learnt(&store), 601);
+}
+
+#[test]
+fn a_merged_templates_series_is_retired_and_its_lines_count_for_the_survivor() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = Arc::new(SqliteMetadata::open(&sextant_store::metadata_path(dir.path())).unwrap());
+    let mut config = StoreConfig::new(dir.path());
+    config.wal.fsync = false;
+    let store = TelemetryStore::open(config, meta.clone()).unwrap().0;
+    let minute = |m: i64| START_S * 1_000_000_000 + m * MINUTE_NS;
+    let saved = |meta: &SqliteMetadata| -> Vec<String> {
+        meta.detector_states()
+            .unwrap()
+            .into_iter()
+            .map(|(_, key, _)| key)
+            .filter(|key| key.starts_with(sextant_store::PATTERN_RATE_METRIC))
+            .collect()
+    };
+    // One line a minute: the first two names are two templates (a plain word needs three
+    // variants to become a variable), and each gets its series when its minute closes.
+    let lines = [
+        "session opened for user alice",
+        "session opened for user bob",
+        "disk check passed",
+        "session opened for user carol",
+        "session opened for user dave",
+    ];
+    let send = |m: usize| append(&store, Signal::Logs, logs(&[(minute(m as i64), lines[m])]));
+    (0..3).for_each(send);
+    assert_eq!(store.watched_series(&tenant()), 2);
+    store.flush().unwrap();
+    let before = saved(&meta);
+    assert_eq!(before.len(), 2, "{before:?}");
+    let bob = before
+        .iter()
+        .find(|k| k.contains("template_id=\"2\""))
+        .cloned();
+    assert!(bob.is_some(), "{before:?}");
+    // carol's line merges bob's template into alice's: at the next closed minute bob's series
+    // is retired and its saved state deleted; alice's counts every user from then on.
+    (3..5).for_each(send);
+    assert_eq!(store.watched_series(&tenant()), 2);
+    store.flush().unwrap();
+    // (Deletions are saved at once; the disk check's new state waits for the save interval.)
+    let after = saved(&meta);
+    assert!(!after.contains(bob.as_ref().unwrap()), "{after:?}");
+    assert!(
+        after.iter().any(|k| k.contains("template_id=\"1\"")),
+        "{after:?}"
+    );
+    drop(store);
+    // After a restart, the same two series.
+    let mut config = StoreConfig::new(dir.path());
+    config.wal.fsync = false;
+    let store = TelemetryStore::open(config, meta).unwrap().0;
+    assert_eq!(store.watched_series(&tenant()), 2);
 }

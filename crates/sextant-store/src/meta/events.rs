@@ -289,8 +289,14 @@ pub(super) fn save_detectors(
         "INSERT INTO detectors (tenant, series, state) VALUES (?1, ?2, ?3)
          ON CONFLICT(tenant, series) DO UPDATE SET state = excluded.state",
     )?;
+    let mut delete = tx.prepare("DELETE FROM detectors WHERE tenant = ?1 AND series = ?2")?;
     for &(tenant, series, state) in states {
-        save.execute(params![tenant.as_str(), series, state])?;
+        // An empty state: the series was retired.
+        if state.is_empty() {
+            delete.execute(params![tenant.as_str(), series])?;
+        } else {
+            save.execute(params![tenant.as_str(), series, state])?;
+        }
     }
     Ok(())
 }
