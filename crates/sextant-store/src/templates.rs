@@ -36,7 +36,7 @@ impl TemplateMiners {
             .map_err(|e| Error::Decode(format!("template miner settings: {e}")))?;
         let mut miners = HashMap::new();
         for (tenant, bytes) in saved {
-            let mut state: MinerState = serde_json::from_slice(&bytes).map_err(|e| {
+            let mut state = decode_state(&bytes).map_err(|e| {
                 Error::Decode(format!("saved template miner of tenant `{tenant}`: {e}"))
             })?;
             state.config = config.clone();
@@ -178,9 +178,24 @@ impl TemplateMiners {
     }
 }
 
-/// A miner state as saved in the metadata store.
+/// The first bytes of a zstd frame.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// A miner state as saved in the metadata store: its JSON, zstd-compressed (its templates'
+/// texts and masked forms repeat each other, so it shrinks several times over).
 pub(crate) fn encode_state(state: &MinerState) -> Vec<u8> {
-    serde_json::to_vec(state).expect("a miner state serialises")
+    let json = serde_json::to_vec(state).expect("a miner state serialises");
+    zstd::bulk::compress(&json, 3).expect("zstd compresses into a growing buffer")
+}
+
+/// A saved miner state: compressed, or plain JSON as states were saved before.
+fn decode_state(bytes: &[u8]) -> std::result::Result<MinerState, String> {
+    if bytes.starts_with(&ZSTD_MAGIC) {
+        let json = zstd::stream::decode_all(bytes).map_err(|e| e.to_string())?;
+        serde_json::from_slice(&json).map_err(|e| e.to_string())
+    } else {
+        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+    }
 }
 
 #[cfg(test)]
@@ -252,6 +267,44 @@ mod tests {
         let globex = TenantId::new("globex").unwrap();
         let other = ids(&restored.label(&globex, rows(&["disk full on /dev/sdc3"])));
         assert_eq!(other.len(), 1);
+    }
+
+    #[test]
+    fn states_are_saved_compressed_and_plain_ones_still_load() {
+        let acme = TenantId::new("acme").unwrap();
+        let mut miners = TemplateMiners::restore(MinerConfig::default(), Vec::new()).unwrap();
+        let (things, states) = (
+            ["Disk", "Cache", "Queue", "Link", "Fan", "Pump"],
+            ["Failed", "Recovered", "Degraded", "Restarted"],
+        );
+        let bodies: Vec<String> = (0..480)
+            .map(|i| {
+                let (thing, state) = (things[i % 6], states[(i / 6) % 4]);
+                format!(
+                    "{thing} {state} on node {} after {i} retries ({} ms)",
+                    i % 9,
+                    i * 7
+                )
+            })
+            .collect();
+        let bodies: Vec<&str> = bodies.iter().map(String::as_str).collect();
+        let first = ids(&miners.label(&acme, rows(&bodies)));
+        let (_, state) = miners.take_changed().pop().unwrap();
+        let json = serde_json::to_vec(&state).unwrap();
+        let compressed = encode_state(&state);
+        assert!(compressed.starts_with(&ZSTD_MAGIC));
+        assert!(
+            compressed.len() * 3 < json.len(),
+            "{} bytes compressed, {} as JSON",
+            compressed.len(),
+            json.len()
+        );
+        for saved in [compressed, json] {
+            let mut restored =
+                TemplateMiners::restore(MinerConfig::default(), vec![(acme.clone(), saved)])
+                    .unwrap();
+            assert_eq!(ids(&restored.label(&acme, rows(&bodies))), first);
+        }
     }
 
     #[test]

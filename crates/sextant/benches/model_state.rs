@@ -11,7 +11,8 @@
 //! (it flushes and saves every model) and started again. It prints, per system and in all:
 //! the distinct template ids lines carry, the live templates they resolve to, the watched
 //! series and detector states; and bytes per line of the Parquet segments, of `meta.db`
-//! (templates, detector states, events) and of the whole data directory.
+//! (templates, detector states, events) and of the whole data directory. `MODEL_STATE_KEEP=1`
+//! keeps the data directory to look into.
 
 mod support;
 
@@ -189,4 +190,10 @@ fn main() {
         100.0 * meta as f64 / segments.max(1) as f64,
         per_line(whole)
     );
+    if std::env::var_os("MODEL_STATE_KEEP").is_some() {
+        println!(
+            "data directory kept: {}",
+            work.keep().join("data").display()
+        );
+    }
 }
