@@ -68,6 +68,10 @@ pub struct DetectorSettings {
     /// A series whose score reached the detector's threshold within this many seconds before
     /// another's anomaly (same service) is named among its related series. Default 300.
     pub related_window_seconds: i64,
+    /// A log pattern's series with no line for this many seconds of log time is retired (its
+    /// model and saved state dropped; it starts afresh if the pattern comes back). Default 7
+    /// days.
+    pub pattern_idle_seconds: i64,
 }
 
 impl Default for DetectorSettings {
@@ -81,6 +85,7 @@ impl Default for DetectorSettings {
             settle_points: 60,
             save_interval: std::time::Duration::from_secs(60),
             related_window_seconds: 300,
+            pattern_idle_seconds: 7 * 86_400,
         }
     }
 }
@@ -104,6 +109,9 @@ enum Feed {
     /// Lines of one log template per step.
     PatternRate {
         template_id: u64,
+        /// Start of the last step with a line (ns); 0 in states saved before it was kept.
+        #[serde(default)]
+        last_seen: i64,
     },
 }
 
@@ -622,7 +630,7 @@ impl TenantDetectors {
     fn add(&mut self, watched: Watched) -> usize {
         let index = self.free.pop().unwrap_or(self.series.len());
         self.by_key.insert(watched.key.clone(), index);
-        if let Feed::PatternRate { template_id } = watched.feed {
+        if let Feed::PatternRate { template_id, .. } = watched.feed {
             self.by_pattern
                 .insert((watched.service.clone(), template_id), index);
         }
@@ -643,7 +651,7 @@ impl TenantDetectors {
         }
         watched.retired = true;
         self.by_key.remove(&watched.key);
-        if let Feed::PatternRate { template_id } = watched.feed {
+        if let Feed::PatternRate { template_id, .. } = watched.feed {
             self.by_pattern
                 .remove(&(watched.service.clone(), template_id));
         }
@@ -653,6 +661,16 @@ impl TenantDetectors {
         }
         self.changed.retain(|&i| i != index);
         self.free.push(index);
+    }
+
+    /// [`TenantDetectors::retire`], resolving at `time` the anomaly the series had open.
+    fn retire_at(&mut self, index: usize, tenant: &TenantId, time: i64, findings: &mut Findings) {
+        if let Some(episode) = self.series[index].episode.take() {
+            findings
+                .resolved
+                .push((tenant.clone(), episode.event_id, time));
+        }
+        self.retire(index);
     }
 
     /// Series watched now (retired ones left out).
@@ -743,12 +761,7 @@ impl TenantDetectors {
             .collect();
         for index in merged {
             // An anomaly it had open ends here: the survivor's series carries on.
-            if let Some(episode) = self.series[index].episode.take() {
-                findings
-                    .resolved
-                    .push((tenant.clone(), episode.event_id, open));
-            }
-            self.retire(index);
+            self.retire_at(index, tenant, open, findings);
         }
         // Counts kept from before a merge (a saved clock) go to the survivor too.
         let counts = self.clock.take_counts();
@@ -777,6 +790,7 @@ impl TenantDetectors {
                     labels,
                     feed: Feed::PatternRate {
                         template_id: *template,
+                        last_seen: open,
                     },
                     detector: Detector::new(&settings.detector),
                     episode: None,
@@ -790,6 +804,24 @@ impl TenantDetectors {
             .iter()
             .map(|(service, template, count)| ((service.as_str(), *template), *count))
             .collect();
+        // A pattern with lines in this step is fresh; one without any for
+        // `pattern_idle_seconds` is retired (if it comes back it starts afresh).
+        let idle = settings
+            .pattern_idle_seconds
+            .saturating_mul(NANOS_PER_SECOND);
+        let mut stale = Vec::new();
+        for ((service, template), &index) in &self.by_pattern {
+            if let Feed::PatternRate { last_seen, .. } = &mut self.series[index].feed {
+                if *last_seen == 0 || per_step.contains_key(&(service.as_str(), *template)) {
+                    *last_seen = open;
+                } else if open - *last_seen > idle {
+                    stale.push(index);
+                }
+            }
+        }
+        for index in stale {
+            self.retire_at(index, tenant, open, findings);
+        }
         let mut patterns: Vec<(usize, u64, String)> = self
             .by_pattern
             .iter()
@@ -936,7 +968,7 @@ impl TenantDetectors {
             })
             .collect();
         let template = match (&watched.feed, template_text) {
-            (Feed::PatternRate { template_id }, Some(text)) => Some((*template_id, text())),
+            (Feed::PatternRate { template_id, .. }, Some(text)) => Some((*template_id, text())),
             _ => None,
         };
         explain::anomaly_event(explain::Anomaly {

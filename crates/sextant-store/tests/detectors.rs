@@ -511,3 +511,33 @@ fn a_merged_templates_series_is_retired_and_its_lines_count_for_the_survivor() {
     let store = TelemetryStore::open(config, meta).unwrap().0;
     assert_eq!(store.watched_series(&tenant()), 2);
 }
+
+#[test]
+fn a_pattern_unseen_for_its_idle_time_is_retired_and_starts_afresh_when_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = Arc::new(SqliteMetadata::open(&sextant_store::metadata_path(dir.path())).unwrap());
+    let mut config = StoreConfig::new(dir.path());
+    config.wal.fsync = false;
+    config.detectors.pattern_idle_seconds = 3_600;
+    let store = TelemetryStore::open(config, meta).unwrap().0;
+    let minute = |m: i64| START_S * 1_000_000_000 + m * MINUTE_NS;
+    let send = |m: i64, line: &str| append(&store, Signal::Logs, logs(&[(minute(m), line)]));
+    send(0, "backup started");
+    send(1, "heartbeat ok");
+    assert_eq!(store.watched_series(&tenant()), 1);
+    // Heartbeats every minute for an hour: the backup's series is judged with zeros and kept
+    // while it is within its idle time.
+    for m in 2..60 {
+        send(m, "heartbeat ok");
+    }
+    assert_eq!(store.watched_series(&tenant()), 2);
+    // Past an hour without a backup line, its series is retired.
+    for m in 60..63 {
+        send(m, "heartbeat ok");
+    }
+    assert_eq!(store.watched_series(&tenant()), 1);
+    // It comes back: a new series.
+    send(63, "backup started");
+    send(64, "heartbeat ok");
+    assert_eq!(store.watched_series(&tenant()), 2);
+}

@@ -166,6 +166,10 @@ pub struct AnomalySettings {
     /// An episode whose series the detector finds normal again, though still outside the band
     /// it opened with (a lasting new level), closes after this many points. Default 60.
     pub settle_points: u32,
+    /// A log pattern's series with no line for this many seconds of log time is retired (its
+    /// model and saved state dropped; it starts afresh if the pattern comes back). Default
+    /// 604,800 (7 days).
+    pub pattern_idle_seconds: i64,
     /// Series models are saved with a flush at most this often, in seconds (all of them on a
     /// clean stop); after a crash a model misses at most this long of learning. Default 60.
     pub state_save_seconds: u64,
@@ -187,6 +191,7 @@ impl Default for AnomalySettings {
             pattern_step_seconds: live.pattern_step_seconds,
             quiet_points: live.quiet_points,
             settle_points: live.settle_points,
+            pattern_idle_seconds: live.pattern_idle_seconds,
             state_save_seconds: live.save_interval.as_secs(),
             capacity_check_seconds: 300,
             capacity: Vec::new(),
@@ -203,6 +208,7 @@ impl AnomalySettings {
             pattern_step_seconds: self.pattern_step_seconds,
             quiet_points: self.quiet_points,
             settle_points: self.settle_points,
+            pattern_idle_seconds: self.pattern_idle_seconds,
             save_interval: std::time::Duration::from_secs(self.state_save_seconds),
             ..DetectorSettings::default()
         };
@@ -221,6 +227,9 @@ impl AnomalySettings {
                 "`anomaly.pattern_step_seconds`, `anomaly.quiet_points` and \
                  `anomaly.settle_points` must be at least 1"
             );
+        }
+        if self.pattern_idle_seconds < self.pattern_step_seconds {
+            bail!("`anomaly.pattern_idle_seconds` must be at least `anomaly.pattern_step_seconds`");
         }
         if self.capacity_check_seconds == 0 {
             bail!("`anomaly.capacity_check_seconds` must be greater than 0");
