@@ -154,7 +154,7 @@ pub async fn create(
         &principal.token_id,
         "token.create",
         &token.info.id,
-        audit_detail(&token.info),
+        token.info.audit_detail(),
     )
     .await?;
     let mut answer = token_json(&token.info);
@@ -187,19 +187,10 @@ pub async fn revoke(
         &principal.token_id,
         "token.revoke",
         &token.id,
-        audit_detail(&token),
+        token.audit_detail(),
     )
     .await?;
     Ok(axum::Json(token_json(&token)))
-}
-
-/// The audit detail of a token change, as `sextant tokens` records it.
-fn audit_detail(token: &TokenInfo) -> Value {
-    json!({
-        "role": token.role.as_str(),
-        "scopes": token.scopes.as_ref().map(|s| s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")),
-        "expires_at": token.expires_at,
-    })
 }
 
 #[cfg(test)]

@@ -158,8 +158,6 @@ struct Watched {
     episode: Option<Episode>,
     /// Listed in its tenant's `changed`.
     dirty: bool,
-    /// No longer watched (its template merged into another): its slot is free.
-    retired: bool,
 }
 
 /// A series as saved: everything but the detector, whose own encoding follows it (see
@@ -517,8 +515,9 @@ impl SeriesDetectors {
                 Some(_) => {}
             }
             let service = services.value(row);
-            // Counted for the template the line belongs to now (its id may have merged since).
-            let template = templates.resolve(ids.value(row));
+            // By the id the line carries; the step's counts go to the template each id
+            // belongs to when the step closes.
+            let template = ids.value(row);
             state.clock_changed = true;
             state.clock.count(service, template);
         }
@@ -645,11 +644,11 @@ impl TenantDetectors {
     /// Stops watching series `index`: it is judged no more, its saved state is deleted with
     /// the next save, and a new series takes its slot.
     fn retire(&mut self, index: usize) {
-        let watched = &mut self.series[index];
-        if watched.retired {
+        let watched = &self.series[index];
+        // A live series is the one its key names; a retired slot's key names another or none.
+        if self.by_key.get(&watched.key) != Some(&index) {
             return;
         }
-        watched.retired = true;
         self.by_key.remove(&watched.key);
         if let Feed::PatternRate { template_id, .. } = watched.feed {
             self.by_pattern
@@ -731,7 +730,6 @@ impl TenantDetectors {
             detector: Detector::new(&settings.detector),
             episode: None,
             dirty: false,
-            retired: false,
         });
         self.mark(index);
         Some(index)
@@ -795,7 +793,6 @@ impl TenantDetectors {
                     detector: Detector::new(&settings.detector),
                     episode: None,
                     dirty: false,
-                    retired: false,
                 });
                 self.mark(index);
             }
@@ -1063,12 +1060,6 @@ fn widen_to_count_noise(verdict: &mut Verdict, count: f64) {
     verdict.anomalous &= count < verdict.lower || count > verdict.upper;
 }
 
-/// A saved series: the length of its JSON description (`u32`, little-endian), the description,
-/// then the detector's own encoding as it is.
-/// The first bytes of a zstd frame (a plain state starts with its description's length, which
-/// is never that large).
-const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
-
 /// A series' saved state: its description's length (u32 LE), the description (JSON) and the
 /// detector's own encoding, zstd-compressed (about 2.5 times smaller).
 fn encode_series(watched: &Watched, out: &mut Vec<u8>) {
@@ -1088,18 +1079,12 @@ fn encode_series(watched: &Watched, out: &mut Vec<u8>) {
     let length = (plain.len() - 4) as u32;
     plain[..4].copy_from_slice(&length.to_le_bytes());
     plain.extend_from_slice(&watched.detector.encode());
-    out.extend_from_slice(
-        &zstd::bulk::compress(&plain, 3).expect("zstd compresses into a growing buffer"),
-    );
+    out.extend_from_slice(&crate::saved_state::compress(&plain));
 }
 
 /// A saved series: compressed, or plain as states were saved before.
 fn decode_series(key: &str, bytes: &[u8]) -> std::result::Result<Watched, String> {
-    if bytes.starts_with(&ZSTD_MAGIC) {
-        let plain = zstd::stream::decode_all(bytes).map_err(|e| e.to_string())?;
-        return decode_plain_series(key, &plain);
-    }
-    decode_plain_series(key, bytes)
+    decode_plain_series(key, &crate::saved_state::plain(bytes)?)
 }
 
 fn decode_plain_series(key: &str, bytes: &[u8]) -> std::result::Result<Watched, String> {
@@ -1122,7 +1107,6 @@ fn decode_plain_series(key: &str, bytes: &[u8]) -> std::result::Result<Watched, 
         detector,
         episode: saved.episode,
         dirty: false,
-        retired: false,
     })
 }
 
@@ -1174,11 +1158,10 @@ mod tests {
             detector,
             episode: None,
             dirty: false,
-            retired: false,
         };
         let mut compressed = Vec::new();
         encode_series(&watched, &mut compressed);
-        assert!(compressed.starts_with(&ZSTD_MAGIC));
+        assert!(compressed.starts_with(&crate::saved_state::ZSTD_MAGIC));
         let plain = zstd::stream::decode_all(compressed.as_slice()).unwrap();
         assert!(
             compressed.len() * 2 < plain.len(),

@@ -35,6 +35,7 @@ mod free_space;
 mod maintenance;
 pub mod meta;
 mod reader;
+mod saved_state;
 pub mod schema;
 pub mod segments;
 mod snapshot;

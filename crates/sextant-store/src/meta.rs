@@ -48,6 +48,24 @@ pub struct TokenInfo {
     pub last_used_at: Option<i64>,
 }
 
+impl TokenInfo {
+    /// What the audit trail records of a token's creation or revocation (the same from the
+    /// command line and the API): its role, scopes and expiry (RFC 3339).
+    pub fn audit_detail(&self) -> serde_json::Value {
+        let scopes: Option<Vec<&str>> = self
+            .scopes
+            .as_ref()
+            .map(|scopes| scopes.iter().map(|s| s.as_str()).collect());
+        serde_json::json!({
+            "role": self.role.as_str(),
+            "scopes": scopes.map(|s| s.join(",")),
+            "expires_at": self.expires_at.map(|at| {
+                sextant_model::time::format_rfc3339(at.saturating_mul(1_000_000_000))
+            }),
+        })
+    }
+}
+
 /// How a new token is narrowed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TokenOptions {

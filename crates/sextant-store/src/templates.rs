@@ -178,24 +178,16 @@ impl TemplateMiners {
     }
 }
 
-/// The first bytes of a zstd frame.
-const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
-
-/// A miner state as saved in the metadata store: its JSON, zstd-compressed (its templates'
-/// texts and masked forms repeat each other, so it shrinks several times over).
+/// A miner state as saved in the metadata store: its JSON, compressed (its templates' texts
+/// and masked forms repeat each other, so it shrinks several times over).
 pub(crate) fn encode_state(state: &MinerState) -> Vec<u8> {
-    let json = serde_json::to_vec(state).expect("a miner state serialises");
-    zstd::bulk::compress(&json, 3).expect("zstd compresses into a growing buffer")
+    crate::saved_state::compress(&serde_json::to_vec(state).expect("a miner state serialises"))
 }
 
 /// A saved miner state: compressed, or plain JSON as states were saved before.
 fn decode_state(bytes: &[u8]) -> std::result::Result<MinerState, String> {
-    if bytes.starts_with(&ZSTD_MAGIC) {
-        let json = zstd::stream::decode_all(bytes).map_err(|e| e.to_string())?;
-        serde_json::from_slice(&json).map_err(|e| e.to_string())
-    } else {
-        serde_json::from_slice(bytes).map_err(|e| e.to_string())
-    }
+    let json = crate::saved_state::plain(bytes)?;
+    serde_json::from_slice(&json).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -292,7 +284,7 @@ mod tests {
         let (_, state) = miners.take_changed().pop().unwrap();
         let json = serde_json::to_vec(&state).unwrap();
         let compressed = encode_state(&state);
-        assert!(compressed.starts_with(&ZSTD_MAGIC));
+        assert!(compressed.starts_with(&crate::saved_state::ZSTD_MAGIC));
         assert!(
             compressed.len() * 3 < json.len(),
             "{} bytes compressed, {} as JSON",

@@ -370,17 +370,12 @@ pub fn audit_token(
     kind: &str,
     token: &sextant_store::meta::TokenInfo,
 ) -> anyhow::Result<()> {
-    let detail = serde_json::json!({
-        "role": token.role.as_str(),
-        "scopes": token.scopes.as_deref().map(scope_list),
-        "expires_at": token.expires_at,
-    });
     meta.audit(&[admin_record(
         &token.tenant,
         actor,
         kind,
         &token.id,
-        detail.to_string(),
+        token.audit_detail().to_string(),
     )])
     .context("cannot record the change in the audit trail")
 }
