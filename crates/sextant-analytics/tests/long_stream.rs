@@ -29,11 +29,13 @@ fn new_values_make_few_new_templates() {
     let ratio = end_all as f64 / first_all as f64;
     println!("{report:?}\nall: {first_all} -> {end_all} ({ratio:.2}x)");
     // Before numbers inside words were taken for values: 1.35x over these 96,000 lines
-    // (Thunderbird 2.4x); now 1.06x.
-    assert!(ratio <= 1.10, "{report:?}: all {ratio:.2}x");
+    // (Thunderbird 2.4x); then 1.06x; with single digits in capitalised words (`SOCKS5`,
+    // `PSR0`) made values by enough variants, 1.04x (Thunderbird 1.26x, still converging:
+    // 1.11x at a million lines).
+    assert!(ratio <= 1.06, "{report:?}: all {ratio:.2}x");
     for (system, first, end) in &report {
         assert!(
-            *end as f64 <= 1.5 * *first as f64,
+            *end as f64 <= 1.3 * *first as f64,
             "{system}: {first} -> {end}"
         );
     }

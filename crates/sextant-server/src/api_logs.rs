@@ -207,8 +207,8 @@ impl Term {
                     // Checked to be a number when parsed. Ids merged into the same template
                     // since count as that template.
                     "template" => format!(
-                        "template_id IN (SELECT a.template_id FROM templates a JOIN templates b \
-                         ON a.resolved_id = b.resolved_id WHERE b.template_id = {value})"
+                        "template_id IN (SELECT unnest(ids) FROM templates \
+                         WHERE array_has(ids, CAST({value} AS BIGINT UNSIGNED)))"
                     ),
                     _ => format!("attributes[{}] = {}", sql_string(field), sql_string(value)),
                 };
@@ -418,8 +418,8 @@ mod tests {
         check("level:ERROR", "lower(severity_text) = 'error'");
         check(
             "template:17",
-            "template_id IN (SELECT a.template_id FROM templates a JOIN templates b \
-             ON a.resolved_id = b.resolved_id WHERE b.template_id = 17)",
+            "template_id IN (SELECT unnest(ids) FROM templates \
+             WHERE array_has(ids, CAST(17 AS BIGINT UNSIGNED)))",
         );
         check("severity:warn", "lower(severity_text) = 'warn'");
         check(

@@ -36,6 +36,11 @@ const DEFAULT_STEP_SECONDS: i64 = 60;
 const MAX_STEPS: i64 = 11_000;
 const MAX_WORDS: usize = 16;
 
+/// The `templates` table with one row per id a log row can carry (`id`), naming the template
+/// it counts for (`template_id`): logs join it on `l.template_id = t.id`.
+pub(crate) const TEMPLATE_OF_ID: &str =
+    "(SELECT unnest(ids) AS id, template_id, template, example FROM templates)";
+
 pub async fn patterns(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -81,12 +86,12 @@ async fn list(
         }
     }
     let sql = format!(
-        "SELECT t.resolved_id AS id, t.template, t.example, l.severity_text AS severity, \
+        "SELECT t.template_id AS id, t.template, t.example, l.severity_text AS severity, \
          count(*) AS n, \
-         min(min(l.time)) OVER (PARTITION BY t.resolved_id) AS first_seen, \
-         max(max(l.time)) OVER (PARTITION BY t.resolved_id) AS last_seen \
-         FROM logs l JOIN templates t ON l.template_id = t.template_id WHERE {} \
-         GROUP BY t.resolved_id, t.template, t.example, l.severity_text",
+         min(min(l.time)) OVER (PARTITION BY t.template_id) AS first_seen, \
+         max(max(l.time)) OVER (PARTITION BY t.template_id) AS last_seen \
+         FROM logs l JOIN {TEMPLATE_OF_ID} t ON l.template_id = t.id WHERE {} \
+         GROUP BY t.template_id, t.template, t.example, l.severity_text",
         conditions.join(" AND ")
     );
     let output = run_query_over(state, &principal, &[Table::Logs, Table::Templates], &sql).await?;
@@ -187,7 +192,7 @@ async fn one_series(
         state,
         &principal,
         &[Table::Templates],
-        &format!("SELECT resolved_id, template FROM templates WHERE template_id = {id}"),
+        &format!("SELECT template_id, template FROM templates WHERE array_has(ids, CAST({id} AS BIGINT UNSIGNED))"),
     )
     .await?;
     let template = json_rows(&template);
@@ -195,14 +200,14 @@ async fn one_series(
         return Err(ApiError::NotFound(format!("no template {id}")));
     };
     let resolved = found
-        .get("resolved_id")
+        .get("template_id")
         .and_then(Value::as_u64)
         .unwrap_or(id);
     let sql = format!(
         "SELECT CAST(date_bin(INTERVAL '{step_seconds} seconds', l.time, \
          TIMESTAMP '1970-01-01T00:00:00Z') AS BIGINT) AS bucket_ns, count(*) AS n \
-         FROM logs l JOIN templates t ON l.template_id = t.template_id \
-         WHERE t.resolved_id = {resolved} AND l.time >= {} AND l.time < {} GROUP BY 1",
+         FROM logs l JOIN {TEMPLATE_OF_ID} t ON l.template_id = t.id \
+         WHERE t.template_id = {resolved} AND l.time >= {} AND l.time < {} GROUP BY 1",
         sql_time(from),
         sql_time(to)
     );

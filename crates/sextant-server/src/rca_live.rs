@@ -274,14 +274,15 @@ async fn log_signals(
     baseline_start: i64,
 ) -> Result<Vec<LogSignal>, ApiError> {
     let sql = format!(
-        "SELECT l.service AS service, l.template_id AS template_id, max(t.template) AS template,
+        "SELECT l.service AS service, t.template_id AS template_id, max(t.template) AS template,
             sum(CASE WHEN l.time >= {w} THEN 1 ELSE 0 END) AS in_window,
             sum(CASE WHEN l.time < {w} THEN 1 ELSE 0 END) AS before,
             CAST(min(CASE WHEN l.time >= {w} THEN l.time END) AS BIGINT) AS first_seen
-         FROM logs l JOIN templates t ON l.template_id = t.template_id
+         FROM logs l JOIN {of_id} t ON l.template_id = t.id
          WHERE {bounds} AND l.severity_number >= 17
-         GROUP BY l.service, l.template_id",
+         GROUP BY l.service, t.template_id",
         w = sql_time(window_start),
+        of_id = crate::api_patterns::TEMPLATE_OF_ID,
     );
     let rows =
         json_rows(&run_query_over(state, principal, &[Table::Logs, Table::Templates], &sql).await?);

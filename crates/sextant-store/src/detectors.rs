@@ -11,9 +11,13 @@
 //! counts the lines of one (service, template) per minute of log time; minutes without lines
 //! count 0.
 //!
-//! States are saved with the flush checkpoint (only the series that changed) and replay feeds
-//! the same records again, so a restart carries on where it stopped. Events have ids derived
-//! from (tenant, series, time), so an anomaly found again by a replay is not stored twice.
+//! States are saved with the flush checkpoint (only the series that changed, and only once
+//! their detector is past its warm-up: a series seen a few times costs no disk) and replay
+//! feeds the same records again, so a restart carries on where it stopped. Events have ids
+//! derived from (tenant, series, time), so an anomaly found again by a replay is not stored
+//! twice. A series not fed for its idle time (of its tenant's own clock: metric time for
+//! metric series, log time for patterns) is retired, so churning pods and one-off patterns
+//! do not pile up.
 
 mod explain;
 
@@ -72,6 +76,10 @@ pub struct DetectorSettings {
     /// model and saved state dropped; it starts afresh if the pattern comes back). Default 7
     /// days.
     pub pattern_idle_seconds: i64,
+    /// A metric series with no point while its tenant's metric time moved on this many
+    /// seconds is retired the same way (a replaced pod's series, a label value gone).
+    /// Default 1 day.
+    pub series_idle_seconds: i64,
 }
 
 impl Default for DetectorSettings {
@@ -86,6 +94,7 @@ impl Default for DetectorSettings {
             save_interval: std::time::Duration::from_secs(60),
             related_window_seconds: 300,
             pattern_idle_seconds: 7 * 86_400,
+            series_idle_seconds: 86_400,
         }
     }
 }
@@ -109,9 +118,6 @@ enum Feed {
     /// Lines of one log template per step.
     PatternRate {
         template_id: u64,
-        /// Start of the last step with a line (ns); 0 in states saved before it was kept.
-        #[serde(default)]
-        last_seen: i64,
     },
 }
 
@@ -156,6 +162,10 @@ struct Watched {
     feed: Feed,
     detector: Detector,
     episode: Option<Episode>,
+    /// Its tenant's clock (ns) when it was last fed: the time of its newest point for a
+    /// metric series, the start of the last step with a line for a pattern; 0 when unknown
+    /// (a state saved before it was kept), taken as now.
+    last_seen: i64,
     /// Listed in its tenant's `changed`.
     dirty: bool,
 }
@@ -169,6 +179,8 @@ struct SavedSeries {
     labels: Vec<(String, String)>,
     feed: Feed,
     episode: Option<Episode>,
+    #[serde(default)]
+    last_seen: i64,
 }
 
 /// [`SavedSeries`] borrowed from a watched series, for writing.
@@ -179,6 +191,7 @@ struct SavedSeriesRef<'a> {
     labels: &'a [(String, String)],
     feed: &'a Feed,
     episode: &'a Option<Episode>,
+    last_seen: i64,
 }
 
 /// A tenant's open pattern-rate step.
@@ -254,6 +267,9 @@ struct TenantDetectors {
     by_pattern: HashMap<(String, u64), usize>,
     clock: PatternClock,
     clock_changed: bool,
+    /// The newest metric time seen (ns), and when idle metric series are next looked for.
+    metric_clock: i64,
+    next_sweep: i64,
     /// Per service, series that moved lately (oldest first).
     movers: HashMap<String, Vec<Mover>>,
     /// Series changed since their state was last taken for saving (each once; see
@@ -263,6 +279,8 @@ struct TenantDetectors {
     free: Vec<usize>,
     /// Keys of retired series whose saved states are to be deleted.
     retired: Vec<String>,
+    /// The watched series reached the cap (logged once).
+    capped: bool,
 }
 
 /// Detector states taken for saving: all encoded into one buffer (one allocation, handed
@@ -461,7 +479,7 @@ impl SeriesDetectors {
             let index = match state.by_raw.get(&raw) {
                 Some(&index) => index,
                 None => {
-                    let Some(index) = state.metric_series(settings, &columns, row) else {
+                    let Some(index) = state.metric_series(settings, tenant, &columns, row) else {
                         continue;
                     };
                     state.by_raw.insert(raw, index);
@@ -469,11 +487,16 @@ impl SeriesDetectors {
                 }
             };
             let time = columns.time.value(row);
+            state.metric_clock = state.metric_clock.max(time);
+            state.series[index].last_seen = state.metric_clock;
             let Some(value) = state.series[index].feed_value(&columns, row) else {
                 state.mark(index);
                 continue;
             };
             state.judge(settings, tenant, index, time, value, &mut findings, None);
+        }
+        if state.metric_clock >= state.next_sweep {
+            state.retire_idle_metric_series(settings, tenant, &mut findings);
         }
         findings
     }
@@ -569,9 +592,20 @@ impl SeriesDetectors {
             if !series_due {
                 continue;
             }
+            // A slot may be listed twice (retired and taken again) or hold a retired series.
+            let warm_up = warm_up_points(&self.settings);
             for index in std::mem::take(&mut state.changed) {
                 let watched = &mut state.series[index];
-                watched.dirty = false;
+                if !std::mem::take(&mut watched.dirty)
+                    || state.by_key.get(&watched.key) != Some(&index)
+                {
+                    continue;
+                }
+                // A young series is not saved: a restart costs it part of a warm-up, and the
+                // many series seen only a few times cost no disk.
+                if watched.detector.points() < warm_up {
+                    continue;
+                }
                 let watched = &*watched;
                 let start = saved.bytes.len();
                 encode_series(watched, &mut saved.bytes);
@@ -658,7 +692,7 @@ impl TenantDetectors {
         if let Some(movers) = self.movers.get_mut(&watched.service) {
             movers.retain(|m| m.series != index);
         }
-        self.changed.retain(|&i| i != index);
+        // (Its entry in `changed`, if any, is passed over when states are taken.)
         self.free.push(index);
     }
 
@@ -677,11 +711,54 @@ impl TenantDetectors {
         self.series.len() - self.free.len()
     }
 
-    fn has_room(&self, settings: &DetectorSettings) -> bool {
+    /// Retires the metric series not fed while the tenant's metric time moved on
+    /// `series_idle_seconds` (looked for about every 24th of that, at least every minute).
+    fn retire_idle_metric_series(
+        &mut self,
+        settings: &DetectorSettings,
+        tenant: &TenantId,
+        findings: &mut Findings,
+    ) {
+        let idle = settings
+            .series_idle_seconds
+            .saturating_mul(NANOS_PER_SECOND);
+        let now = self.metric_clock;
+        self.next_sweep = now.saturating_add((idle / 24).max(60 * NANOS_PER_SECOND));
+        let mut stale = Vec::new();
+        for &index in self.by_key.values() {
+            let watched = &mut self.series[index];
+            if matches!(watched.feed, Feed::PatternRate { .. }) {
+                continue;
+            }
+            if watched.last_seen == 0 {
+                watched.last_seen = now;
+            } else if now - watched.last_seen > idle {
+                stale.push(index);
+            }
+        }
+        if stale.is_empty() {
+            return;
+        }
+        for &index in &stale {
+            self.retire_at(index, tenant, now, findings);
+        }
+        // Rows map to series by a hash of their raw attributes too; those of a retired
+        // series must not find the slot's next tenant.
+        let retired: std::collections::HashSet<usize> = stale.into_iter().collect();
+        self.by_raw.retain(|_, index| !retired.contains(index));
+    }
+
+    /// Whether a new series may be watched; past the tenant's cap it is counted (per tenant)
+    /// and, the first time, logged.
+    fn has_room(&mut self, settings: &DetectorSettings, tenant: &TenantId) -> bool {
         if self.watched() < settings.max_series_per_tenant {
             return true;
         }
-        metrics::counter!("sextant_detector_series_dropped_total").increment(1);
+        metrics::counter!("sextant_detector_series_dropped_total", "tenant" => tenant.to_string())
+            .increment(1);
+        if !std::mem::replace(&mut self.capped, true) {
+            tracing::warn!(%tenant, cap = settings.max_series_per_tenant, "the tenant's watched series reached `anomaly.max_series_per_tenant`: new series are stored but not watched");
+        }
         false
     }
 
@@ -690,6 +767,7 @@ impl TenantDetectors {
     fn metric_series(
         &mut self,
         settings: &DetectorSettings,
+        tenant: &TenantId,
         columns: &MetricColumns<'_>,
         row: usize,
     ) -> Option<usize> {
@@ -709,7 +787,7 @@ impl TenantDetectors {
         if let Some(&index) = self.by_key.get(&key) {
             return Some(index);
         }
-        if !self.has_room(settings) {
+        if !self.has_room(settings, tenant) {
             return None;
         }
         let delta = columns.temporality.value(row) == TEMPORALITY_DELTA;
@@ -729,6 +807,7 @@ impl TenantDetectors {
             feed,
             detector: Detector::new(&settings.detector),
             episode: None,
+            last_seen: 0,
             dirty: false,
         });
         self.mark(index);
@@ -776,7 +855,7 @@ impl TenantDetectors {
         counts.sort_unstable();
         for (service, template, _) in &counts {
             if !self.by_pattern.contains_key(&(service.clone(), *template))
-                && self.has_room(settings)
+                && self.has_room(settings, tenant)
             {
                 let labels = Box::new([("template_id".to_owned(), template.to_string())]);
                 let mut key_labels: BTreeMap<String, String> = labels.iter().cloned().collect();
@@ -788,10 +867,10 @@ impl TenantDetectors {
                     labels,
                     feed: Feed::PatternRate {
                         template_id: *template,
-                        last_seen: open,
                     },
                     detector: Detector::new(&settings.detector),
                     episode: None,
+                    last_seen: open,
                     dirty: false,
                 });
                 self.mark(index);
@@ -808,12 +887,11 @@ impl TenantDetectors {
             .saturating_mul(NANOS_PER_SECOND);
         let mut stale = Vec::new();
         for ((service, template), &index) in &self.by_pattern {
-            if let Feed::PatternRate { last_seen, .. } = &mut self.series[index].feed {
-                if *last_seen == 0 || per_step.contains_key(&(service.as_str(), *template)) {
-                    *last_seen = open;
-                } else if open - *last_seen > idle {
-                    stale.push(index);
-                }
+            let watched = &mut self.series[index];
+            if watched.last_seen == 0 || per_step.contains_key(&(service.as_str(), *template)) {
+                watched.last_seen = open;
+            } else if open - watched.last_seen > idle {
+                stale.push(index);
             }
         }
         for index in stale {
@@ -1045,6 +1123,11 @@ impl Watched {
     }
 }
 
+/// Points a series' detector has seen before its state is worth saving: its warm-up.
+fn warm_up_points(settings: &DetectorSettings) -> u64 {
+    settings.detector.warm_up_points.max(2)
+}
+
 /// Line counts are noisy even when nothing changes (about Poisson: a spread of the square root
 /// of the mean), so a count's band is at least `expected ± (3·√expected + 1)`, never below zero,
 /// and only a count outside it is an anomaly. A pattern seen once a minute for hours, then
@@ -1073,6 +1156,7 @@ fn encode_series(watched: &Watched, out: &mut Vec<u8>) {
             labels: &watched.labels,
             feed: &watched.feed,
             episode: &watched.episode,
+            last_seen: watched.last_seen,
         },
     )
     .expect("a series description serialises");
@@ -1106,6 +1190,7 @@ fn decode_plain_series(key: &str, bytes: &[u8]) -> std::result::Result<Watched, 
         feed: saved.feed,
         detector,
         episode: saved.episode,
+        last_seen: saved.last_seen,
         dirty: false,
     })
 }
@@ -1157,6 +1242,7 @@ mod tests {
             feed: Feed::Gauge,
             detector,
             episode: None,
+            last_seen: 0,
             dirty: false,
         };
         let mut compressed = Vec::new();

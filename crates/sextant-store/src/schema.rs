@@ -104,14 +104,13 @@ fn log_schema() -> SchemaRef {
     ]))
 }
 
-/// One row per id a log row can carry: the live templates and the ids merged into them.
-/// `resolved_id` is the template an id belongs to now; the other columns describe that
-/// template (so they repeat on merged ids: `WHERE template_id = resolved_id` gives one row per
-/// template). Counts and times are since the tenant's miner started.
+/// One row per template, once however many ids merged into it: `ids` are the ids whose log
+/// rows count for it (its own first, then those merged into it), so logs join through
+/// `unnest(ids)`. Counts and times are since the tenant's miner started, merged ids' included.
 fn template_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         non_null(TEMPLATE_ID_COLUMN, DataType::UInt64),
-        non_null("resolved_id", DataType::UInt64),
+        non_null("ids", list_type(DataType::UInt64)),
         non_null("template", DataType::Utf8),
         non_null("count", DataType::UInt64),
         non_null("first_seen", timestamp_type()),

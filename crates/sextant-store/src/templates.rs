@@ -6,7 +6,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, StringArray, TimestampNanosecondArray, UInt64Array};
+use arrow::array::{
+    Array, ArrayRef, ListBuilder, StringArray, TimestampNanosecondArray, UInt64Array, UInt64Builder,
+};
 use arrow::record_batch::RecordBatch;
 use sextant_analytics::patterns::{MinerConfig, MinerState, Template, TemplateMiner};
 use sextant_model::{Table, TenantId};
@@ -113,39 +115,47 @@ impl TemplateMiners {
     /// first log row.
     pub fn table(&self, tenant: &TenantId) -> Option<RecordBatch> {
         let miner = self.miners.get(tenant)?;
-        let mut rows: Vec<(u64, &Template)> = miner
+        let mut rows: Vec<(&Template, Vec<u64>)> = miner
             .templates()
-            .map(|template| (template.id().0, template))
+            .map(|template| (template, vec![template.id().0]))
             .collect();
+        rows.sort_by_key(|(template, _)| template.id().0);
         for (from, to) in miner.aliases() {
-            if let Some(template) = miner.template(to) {
-                rows.push((from.0, template));
+            let Some(to) = miner.resolve(to) else {
+                continue;
+            };
+            if let Ok(at) = rows.binary_search_by_key(&to.0, |(t, _)| t.id().0) {
+                rows[at].1.push(from.0);
             }
         }
-        rows.sort_by_key(|(id, _)| *id);
+        let total = rows.iter().map(|(_, ids)| ids.len()).sum();
+        let mut ids = ListBuilder::with_capacity(UInt64Builder::with_capacity(total), rows.len());
+        for (_, merged) in &mut rows {
+            merged[1..].sort_unstable();
+            ids.values().append_slice(merged);
+            ids.append(true);
+        }
         let times = |time: fn(&Template) -> i64| -> ArrayRef {
             Arc::new(
-                TimestampNanosecondArray::from_iter_values(rows.iter().map(|(_, t)| time(t)))
+                TimestampNanosecondArray::from_iter_values(rows.iter().map(|(t, _)| time(t)))
                     .with_timezone("UTC"),
             )
         };
         let columns: Vec<ArrayRef> = vec![
             Arc::new(UInt64Array::from_iter_values(
-                rows.iter().map(|(id, _)| *id),
+                rows.iter().map(|(t, _)| t.id().0),
             )),
-            Arc::new(UInt64Array::from_iter_values(
-                rows.iter().map(|(_, t)| t.id().0),
-            )),
+            Arc::new(ids.finish()),
             Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|(_, t)| t.text()),
+                rows.iter().map(|(t, _)| t.text()),
             )),
             Arc::new(UInt64Array::from_iter_values(
-                rows.iter().map(|(_, t)| t.count()),
+                rows.iter().map(|(t, _)| t.count()),
             )),
             times(Template::first_seen),
             times(Template::last_seen),
             Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|(_, t)| t.example()),
+                rows.iter().map(|(t, _)| t.example()),
             )),
         ];
         Some(
@@ -297,6 +307,51 @@ mod tests {
                     .unwrap();
             assert_eq!(ids(&restored.label(&acme, rows(&bodies))), first);
         }
+    }
+
+    #[test]
+    fn the_table_lists_each_template_once_with_the_ids_merged_into_it() {
+        let acme = TenantId::new("acme").unwrap();
+        let mut miners = TemplateMiners::restore(MinerConfig::default(), Vec::new()).unwrap();
+        // alice and bob start two templates; carol's line makes the name a variable, and the
+        // two merge.
+        let lines = [
+            "session opened for user alice",
+            "session opened for user bob",
+            "session opened for user carol",
+            "disk full on /dev/sda1",
+        ];
+        let labelled = ids(&miners.label(&acme, rows(&lines)));
+        assert_ne!(labelled[0], labelled[1], "{labelled:?}");
+        let table = miners.table(&acme).unwrap();
+        assert_eq!(table.num_rows(), 2);
+        let column = |name: &str| table.column_by_name(name).unwrap().clone();
+        let template_ids = column(TEMPLATE_ID_COLUMN);
+        let template_ids = template_ids.as_any().downcast_ref::<UInt64Array>().unwrap();
+        let counts = column("count");
+        let counts = counts.as_any().downcast_ref::<UInt64Array>().unwrap();
+        let texts = column("template");
+        let texts = texts.as_any().downcast_ref::<StringArray>().unwrap();
+        let merged = column("ids");
+        let merged = merged
+            .as_any()
+            .downcast_ref::<arrow::array::ListArray>()
+            .unwrap();
+        let session = (0..2)
+            .find(|&r| texts.value(r).starts_with("session"))
+            .unwrap();
+        assert_eq!(texts.value(session), "session opened for user <*>");
+        assert_eq!(counts.value(session), 3);
+        let session_ids = merged.value(session);
+        let session_ids = session_ids.as_any().downcast_ref::<UInt64Array>().unwrap();
+        // Its own id first, then the one merged into it: every id the lines carry.
+        assert_eq!(session_ids.values()[0], template_ids.value(session));
+        let mut all: Vec<u64> = session_ids.values().to_vec();
+        all.sort_unstable();
+        let mut carried = labelled[..3].to_vec();
+        carried.sort_unstable();
+        carried.dedup();
+        assert_eq!(all, carried);
     }
 
     #[test]

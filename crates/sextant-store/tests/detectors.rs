@@ -462,7 +462,11 @@ fn a_merged_templates_series_is_retired_and_its_lines_count_for_the_survivor() {
     let meta = Arc::new(SqliteMetadata::open(&sextant_store::metadata_path(dir.path())).unwrap());
     let mut config = StoreConfig::new(dir.path());
     config.wal.fsync = false;
-    let store = TelemetryStore::open(config, meta.clone()).unwrap().0;
+    // A model is saved once past its warm-up: two points here.
+    config.detectors.detector.warm_up_points = 2;
+    let store = TelemetryStore::open(config.clone(), meta.clone())
+        .unwrap()
+        .0;
     let minute = |m: i64| START_S * 1_000_000_000 + m * MINUTE_NS;
     let saved = |meta: &SqliteMetadata| -> Vec<String> {
         meta.detector_states()
@@ -472,8 +476,8 @@ fn a_merged_templates_series_is_retired_and_its_lines_count_for_the_survivor() {
             .filter(|key| key.starts_with(sextant_store::PATTERN_RATE_METRIC))
             .collect()
     };
-    // One line a minute: the first two names are two templates (a plain word needs three
-    // variants to become a variable), and each gets its series when its minute closes.
+    // One line every other minute: the first two names are two templates (a plain word needs
+    // three variants to become a variable), and each gets its series when its minute closes.
     let lines = [
         "session opened for user alice",
         "session opened for user bob",
@@ -481,7 +485,13 @@ fn a_merged_templates_series_is_retired_and_its_lines_count_for_the_survivor() {
         "session opened for user carol",
         "session opened for user dave",
     ];
-    let send = |m: usize| append(&store, Signal::Logs, logs(&[(minute(m as i64), lines[m])]));
+    let send = |m: usize| {
+        append(
+            &store,
+            Signal::Logs,
+            logs(&[(minute(2 * m as i64), lines[m])]),
+        )
+    };
     (0..3).for_each(send);
     assert_eq!(store.watched_series(&tenant()), 2);
     store.flush().unwrap();
@@ -506,8 +516,6 @@ fn a_merged_templates_series_is_retired_and_its_lines_count_for_the_survivor() {
     );
     drop(store);
     // After a restart, the same two series.
-    let mut config = StoreConfig::new(dir.path());
-    config.wal.fsync = false;
     let store = TelemetryStore::open(config, meta).unwrap().0;
     assert_eq!(store.watched_series(&tenant()), 2);
 }
@@ -540,4 +548,77 @@ fn a_pattern_unseen_for_its_idle_time_is_retired_and_starts_afresh_when_it_retur
     send(63, "backup started");
     send(64, "heartbeat ok");
     assert_eq!(store.watched_series(&tenant()), 2);
+}
+
+/// A gauge `queue.depth` of queue `queue` with one point per minute for `minutes`.
+fn queue_depth(queue: &str, minutes: std::ops::Range<i64>) -> Bytes {
+    let points = minutes
+        .map(|m| NumberDataPoint {
+            attributes: vec![attribute("queue", queue)],
+            ..point(m, normal(m))
+        })
+        .collect();
+    metric_request(Metric {
+        name: "queue.depth".to_owned(),
+        data: Some(metric::Data::Gauge(Gauge {
+            data_points: points,
+        })),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn a_metric_series_unfed_for_its_idle_time_is_retired_and_its_slot_reused_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = Arc::new(SqliteMetadata::open(&sextant_store::metadata_path(dir.path())).unwrap());
+    let mut config = StoreConfig::new(dir.path());
+    config.wal.fsync = false;
+    config.detectors.series_idle_seconds = 3_600;
+    let store = TelemetryStore::open(config, meta).unwrap().0;
+    let send = |queue: &str, minutes| append(&store, Signal::Metrics, queue_depth(queue, minutes));
+    send("orders", 0..10);
+    send("refunds", 0..10);
+    assert_eq!(store.watched_series(&tenant()), 2);
+    // Within the hour, refunds is kept; well past it, retired (idle series are looked for
+    // every 24th of the idle time).
+    send("orders", 10..65);
+    assert_eq!(store.watched_series(&tenant()), 2);
+    send("orders", 65..80);
+    assert_eq!(store.watched_series(&tenant()), 1);
+    // A new series takes the retired slot; refunds coming back is a third series, not fed
+    // into the new one.
+    send("payments", 80..81);
+    send("refunds", 80..81);
+    assert_eq!(store.watched_series(&tenant()), 3);
+}
+
+#[test]
+fn a_series_is_saved_only_once_past_its_warm_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = Arc::new(SqliteMetadata::open(&sextant_store::metadata_path(dir.path())).unwrap());
+    let mut config = StoreConfig::new(dir.path());
+    config.wal.fsync = false;
+    let store = TelemetryStore::open(config.clone(), meta.clone())
+        .unwrap()
+        .0;
+    let warm_up = config.detectors.detector.warm_up_points as i64;
+    append(
+        &store,
+        Signal::Metrics,
+        queue_depth("orders", 0..warm_up - 1),
+    );
+    append(&store, Signal::Metrics, queue_depth("refunds", 0..warm_up));
+    store.close();
+    drop(store);
+    let saved: Vec<String> = meta
+        .detector_states()
+        .unwrap()
+        .into_iter()
+        .map(|(_, key, _)| key)
+        .collect();
+    assert_eq!(saved.len(), 1, "{saved:?}");
+    assert!(saved[0].contains("refunds"), "{saved:?}");
+    // After a restart only the warm series is back; the young one learns again.
+    let store = TelemetryStore::open(config, meta).unwrap().0;
+    assert_eq!(store.watched_series(&tenant()), 1);
 }

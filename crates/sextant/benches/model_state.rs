@@ -12,7 +12,9 @@
 //! the distinct template ids lines carry, the live templates they resolve to, the watched
 //! series and detector states; and bytes per line of the Parquet segments, of `meta.db`
 //! (templates, detector states, events) and of the whole data directory. `MODEL_STATE_KEEP=1`
-//! keeps the data directory to look into.
+//! keeps the data directory to look into; `MODEL_STATE_NDJSON=FILE` also writes the lines sent
+//! (`{"service", "time" (ns), "body"}` per line) for `benches/clickhouse_bytes.sh`, which
+//! stores the same lines in ClickHouse to compare bytes per line.
 
 mod support;
 
@@ -90,6 +92,9 @@ fn main() {
         streams.push(long_stream(&sample, per_system, n as u64 + 1).collect::<Vec<String>>());
     }
     let per_request = (BATCH / DATASETS.len()).max(1);
+    if let Some(path) = std::env::var_os("MODEL_STATE_NDJSON") {
+        write_ndjson(std::path::Path::new(&path), &streams, start_ns, step_ns);
+    }
     for first in (0..per_system).step_by(per_request) {
         let last = (first + per_request).min(per_system);
         let resource_logs = DATASETS
@@ -134,8 +139,9 @@ fn main() {
     // Ids lines carry, and the live templates they resolve to, per service.
     let per_service: BTreeMap<String, (u64, u64)> = rows(
         "SELECT l.service, count(DISTINCT l.template_id) AS ids, \
-         count(DISTINCT t.resolved_id) AS templates \
-         FROM logs l JOIN templates t ON l.template_id = t.template_id GROUP BY l.service",
+         count(DISTINCT t.template_id) AS templates \
+         FROM logs l JOIN (SELECT unnest(ids) AS id, template_id FROM templates) t \
+         ON l.template_id = t.id GROUP BY l.service",
     )
     .iter()
     .map(|row| {
@@ -145,7 +151,7 @@ fn main() {
         )
     })
     .collect();
-    let live = rows("SELECT count(*) AS n FROM templates WHERE template_id = resolved_id");
+    let live = rows("SELECT count(*) AS n FROM templates");
     server.stop();
     // The detector states saved on the clean stop, and their bytes.
     let meta_store =
@@ -196,4 +202,23 @@ fn main() {
             work.keep().join("data").display()
         );
     }
+}
+
+/// Writes every system's lines as NDJSON, in the order they are sent.
+fn write_ndjson(path: &std::path::Path, streams: &[Vec<String>], start_ns: i64, step_ns: i64) {
+    use std::io::Write;
+    let file = std::fs::File::create(path).expect("create the NDJSON file");
+    let mut out = std::io::BufWriter::new(file);
+    let per_system = streams.first().map_or(0, Vec::len);
+    for i in 0..per_system {
+        for (system, stream) in DATASETS.iter().zip(streams) {
+            let line = serde_json::json!({
+                "service": system,
+                "time": start_ns + i as i64 * step_ns,
+                "body": stream[i],
+            });
+            writeln!(out, "{line}").expect("write the NDJSON file");
+        }
+    }
+    out.flush().expect("write the NDJSON file");
 }

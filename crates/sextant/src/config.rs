@@ -170,6 +170,10 @@ pub struct AnomalySettings {
     /// model and saved state dropped; it starts afresh if the pattern comes back). Default
     /// 604,800 (7 days).
     pub pattern_idle_seconds: i64,
+    /// A metric series with no point while its tenant's metric time moved on this many
+    /// seconds is retired the same way (a replaced pod's series, a label value gone). Default
+    /// 86,400 (1 day).
+    pub series_idle_seconds: i64,
     /// Series models are saved with a flush at most this often, in seconds (all of them on a
     /// clean stop); after a crash a model misses at most this long of learning. Default 60.
     pub state_save_seconds: u64,
@@ -192,6 +196,7 @@ impl Default for AnomalySettings {
             quiet_points: live.quiet_points,
             settle_points: live.settle_points,
             pattern_idle_seconds: live.pattern_idle_seconds,
+            series_idle_seconds: live.series_idle_seconds,
             state_save_seconds: live.save_interval.as_secs(),
             capacity_check_seconds: 300,
             capacity: Vec::new(),
@@ -209,6 +214,7 @@ impl AnomalySettings {
             quiet_points: self.quiet_points,
             settle_points: self.settle_points,
             pattern_idle_seconds: self.pattern_idle_seconds,
+            series_idle_seconds: self.series_idle_seconds,
             save_interval: std::time::Duration::from_secs(self.state_save_seconds),
             ..DetectorSettings::default()
         };
@@ -230,6 +236,9 @@ impl AnomalySettings {
         }
         if self.pattern_idle_seconds < self.pattern_step_seconds {
             bail!("`anomaly.pattern_idle_seconds` must be at least `anomaly.pattern_step_seconds`");
+        }
+        if self.series_idle_seconds < 60 {
+            bail!("`anomaly.series_idle_seconds` must be at least 60");
         }
         if self.capacity_check_seconds == 0 {
             bail!("`anomaly.capacity_check_seconds` must be greater than 0");
@@ -773,6 +782,10 @@ mod tests {
         for (toml, named) in [
             ("[anomaly]\nthreshold = 1.5\n", "threshold"),
             ("[anomaly]\nquiet_points = 0\n", "quiet_points"),
+            (
+                "[anomaly]\nseries_idle_seconds = 5\n",
+                "series_idle_seconds",
+            ),
             (
                 "[anomaly]\ncapacity_check_seconds = 0\n",
                 "capacity_check_seconds",

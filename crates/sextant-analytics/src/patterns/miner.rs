@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use super::dates::{DatePart, date_part, date_runs};
 use super::mask::{WILDCARD, mask_token};
 use super::tokens::{
-    differs_in_numbers_only, is_constant_name, is_soft_difference, is_unit, is_value_like,
-    merge_numbers, merge_tokens, starts_lowercase, token_matches, varies_inside,
+    differs_in_digits_only, differs_in_numbers_only, is_constant_name, is_soft_difference, is_unit,
+    is_value_like, merge_numbers, merge_tokens, starts_lowercase, token_matches, varies_inside,
 };
 use crate::error::{Error, Result};
 
@@ -617,8 +617,13 @@ impl TemplateMiner {
             comparison.words += 1;
             let soft = !after_value && is_soft_difference(pattern, token);
             // Like Drain's first-token rule: a different leading word is a different event
-            // (`boot (command 12)`, `halt (command 13)`); so is a different constant name.
-            if soft && (at == 0 || (is_constant_name(pattern) && is_constant_name(token))) {
+            // (`boot (command 12)`, `halt (command 13)`); so is a different constant name,
+            // unless only digits differ (`SOCKS4`, `SOCKS5`; `PSR0`, `PSR7`): those may name
+            // kinds or count fields, and enough variants in one place make a value of them.
+            let other_constant = is_constant_name(pattern)
+                && is_constant_name(token)
+                && !differs_in_digits_only(pattern, token);
+            if soft && (at == 0 || other_constant) {
                 return None;
             }
             comparison.soft_only &= soft;

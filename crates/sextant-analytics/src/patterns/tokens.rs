@@ -51,7 +51,15 @@ pub(super) fn is_soft_difference(pattern: &str, token: &str) -> bool {
 /// and `IPV6`, `EXT3-fs`): as the miner takes capitalised words for kinds and lower-case ones
 /// for names, a single digit there may name a kind, and that difference stays a word's.
 pub(super) fn differs_in_numbers_only(pattern: &str, token: &str) -> bool {
-    walk_numbers(pattern, token, None)
+    walk_numbers(pattern, token, None).is_some_and(|long| long || starts_lowercase(token))
+}
+
+/// Whether `pattern` and `token` differ only in runs of digits, however short and whatever the
+/// word's case (`PSR2` and `PSR5`, `SOCKS4` and `SOCKS5`): where [`differs_in_numbers_only`]
+/// says no, such a difference may still name kinds, and is a word's until enough variants
+/// turn up in its place.
+pub(super) fn differs_in_digits_only(pattern: &str, token: &str) -> bool {
+    walk_numbers(pattern, token, None).is_some()
 }
 
 /// Whether `token` holds a `<*>` inside a word (`root<*>_tmp`, `dn<*>`): a token already seen
@@ -66,18 +74,19 @@ pub(super) fn varies_inside(token: &str) -> bool {
 }
 
 /// The token covering both when they differ only in runs of digits: each differing run as
-/// `<*>` (`dn228`, `dn731` give `dn<*>`); `None` when they differ otherwise.
+/// `<*>` (`dn228`, `dn731` give `dn<*>`; `PSR2=<*>`, `PSR5=<*>` give `PSR<*>=<*>`); `None`
+/// when they differ otherwise.
 pub(super) fn merge_numbers(pattern: &str, token: &str) -> Option<String> {
     let mut out = Vec::with_capacity(pattern.len());
-    walk_numbers(pattern, token, Some(&mut out))
-        .then(|| String::from_utf8(out).ok())
-        .flatten()
+    walk_numbers(pattern, token, Some(&mut out))?;
+    String::from_utf8(out).ok()
 }
 
 /// Walks `pattern` and `token` side by side, a run of digits (or a `<*>` of the pattern)
-/// against a run of digits; whether they differ only there, in at least one run of two or
-/// more digits (or against a `<*>`). Writes the merged token to `out` if given.
-fn walk_numbers(pattern: &str, token: &str, mut out: Option<&mut Vec<u8>>) -> bool {
+/// against a run of digits. When they differ only there, whether a differing run has two or
+/// more digits (or is against a `<*>`); `None` when they are equal or differ elsewhere.
+/// Writes the merged token to `out` if given.
+fn walk_numbers(pattern: &str, token: &str, mut out: Option<&mut Vec<u8>>) -> Option<bool> {
     let (p, t) = (pattern.as_bytes(), token.as_bytes());
     let digits = |bytes: &[u8], at: usize| {
         bytes[at..]
@@ -103,7 +112,7 @@ fn walk_numbers(pattern: &str, token: &str, mut out: Option<&mut Vec<u8>>) -> bo
                 i += 1;
                 j += 1;
             }
-            (0, _) | (_, 0) => return false,
+            (0, _) | (_, 0) => return None,
             _ => {
                 let same = p[i..i + p_run] == t[j..j + t_run];
                 differed |= !same;
@@ -120,7 +129,7 @@ fn walk_numbers(pattern: &str, token: &str, mut out: Option<&mut Vec<u8>>) -> bo
             }
         }
     }
-    differed && (long || starts_lowercase(token)) && i == p.len() && j == t.len()
+    (differed && i == p.len() && j == t.len()).then_some(long)
 }
 
 /// Whether `token` starts with a lower-case ASCII letter.
@@ -233,34 +242,44 @@ mod tests {
 
     #[test]
     fn tokens_that_differ_in_numbers_only_merge_there() {
-        for (a, b, expected) in [
-            ("dn228", "dn731", Some("dn<*>")),
-            ("dn228/dn228", "dn731/dn731", Some("dn<*>/dn<*>")),
+        // (a, b, the token covering both, whether the difference is a value's outright)
+        for (a, b, merged, value) in [
+            ("dn228", "dn731", Some("dn<*>"), true),
+            ("dn228/dn228", "dn731/dn731", Some("dn<*>/dn<*>"), true),
             (
                 "Interconnect-2N96",
                 "Interconnect-3N41",
                 Some("Interconnect-<*>N<*>"),
+                true,
             ),
-            ("Interconnect-2N96", "Interconnect-3N96", None),
+            // Single digits in a capitalised word may name kinds: a word's difference.
+            (
+                "Interconnect-2N96",
+                "Interconnect-3N96",
+                Some("Interconnect-<*>N96"),
+                false,
+            ),
             (
                 "Interconnect-<*>N96",
                 "Interconnect-5N41",
                 Some("Interconnect-<*>N<*>"),
+                true,
             ),
-            ("gige5", "gige5", None),
-            ("IPV4", "IPV6", None),
-            ("gige<*>", "gige7", Some("gige<*>")),
-            ("gige5", "gige7", Some("gige<*>")),
-            ("EXT3-fs:", "EXT4-fs:", None),
-            ("gige5", "gige", None),
-            ("gige5", "eth5", None),
-            ("ext3", "ext3x", None),
-            ("<*>", "abc", None),
-            ("PSR2=<*>", "PSR5=<*>", None),
-            ("r58=<*>", "r91=<*>", Some("r<*>=<*>")),
+            ("gige5", "gige5", None, false),
+            ("IPV4", "IPV6", Some("IPV<*>"), false),
+            ("gige<*>", "gige7", Some("gige<*>"), true),
+            ("gige5", "gige7", Some("gige<*>"), true),
+            ("EXT3-fs:", "EXT4-fs:", Some("EXT<*>-fs:"), false),
+            ("gige5", "gige", None, false),
+            ("gige5", "eth5", None, false),
+            ("ext3", "ext3x", None, false),
+            ("<*>", "abc", None, false),
+            ("PSR2=<*>", "PSR5=<*>", Some("PSR<*>=<*>"), false),
+            ("r58=<*>", "r91=<*>", Some("r<*>=<*>"), true),
         ] {
-            assert_eq!(merge_numbers(a, b).as_deref(), expected, "{a} {b}");
-            assert_eq!(differs_in_numbers_only(a, b), expected.is_some(), "{a} {b}");
+            assert_eq!(merge_numbers(a, b).as_deref(), merged, "{a} {b}");
+            assert_eq!(differs_in_digits_only(a, b), merged.is_some(), "{a} {b}");
+            assert_eq!(differs_in_numbers_only(a, b), value, "{a} {b}");
         }
     }
 

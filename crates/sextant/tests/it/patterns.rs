@@ -6,7 +6,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use prost::Message;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::support::{Sextant, agent, binary, create_token, datasets_dir, logs_request, sql};
 
@@ -338,4 +338,79 @@ fn patterns_api_counts_templates_per_tenant_and_per_step() {
         "{answer}"
     );
     assert_eq!(answer["rows"][0]["n"], 3);
+}
+
+#[test]
+fn a_merged_template_is_listed_once_and_its_old_id_still_finds_its_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let ingest = create_token(dir.path(), "acme", "ingest");
+    let viewer = create_token(dir.path(), "acme", "viewer");
+    let server = Sextant::start(dir.path());
+    // alice and bob start two templates; carol's line makes the name a variable and merges
+    // them. The lines keep the ids they were stored with.
+    for user in ["alice", "bob", "carol"] {
+        post_logs(
+            &server,
+            &ingest,
+            &[format!("session opened for user {user}")],
+        );
+    }
+    let carried = templates(&server, &viewer);
+    let bob = carried[1].1;
+    assert_ne!(carried[0].1, bob, "{carried:?}");
+
+    let (status, answer) = sql(
+        &server,
+        &viewer,
+        "SELECT template_id, ids, template, count FROM templates",
+    );
+    assert_eq!(status, 200, "{answer}");
+    let rows = answer["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{answer}");
+    assert_eq!(rows[0]["template"], "session opened for user <*>");
+    assert_eq!(rows[0]["count"], 3);
+    assert_eq!(rows[0]["ids"].as_array().unwrap().len(), 2, "{answer}");
+    let survivor = rows[0]["template_id"].as_u64().unwrap();
+
+    // Joined through `ids`, every line counts for the template once.
+    let (status, answer) = sql(
+        &server,
+        &viewer,
+        "SELECT t.template_id, count(*) AS n FROM logs l \
+         JOIN (SELECT unnest(ids) AS id, template_id FROM templates) t \
+         ON l.template_id = t.id GROUP BY 1",
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["rows"], json!([{"template_id": survivor, "n": 3}]));
+
+    let range = [("from", "1699999000"), ("to", "1700003600")];
+    let (_, answer) = get_json(&server, &viewer, "/api/v1/patterns", &range);
+    assert_eq!(answer["patterns"].as_array().unwrap().len(), 1, "{answer}");
+    assert_eq!(answer["patterns"][0]["id"], survivor);
+    assert_eq!(answer["patterns"][0]["count"], 3);
+
+    // The old id names the template it merged into.
+    let (status, answer) = get_json(
+        &server,
+        &viewer,
+        &format!("/api/v1/patterns/{bob}/series"),
+        &[("from", "1699999000"), ("to", "1700003600"), ("step", "1h")],
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["id"], survivor);
+    let total: u64 = answer["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[1].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 3, "{answer}");
+    let (status, answer) = get_json(
+        &server,
+        &viewer,
+        "/api/v1/logs/search",
+        &[("q", &format!("template:{bob}")), ("from", "0")],
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["logs"].as_array().unwrap().len(), 3, "{answer}");
 }
