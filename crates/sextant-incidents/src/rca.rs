@@ -62,6 +62,10 @@ pub struct RcaConfig {
     /// A series' deviation is the one it holds for this many points of the incident (all of
     /// them when it has fewer): one point is a spike, not a shift. Default 2.
     pub persistence: usize,
+    /// Span timings of the incident are taken over its worst stretch of this many seconds (by
+    /// median), not over the whole window: a five-minute delay in a half-hour window leaves
+    /// the window's median as it was. 0 takes the whole window. Default 300.
+    pub trace_stretch_seconds: u64,
 }
 
 impl Default for RcaConfig {
@@ -79,6 +83,7 @@ impl Default for RcaConfig {
             drop_shared: true,
             trace_weight: 1.0,
             persistence: 2,
+            trace_stretch_seconds: 300,
         }
     }
 }
@@ -112,6 +117,10 @@ impl RcaConfig {
             ("no trace evidence", with(&|c| c.trace_weight = 0.0)),
             ("no log evidence", with(&|c| c.log_weight = 0.0)),
             ("one point counts", with(&|c| c.persistence = 1)),
+            (
+                "span timings over the whole window",
+                with(&|c| c.trace_stretch_seconds = 0),
+            ),
         ]
     }
 

@@ -8,7 +8,10 @@
 //! between steps; the derived `sextant.service.*` series included, `sextant.edge.*` left out as
 //! they repeat the callee's) averaged per [`STEP_SECONDS`], with the hour before the incident
 //! (less five minutes) as the baseline and from five minutes before it opened to five minutes
-//! after its last activity as the incident window; the ERROR log patterns of those services
+//! after its last activity as the incident window, that activity counted up to the end of the
+//! incident's gathering time (the correlator's `group_window_seconds`: the quarter of an hour in
+//! which it takes new signals; what a long incident does after it is its members going on, and
+//! weighing it would let hours of later noise outvote the onset); the ERROR log patterns of those services
 //! that are new in the window or run at least three times their baseline rate; and the spans
 //! of the window and of the quarter of an hour before it (at most [`MAX_SPANS`] each), for each
 //! service's own time and the gaps of its calls ([`sextant_incidents::rca::traces`]). The
@@ -94,6 +97,15 @@ fn candidate_services(incident: &Incident, map: &ServiceMap) -> Vec<String> {
     services
 }
 
+/// The incident window: from [`MARGIN`] before the incident opened to [`MARGIN`] after its last
+/// activity, counted up to `gathering` after it opened (the time in which it takes new signals).
+fn incident_window(incident: &Incident, gathering: i64) -> (i64, i64) {
+    let last = incident
+        .updated_at
+        .clamp(incident.opened_at, incident.opened_at + gathering);
+    (incident.opened_at - MARGIN, last + MARGIN)
+}
+
 /// Ranks one incident now; the JSON kept as its next version.
 pub async fn rank_incident(
     state: &AppState,
@@ -101,8 +113,9 @@ pub async fn rank_incident(
     incident: &Incident,
 ) -> Result<Value, ApiError> {
     let principal = principal(tenant);
-    let window_start = incident.opened_at - MARGIN;
-    let window_end = incident.updated_at.max(incident.opened_at) + MARGIN;
+    let gathering =
+        state.services()?.correlation.config().group_window_seconds as i64 * NANOS_PER_SECOND;
+    let (window_start, window_end) = incident_window(incident, gathering);
     let baseline_start = window_start - BASELINE;
     // The map of the incident's own time (event time, so a replay derives the same one).
     let map =
@@ -451,5 +464,22 @@ mod tests {
             &ranking(&[("api", 9.0), ("db", 2.0)])
         ));
         assert!(order_changed(Some(&first), &ranking(&[("db", 9.0)])));
+    }
+
+    #[test]
+    fn the_window_covers_the_incidents_gathering_time_not_its_whole_life() {
+        let quarter = 15 * MINUTE;
+        let mut incident = Incident::new(1, "checkout", "warning", 100 * MINUTE);
+        incident.updated_at = 103 * MINUTE;
+        assert_eq!(
+            incident_window(&incident, quarter),
+            (95 * MINUTE, 108 * MINUTE)
+        );
+        // Hours of members going on: the window stops a margin after the gathering time.
+        incident.updated_at = 300 * MINUTE;
+        assert_eq!(
+            incident_window(&incident, quarter),
+            (95 * MINUTE, 120 * MINUTE)
+        );
     }
 }

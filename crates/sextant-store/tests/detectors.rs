@@ -30,10 +30,23 @@ fn tenant() -> TenantId {
 }
 
 fn open(dir: &Path) -> TelemetryStore {
+    open_with(dir, |_| {}).0
+}
+
+/// The store in `dir` with `configure` applied to its settings; its metadata store and the
+/// settings, to look into and to open it again.
+fn open_with(
+    dir: &Path,
+    configure: impl FnOnce(&mut StoreConfig),
+) -> (TelemetryStore, Arc<SqliteMetadata>, StoreConfig) {
     let meta = Arc::new(SqliteMetadata::open(&sextant_store::metadata_path(dir)).unwrap());
     let mut config = StoreConfig::new(dir);
     config.wal.fsync = false;
-    TelemetryStore::open(config, meta).unwrap().0
+    configure(&mut config);
+    let store = TelemetryStore::open(config.clone(), meta.clone())
+        .unwrap()
+        .0;
+    (store, meta, config)
 }
 
 fn text(value: &str) -> Option<AnyValue> {
@@ -421,11 +434,10 @@ fn erasing_a_tenant_erases_its_anomalies_and_models() {
 #[test]
 fn series_states_are_saved_at_most_every_interval_and_all_on_a_clean_stop() {
     let open_hourly = |dir: &Path| {
-        let meta = Arc::new(SqliteMetadata::open(&sextant_store::metadata_path(dir)).unwrap());
-        let mut config = StoreConfig::new(dir);
-        config.wal.fsync = false;
-        config.detectors.save_interval = std::time::Duration::from_secs(3600);
-        TelemetryStore::open(config, meta).unwrap().0
+        open_with(dir, |config| {
+            config.detectors.save_interval = std::time::Duration::from_secs(3600)
+        })
+        .0
     };
     let points_learnt =
         |store: &TelemetryStore| anomalies(store)[0].details["points_learnt"].clone();
@@ -459,14 +471,10 @@ fn series_states_are_saved_at_most_every_interval_and_all_on_a_clean_stop() {
 #[test]
 fn a_merged_templates_series_is_retired_and_its_lines_count_for_the_survivor() {
     let dir = tempfile::tempdir().unwrap();
-    let meta = Arc::new(SqliteMetadata::open(&sextant_store::metadata_path(dir.path())).unwrap());
-    let mut config = StoreConfig::new(dir.path());
-    config.wal.fsync = false;
     // A model is saved once past its warm-up: two points here.
-    config.detectors.detector.warm_up_points = 2;
-    let store = TelemetryStore::open(config.clone(), meta.clone())
-        .unwrap()
-        .0;
+    let (store, meta, config) = open_with(dir.path(), |config| {
+        config.detectors.detector.warm_up_points = 2
+    });
     let minute = |m: i64| START_S * 1_000_000_000 + m * MINUTE_NS;
     let saved = |meta: &SqliteMetadata| -> Vec<String> {
         meta.detector_states()
@@ -523,11 +531,10 @@ fn a_merged_templates_series_is_retired_and_its_lines_count_for_the_survivor() {
 #[test]
 fn a_pattern_unseen_for_its_idle_time_is_retired_and_starts_afresh_when_it_returns() {
     let dir = tempfile::tempdir().unwrap();
-    let meta = Arc::new(SqliteMetadata::open(&sextant_store::metadata_path(dir.path())).unwrap());
-    let mut config = StoreConfig::new(dir.path());
-    config.wal.fsync = false;
-    config.detectors.pattern_idle_seconds = 3_600;
-    let store = TelemetryStore::open(config, meta).unwrap().0;
+    let store = open_with(dir.path(), |config| {
+        config.detectors.pattern_idle_seconds = 3_600
+    })
+    .0;
     let minute = |m: i64| START_S * 1_000_000_000 + m * MINUTE_NS;
     let send = |m: i64, line: &str| append(&store, Signal::Logs, logs(&[(minute(m), line)]));
     send(0, "backup started");
@@ -570,11 +577,10 @@ fn queue_depth(queue: &str, minutes: std::ops::Range<i64>) -> Bytes {
 #[test]
 fn a_metric_series_unfed_for_its_idle_time_is_retired_and_its_slot_reused_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let meta = Arc::new(SqliteMetadata::open(&sextant_store::metadata_path(dir.path())).unwrap());
-    let mut config = StoreConfig::new(dir.path());
-    config.wal.fsync = false;
-    config.detectors.series_idle_seconds = 3_600;
-    let store = TelemetryStore::open(config, meta).unwrap().0;
+    let store = open_with(dir.path(), |config| {
+        config.detectors.series_idle_seconds = 3_600
+    })
+    .0;
     let send = |queue: &str, minutes| append(&store, Signal::Metrics, queue_depth(queue, minutes));
     send("orders", 0..10);
     send("refunds", 0..10);
@@ -595,12 +601,7 @@ fn a_metric_series_unfed_for_its_idle_time_is_retired_and_its_slot_reused_cleanl
 #[test]
 fn a_series_is_saved_only_once_past_its_warm_up() {
     let dir = tempfile::tempdir().unwrap();
-    let meta = Arc::new(SqliteMetadata::open(&sextant_store::metadata_path(dir.path())).unwrap());
-    let mut config = StoreConfig::new(dir.path());
-    config.wal.fsync = false;
-    let store = TelemetryStore::open(config.clone(), meta.clone())
-        .unwrap()
-        .0;
+    let (store, meta, config) = open_with(dir.path(), |_| {});
     let warm_up = config.detectors.detector.warm_up_points as i64;
     append(
         &store,

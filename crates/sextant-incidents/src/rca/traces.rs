@@ -16,6 +16,10 @@
 //!   share of its measured calls that widened: a service whose network is slow has every call
 //!   to and from it widen, while its partners have only the calls to it.
 //!
+//! The incident's median is that of its worst stretch of
+//! [`super::RcaConfig::trace_stretch_seconds`] (stretches counted from the incident's start, each
+//! with enough values), so a delay that lasts part of a long window still shows.
+//!
 //! Only rises count (a fault does not make things faster), past
 //! [`super::RcaConfig::saturation_sigmas`] only logarithmically. A spread is at least 1 % of
 //! the median and at least [`MIN_SPREAD_NANOS`], so sub-millisecond jitter never counts as a
@@ -99,10 +103,12 @@ fn center(values: &mut [f64]) -> (f64, f64) {
 struct Samples {
     baseline: Vec<f64>,
     incident: Vec<(i64, f64)>,
+    incident_start: i64,
 }
 
 impl Samples {
     fn push(&mut self, time: i64, value: f64, incident_start: i64) {
+        self.incident_start = incident_start;
         if time < incident_start {
             self.baseline.push(value);
         } else {
@@ -117,9 +123,7 @@ impl Samples {
         }
         let (median, spread) = center(&mut self.baseline);
         self.incident.sort_by_key(|(t, _)| *t);
-        let mut values: Vec<f64> = self.incident.iter().map(|(_, v)| *v).collect();
-        values.sort_by(f64::total_cmp);
-        let incident_median = super::quantile(&values, 0.5);
+        let incident_median = self.worst_median(config);
         let spreads = ((incident_median - median) / spread).max(0.0);
         // The onset: the first incident value from which on the running median is past the
         // threshold (a lone slow call is not an onset).
@@ -142,6 +146,32 @@ impl Samples {
             },
             onset,
         ))
+    }
+
+    /// The incident's median: of its worst stretch of `trace_stretch_seconds` that has enough
+    /// values, or of all its values (stretches off, or none with enough).
+    fn worst_median(&self, config: &RcaConfig) -> f64 {
+        let median = |values: &mut Vec<f64>| {
+            values.sort_by(f64::total_cmp);
+            super::quantile(values, 0.5)
+        };
+        let stretch = config.trace_stretch_seconds as i64 * 1_000_000_000;
+        if stretch > 0 {
+            let mut stretches: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
+            for &(time, value) in &self.incident {
+                let at = (time - self.incident_start).div_euclid(stretch);
+                stretches.entry(at).or_default().push(value);
+            }
+            let worst = stretches
+                .into_values()
+                .filter(|values| values.len() >= MIN_INCIDENT)
+                .map(|mut values| median(&mut values))
+                .fold(f64::NEG_INFINITY, f64::max);
+            if worst.is_finite() {
+                return worst;
+            }
+        }
+        median(&mut self.incident.iter().map(|(_, v)| *v).collect())
     }
 }
 
@@ -352,6 +382,37 @@ mod tests {
         };
         spans.push(root);
         spans.push(child);
+    }
+
+    #[test]
+    fn a_delay_in_part_of_a_long_window_shows_in_its_worst_stretch() {
+        let minute = 60_000;
+        let mut spans = Vec::new();
+        let mut trace = 0u128;
+        // A call every 10 s for an hour of baseline and 20 minutes of incident; the cart's
+        // calls take 200 ms longer on the wire in the incident's first five minutes only.
+        for i in 0..480i64 {
+            let at = i * 10_000;
+            let slow = (60 * minute..65 * minute).contains(&at);
+            trace += 1;
+            let total = if slow { 230 } else { 30 };
+            call(&mut spans, trace, at, ("front", "cart"), (total, 20));
+        }
+        let start = 60 * minute * MS;
+        let gap = |config: &RcaConfig| {
+            trace_evidence(&spans, start, config)
+                .get("cart")
+                .and_then(|e| e.gaps.first().map(|g| g.shift.spreads))
+                .unwrap_or(0.0)
+        };
+        let config = RcaConfig::default();
+        assert!(gap(&config) >= config.onset_sigmas, "{}", gap(&config));
+        // Over the whole window, the median call is a normal one.
+        let whole = RcaConfig {
+            trace_stretch_seconds: 0,
+            ..config.clone()
+        };
+        assert!(gap(&whole) < config.onset_sigmas, "{}", gap(&whole));
     }
 
     #[test]
