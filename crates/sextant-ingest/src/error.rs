@@ -86,7 +86,9 @@ impl From<sextant_store::Error> for Error {
             sextant_store::Error::Closed => Error::Unavailable {
                 reason: "write-ahead log closed".into(),
             },
-            full @ sextant_store::Error::DiskFull { .. } => Error::DiskFull(full.to_string()),
+            full @ (sextant_store::Error::DiskFull { .. } | sextant_store::Error::NoSpace(_)) => {
+                Error::DiskFull(full.to_string())
+            }
             other => Error::Storage(other),
         }
     }

@@ -28,6 +28,13 @@ pub enum Error {
          {reserve} bytes kept for flushing and compaction (`storage.min_free_bytes`)"
     )]
     DiskFull { free: u64, reserve: u64 },
+    /// The write-ahead log found no space for a batch (the file system filled up under the
+    /// reserve): the batch was not kept, and later batches are tried again.
+    #[error(
+        "the disk is full: the write-ahead log could not write this batch ({0}); nothing of it \
+         was kept, later batches are tried again as space returns"
+    )]
+    NoSpace(String),
     /// The log was closed, or failed and stopped accepting appends.
     #[error("write-ahead log is closed")]
     Closed,
@@ -60,7 +67,7 @@ impl Error {
             Error::Io { .. } | Error::WriteFailed(_) | Error::ObjectStore(_) => "storage_io",
             Error::Corrupt { .. } | Error::Decode(_) => "storage_corrupt",
             Error::Overloaded => "overloaded",
-            Error::DiskFull { .. } => "disk_full",
+            Error::DiskFull { .. } | Error::NoSpace(_) => "disk_full",
             Error::Closed => "unavailable",
             Error::Metadata(_) => "metadata",
             Error::TokenNotFound { .. } | Error::NotFound(_) => "not_found",

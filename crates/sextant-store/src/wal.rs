@@ -286,7 +286,8 @@ impl Wal {
         self.queued.load(Ordering::Relaxed)
     }
 
-    /// False once a write failed; the log then refuses appends until restarted.
+    /// False once a write failed (other than for want of space, which refuses only the batches
+    /// it hit); the log then refuses appends until restarted.
     pub fn is_healthy(&self) -> bool {
         !self.failed.load(Ordering::Acquire)
     }
@@ -366,11 +367,26 @@ impl Writer {
                 }
             }
             self.queued.fetch_sub(waiters.len(), Ordering::Relaxed);
-            let outcome = self.commit_group(waiters.first().map(|w| w.record.seq));
-            if let Err(err) = &outcome {
-                tracing::error!(error = %err, "write-ahead log: write failed; refusing appends");
-                self.failed.store(true, Ordering::Release);
-            }
+            let first_seq = waiters.first().map(|w| w.record.seq);
+            let outcome = self.commit_group(first_seq);
+            let fatal = match &outcome {
+                Ok(()) => false,
+                // Nothing of the group is in the log (it was cut back off): its records are
+                // refused, their numbers go to the next group, and the log carries on.
+                Err(GroupError::NoSpace(err)) => {
+                    tracing::warn!(error = %err, "write-ahead log: no space for a group; it is refused, later groups are tried again");
+                    metrics::counter!("sextant_wal_no_space_total").increment(1);
+                    if let Some(first) = first_seq {
+                        self.next_seq = first;
+                    }
+                    false
+                }
+                Err(GroupError::Failed(err)) => {
+                    tracing::error!(error = %err, "write-ahead log: write failed; refusing appends");
+                    self.failed.store(true, Ordering::Release);
+                    true
+                }
+            };
             for waiter in waiters.drain(..) {
                 let seq = waiter.record.seq;
                 if outcome.is_ok()
@@ -380,10 +396,11 @@ impl Writer {
                 }
                 let _ = waiter.done.send(match &outcome {
                     Ok(()) => Ok(seq),
-                    Err(err) => Err(Error::WriteFailed(err.to_string())),
+                    Err(GroupError::NoSpace(err)) => Err(Error::NoSpace(err.to_string())),
+                    Err(GroupError::Failed(err)) => Err(Error::WriteFailed(err.to_string())),
                 });
             }
-            if outcome.is_err() {
+            if fatal {
                 break;
             }
         }
@@ -397,22 +414,29 @@ impl Writer {
         let _ = self.file.sync_all();
     }
 
-    fn commit_group(&mut self, first_seq: Option<u64>) -> Result<()> {
+    fn commit_group(&mut self, first_seq: Option<u64>) -> Result<(), GroupError> {
         let Some(first_seq) = first_seq else {
             return Ok(());
         };
         if self.file_len > 0 && self.file_len + self.buffer.len() as u64 > self.config.segment_bytes
         {
             self.file.sync_all().map_err(|e| Error::io("segment", e))?;
-            self.file = create_segment(&self.config.dir, first_seq)?;
+            self.file = create_segment(&self.config.dir, first_seq).map_err(GroupError::of)?;
             self.file_len = 0;
         }
         let started = Instant::now();
         if let Err(err) = self.file.write_all(&self.buffer) {
-            // Do not leave half a group in front of later records.
-            let _ = self.file.set_len(self.file_len);
-            return Err(Error::io("segment", err));
+            // Do not leave half a group in front of later records; only once it is cut back
+            // off can the log carry on.
+            let cut = self.file.set_len(self.file_len).is_ok();
+            let err = Error::io("segment", err);
+            return Err(if cut {
+                GroupError::of(err)
+            } else {
+                GroupError::Failed(err)
+            });
         }
+        // A failed fsync leaves unknown what reached the disk: never carried on from.
         if self.config.fsync {
             self.file.sync_data().map_err(|e| Error::io("segment", e))?;
         }
@@ -421,6 +445,38 @@ impl Writer {
         metrics::counter!("sextant_wal_group_commits_total").increment(1);
         self.file_len += self.buffer.len() as u64;
         Ok(())
+    }
+}
+
+/// Why a group was not committed.
+enum GroupError {
+    /// No space left on the device for it, and the log is as it was before it: later groups
+    /// are tried again.
+    NoSpace(Error),
+    /// Anything else: the log stops taking appends.
+    Failed(Error),
+}
+
+impl GroupError {
+    /// [`GroupError::NoSpace`] when `err` is the file system being full, else a failure.
+    fn of(err: Error) -> GroupError {
+        match &err {
+            Error::Io { source, .. }
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                ) =>
+            {
+                GroupError::NoSpace(err)
+            }
+            _ => GroupError::Failed(err),
+        }
+    }
+}
+
+impl From<Error> for GroupError {
+    fn from(err: Error) -> GroupError {
+        GroupError::Failed(err)
     }
 }
 

@@ -1,7 +1,9 @@
 //! A full disk, on a real small file system (a 96 MiB tmpfs mounted for the test; skipped where
 //! mounting is not allowed): ingest is refused with 507 and a message once free space falls
 //! below `storage.min_free_bytes`, what was accepted stays, the server stays ready, `/metrics`
-//! counts the refusals, and ingest resumes by itself when space returns.
+//! counts the refusals, and ingest resumes by itself when space returns; and with no reserve,
+//! a write-ahead log that runs into the full disk refuses the batches it could not write and
+//! carries on when space returns.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -150,5 +152,74 @@ fn a_full_disk_refuses_ingest_with_507_keeps_what_was_accepted_and_recovers() {
         assert!(Instant::now() < deadline, "{answer}");
         std::thread::sleep(Duration::from_millis(200));
     }
+    server.stop();
+}
+
+#[test]
+fn a_write_ahead_log_that_finds_no_space_refuses_that_batch_and_carries_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small");
+    let Some(_mounted) = small_file_system(&small, 64) else {
+        eprintln!("skipped: this process cannot mount a tmpfs (it needs root)");
+        return;
+    };
+    let data = small.join("data");
+    let ingest = create_token(&data, "acme", "ingest");
+    let viewer = create_token(&data, "acme", "viewer");
+    // No reserve: the log itself runs into the full disk.
+    let config = "[storage]\nmin_free_bytes = 0\n[wal]\nsegment_bytes = 4194304\n";
+    let server = Sextant::start_with_config(&data, Some(config));
+    send_until(&server, &ingest, "before the disk filled", 200);
+
+    // Something else takes every free byte.
+    let filler = small.join("filler");
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 1 << 20];
+        while file.write_all(&chunk).is_ok() {}
+        while file.write_all(&[0u8; 512]).is_ok() {}
+    }
+    let (refused, taken) = send_until(&server, &ingest, "while the disk is full", 507);
+    let answer: serde_json::Value = serde_json::from_str(&refused).unwrap();
+    assert_eq!(answer["error"], "disk_full", "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("write-ahead log could not write"),
+        "{answer}"
+    );
+    assert_eq!(
+        agent().get(&server.url("/readyz")).call().unwrap().status(),
+        200,
+        "the log refused one batch, it has not failed"
+    );
+
+    // Space returns: the same log takes batches again, without a restart.
+    std::fs::remove_file(&filler).unwrap();
+    send_until(&server, &ingest, "after space returned", 200);
+    let (status, answer) = sql(
+        &server,
+        &viewer,
+        "SELECT body FROM logs WHERE service = 'disk-test'",
+    );
+    assert_eq!(status, 200, "{answer}");
+    let bodies: Vec<&str> = answer["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["body"].as_str())
+        .collect();
+    assert!(bodies.contains(&"before the disk filled"), "{bodies:?}");
+    assert!(bodies.contains(&"after space returned"), "{bodies:?}");
+    let stored = bodies
+        .iter()
+        .filter(|b| **b == "while the disk is full")
+        .count();
+    assert_eq!(
+        stored, taken,
+        "only the accepted sends are stored: {bodies:?}"
+    );
     server.stop();
 }
