@@ -79,7 +79,10 @@ const GET_ROUTES: &[(&str, &[&str])] = &[
         ],
     ),
     ("/api/v1/topology", &["from", "to"]),
-    ("/api/v1/audit", &["from", "to", "kind", "limit"]),
+    (
+        "/api/v1/audit",
+        &["from", "to", "kind", "actor", "subject", "limit"],
+    ),
     ("/api/v1/runbooks", &[]),
     ("/api/v1/actions", &[]),
     ("/api/v1/secrets", &[]),
@@ -273,7 +276,9 @@ fn valid_query(route: &str) -> &'static str {
         "/api/v1/anomalies" => "kind=all&service=checkout&limit=5&from=1700000000&to=1700003600",
         "/api/v1/forecast" => "name=x&horizon=10m&season=1h&from=1700000000&to=1700003600",
         "/api/v1/topology" => RANGE,
-        "/api/v1/audit" => "kind=incident&limit=10&from=1700000000&to=1700003600",
+        "/api/v1/audit" => {
+            "kind=incident&actor=alice&subject=1&limit=10&from=1700000000&to=1700003600"
+        }
         "/api/v1/runs/{id}/link" => "tenant=acme&decision=approve&step=0&sig=00",
         "/api/v1/incidents" => "status=open&limit=10&from=1700000000&to=1700003600",
         "/api/v1/incidents/{id}/rca" => "versions=2",

@@ -19,8 +19,8 @@ pub struct Target {
     /// data directory, with an admin token of the tenant (--token): only that tenant's tokens.
     #[arg(long, value_name = "URL")]
     url: Option<String>,
-    /// With --url: an admin token of the tenant.
-    #[arg(long, env = "SEXTANT_TOKEN", hide_env_values = true)]
+    /// With --url: an admin token of the tenant (else `SEXTANT_TOKEN`).
+    #[arg(long)]
     token: Option<String>,
 }
 
@@ -28,9 +28,20 @@ impl Target {
     /// The server to call, when `--url` was given.
     fn server(&self) -> anyhow::Result<Option<Server>> {
         let Some(url) = &self.url else {
+            // (`SEXTANT_TOKEN` set for other commands is no mistake; `--token` given here is.)
+            if self.token.is_some() {
+                anyhow::bail!(
+                    "--token goes with --url (a running server's token API); without --url the \
+                     data directory's tokens are changed directly and no token is used"
+                );
+            }
             return Ok(None);
         };
-        let Some(token) = self.token.clone().filter(|t| !t.is_empty()) else {
+        let token = self
+            .token
+            .clone()
+            .or_else(|| std::env::var("SEXTANT_TOKEN").ok());
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
             anyhow::bail!("--url needs an admin token of the tenant: --token or SEXTANT_TOKEN");
         };
         eprintln!("server: {url}");

@@ -323,6 +323,19 @@ fn tokens_are_handed_out_through_a_running_server_with_an_admin_token() {
         .unwrap();
     assert!(!no_token.status.success());
     assert!(String::from_utf8_lossy(&no_token.stderr).contains("--token"));
+    // A token given without a server would be ignored: said instead.
+    let no_url = Command::new(binary())
+        .args(["tokens", "list", "--data-dir"])
+        .arg(dir.path())
+        .args(["--token", &admin])
+        .output()
+        .unwrap();
+    assert!(!no_url.status.success());
+    assert!(
+        String::from_utf8_lossy(&no_url.stderr).contains("--token goes with --url"),
+        "{}",
+        String::from_utf8_lossy(&no_url.stderr)
+    );
 
     let revoked = tokens(&admin, &["revoke", id]);
     assert!(
