@@ -541,7 +541,7 @@ impl Detector {
         if self.frame.unit == 0.0 && value != self.frame.origin {
             self.frame.unit = (value - self.frame.origin).abs();
         }
-        let warming_up = self.points < config.warm_up_points.max(2);
+        let warming_up = !self.is_warm(config);
         let band = (!warming_up).then(|| band(config, self.forecast(config, time_ms)));
 
         // The surprises, before learning from the point (the ranges and the pattern view
@@ -597,7 +597,7 @@ impl Detector {
 
     /// The band expected at `time_ms`, as (expected, lower, upper); `None` while warming up.
     pub fn expected(&self, config: &DetectorConfig, time_ms: i64) -> Option<(f64, f64, f64)> {
-        if self.points < config.warm_up_points.max(2) {
+        if !self.is_warm(config) {
             return None;
         }
         Some(band(config, self.forecast(config, time_ms)))
@@ -635,6 +635,11 @@ impl Detector {
     /// Points learnt from so far.
     pub fn points(&self) -> u64 {
         self.points
+    }
+
+    /// Whether the warm-up is over: points are judged from now on.
+    pub fn is_warm(&self, config: &DetectorConfig) -> bool {
+        self.points >= config.warm_up_points.max(2)
     }
 
     /// The state as saved: a version, the model, a checksum.
@@ -680,7 +685,7 @@ impl Detector {
     /// The band's centre and scale: the daily profile when in use, else the fast level.
     /// The forecast once warmed up.
     fn forecast_if_warm(&self, config: &DetectorConfig, time_ms: i64) -> Option<Forecast> {
-        (self.points >= config.warm_up_points.max(2)).then(|| self.forecast(config, time_ms))
+        self.is_warm(config).then(|| self.forecast(config, time_ms))
     }
 
     fn forecast(&self, config: &DetectorConfig, time_ms: i64) -> Forecast {

@@ -593,7 +593,6 @@ impl SeriesDetectors {
                 continue;
             }
             // A slot may be listed twice (retired and taken again) or hold a retired series.
-            let warm_up = warm_up_points(&self.settings);
             for index in std::mem::take(&mut state.changed) {
                 let watched = &mut state.series[index];
                 if !std::mem::take(&mut watched.dirty)
@@ -603,7 +602,7 @@ impl SeriesDetectors {
                 }
                 // A young series is not saved: a restart costs it part of a warm-up, and the
                 // many series seen only a few times cost no disk.
-                if watched.detector.points() < warm_up {
+                if !watched.detector.is_warm(&self.settings.detector) {
                     continue;
                 }
                 let watched = &*watched;
@@ -1121,11 +1120,6 @@ impl Watched {
             Feed::PatternRate { .. } => None,
         }
     }
-}
-
-/// Points a series' detector has seen before its state is worth saving: its warm-up.
-fn warm_up_points(settings: &DetectorSettings) -> u64 {
-    settings.detector.warm_up_points.max(2)
 }
 
 /// Line counts are noisy even when nothing changes (about Poisson: a spread of the square root

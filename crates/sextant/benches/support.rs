@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -464,33 +464,12 @@ pub fn agent() -> ureq::Agent {
         .new_agent()
 }
 
-/// The 16 Loghub datasets; each has `<DS>/<DS>_2k.log`.
-pub const DATASETS: [&str; 16] = [
-    "Android",
-    "Apache",
-    "BGL",
-    "HDFS",
-    "HPC",
-    "Hadoop",
-    "HealthApp",
-    "Linux",
-    "Mac",
-    "OpenSSH",
-    "OpenStack",
-    "Proxifier",
-    "Spark",
-    "Thunderbird",
-    "Windows",
-    "Zookeeper",
-];
-
-/// `../shared/datasets` relative to the workspace root, or `SEXTANT_DATASETS`.
-pub fn datasets_dir() -> PathBuf {
-    std::env::var_os("SEXTANT_DATASETS").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets"),
-        PathBuf::from,
-    )
-}
+/// The Loghub samples as the miner's own benchmarks read them: one list of the 16 systems
+/// (each has `<DS>/<DS>_2k.log`) and one way to find the datasets, for both crates.
+#[path = "../../sextant-analytics/benches/common/mod.rs"]
+mod loghub;
+#[allow(unused_imports)] // Each benchmark uses part of it.
+pub use loghub::{SYSTEMS as DATASETS, datasets_dir};
 
 pub fn string_value(s: &str) -> Option<AnyValue> {
     Some(AnyValue {

@@ -99,17 +99,23 @@ fn center(values: &mut [f64]) -> (f64, f64) {
 }
 
 /// (time, value) samples of one measurement, split at the incident's start.
-#[derive(Default)]
 struct Samples {
+    incident_start: i64,
     baseline: Vec<f64>,
     incident: Vec<(i64, f64)>,
-    incident_start: i64,
 }
 
 impl Samples {
-    fn push(&mut self, time: i64, value: f64, incident_start: i64) {
-        self.incident_start = incident_start;
-        if time < incident_start {
+    fn starting(incident_start: i64) -> Samples {
+        Samples {
+            incident_start,
+            baseline: Vec::new(),
+            incident: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, time: i64, value: f64) {
+        if time < self.incident_start {
             self.baseline.push(value);
         } else {
             self.incident.push((time, value));
@@ -213,11 +219,9 @@ pub fn trace_evidence(
             .any(|c| spans[*c].service != span.service);
         if !calls_out {
             let covered = covered_nanos(span, children[i].iter().map(|c| &spans[*c]));
-            own.entry(&span.service).or_default().push(
-                span.start,
-                duration - covered,
-                incident_start,
-            );
+            own.entry(&span.service)
+                .or_insert_with(|| Samples::starting(incident_start))
+                .push(span.start, duration - covered);
         }
         if let Some(parent) = parent_of[i].map(|p| &spans[p])
             && parent.service != span.service
@@ -225,8 +229,8 @@ pub fn trace_evidence(
         {
             let gap = (parent.end - parent.start) as f64 - duration;
             gaps.entry((&parent.service, &span.service))
-                .or_default()
-                .push(parent.start, gap, incident_start);
+                .or_insert_with(|| Samples::starting(incident_start))
+                .push(parent.start, gap);
         }
     }
     let mut evidence: BTreeMap<String, TraceEvidence> = BTreeMap::new();

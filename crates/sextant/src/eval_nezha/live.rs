@@ -42,8 +42,10 @@ use crate::import::Importer;
 const MINUTE: i64 = 60 * NANOS_PER_SECOND;
 
 /// Recorded data a fault needs before it for the detectors to have learnt anything: their
-/// warm-up of 30 points at the day's one metric row a minute.
-const HISTORY: i64 = 30 * MINUTE;
+/// warm-up (30 points) at the day's one metric row a minute.
+fn history() -> i64 {
+    sextant_analytics::anomaly::DetectorConfig::default().warm_up_points as i64 * MINUTE
+}
 
 /// Spans or lines per export request at most, so a busy minute stays well under the body limit.
 const PER_REQUEST: usize = 2_000;
@@ -275,7 +277,7 @@ pub fn eval(dir: &Path, work: &Path, output: Option<&Path>) -> anyhow::Result<()
     };
     let tenant = TenantId::new("nezha").expect("a valid tenant");
     let mut outcomes = Vec::new();
-    // Per outcome: whether the day had `HISTORY` of data before the fault.
+    // Per outcome: whether the day had [`history`] of data before the fault.
     let mut with_history = Vec::new();
     println!(
         "{:<11} {:<12} {:<15} {:<28} {:>8} {:>9} {:>5}  ranked first",
@@ -373,7 +375,7 @@ pub fn eval(dir: &Path, work: &Path, output: Option<&Path>) -> anyhow::Result<()
                     })
                 )?;
             }
-            with_history.push(fault.at.saturating_sub(first_minute) >= HISTORY);
+            with_history.push(fault.at.saturating_sub(first_minute) >= history());
             outcomes.push(Outcome {
                 day: day.name.clone(),
                 kind: fault.kind.clone(),
@@ -391,14 +393,14 @@ pub fn eval(dir: &Path, work: &Path, output: Option<&Path>) -> anyhow::Result<()
             title, "AC@1", "AC@3", "Avg@5", "faults"
         );
         let mut groups: BTreeMap<String, Vec<Option<usize>>> = BTreeMap::new();
-        for (o, history) in outcomes.iter().zip(&with_history) {
+        for (o, had_history) in outcomes.iter().zip(&with_history) {
             let mut names = vec![
                 format!("day {}", o.day),
                 format!("type {}", o.kind),
                 "all".to_owned(),
             ];
-            if *history {
-                names.push("with 30 min of data before".to_owned());
+            if *had_history {
+                names.push(format!("with {} min of data before", history() / MINUTE));
             }
             for group in names {
                 groups.entry(group).or_default().push(o.ranks[column]);

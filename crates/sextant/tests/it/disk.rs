@@ -73,28 +73,96 @@ fn send_until(server: &Sextant, token: &str, line: &str, status: u16) -> (String
     }
 }
 
-#[test]
-fn a_full_disk_refuses_ingest_with_507_keeps_what_was_accepted_and_recovers() {
+/// A server on a fresh tmpfs of its own, with acme's ingest and viewer tokens. Fields drop in
+/// order: the server stops before its file system is unmounted.
+struct SmallDisk {
+    server: Sextant,
+    ingest: String,
+    viewer: String,
+    /// The tmpfs's mount point (the data directory is `data` in it).
+    at: PathBuf,
+    _mounted: Mounted,
+    _dir: tempfile::TempDir,
+}
+
+/// [`SmallDisk`] of `megabytes` with `config`; `None`, said on stderr, where this process may
+/// not mount one.
+fn small_disk(megabytes: u64, config: &str) -> Option<SmallDisk> {
     let dir = tempfile::tempdir().unwrap();
-    let small = dir.path().join("small");
-    let Some(_mounted) = small_file_system(&small, 96) else {
+    let at = dir.path().join("small");
+    let Some(mounted) = small_file_system(&at, megabytes) else {
         eprintln!("skipped: this process cannot mount a tmpfs (it needs root)");
-        return;
+        return None;
     };
-    let data = small.join("data");
+    let data = at.join("data");
     let ingest = create_token(&data, "acme", "ingest");
     let viewer = create_token(&data, "acme", "viewer");
+    let server = Sextant::start_with_config(&data, Some(config));
+    Some(SmallDisk {
+        server,
+        ingest,
+        viewer,
+        at,
+        _mounted: mounted,
+        _dir: dir,
+    })
+}
+
+fn assert_ready(server: &Sextant, why: &str) {
+    assert_eq!(
+        agent().get(&server.url("/readyz")).call().unwrap().status(),
+        200,
+        "{why}"
+    );
+}
+
+/// Waits until `last` is stored, then checks that `first` is too and that `during` is stored
+/// exactly `taken` times: nothing accepted was lost, nothing refused was kept.
+fn assert_stored(disk: &SmallDisk, first: &str, during: &str, taken: usize, last: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, answer) = sql(
+            &disk.server,
+            &disk.viewer,
+            "SELECT body FROM logs WHERE service = 'disk-test' ORDER BY time",
+        );
+        assert_eq!(status, 200, "{answer}");
+        let bodies: Vec<&str> = answer["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["body"].as_str())
+            .collect();
+        if bodies.contains(&last) {
+            assert!(bodies.contains(&first), "{bodies:?}");
+            let stored = bodies.iter().filter(|b| **b == during).count();
+            assert_eq!(
+                stored, taken,
+                "only the accepted sends are stored: {bodies:?}"
+            );
+            return;
+        }
+        assert!(Instant::now() < deadline, "{answer}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_ingest_with_507_keeps_what_was_accepted_and_recovers() {
     // A 32 MiB reserve; write-ahead log segments of 4 MiB so the log fits the small disk.
     let config = "[storage]\nmin_free_bytes = 33554432\n[wal]\nsegment_bytes = 4194304\n";
-    let server = Sextant::start_with_config(&data, Some(config));
-    send_until(&server, &ingest, "before the disk filled", 200);
+    let Some(disk) = small_disk(96, config) else {
+        return;
+    };
+    let (server, ingest, small) = (&disk.server, &disk.ingest, &disk.at);
+    send_until(server, ingest, "before the disk filled", 200);
 
     // Something else fills the disk to 16 MiB free: below the reserve.
     let filler = small.join("filler");
-    let fill = free_bytes(&small).saturating_sub(16 * 1024 * 1024);
+    let fill = free_bytes(small).saturating_sub(16 * 1024 * 1024);
     std::fs::write(&filler, vec![0u8; fill as usize]).unwrap();
     // (Sends within a second of the filling may still be taken: each is stored.)
-    let (refused, taken) = send_until(&server, &ingest, "while the disk is full", 507);
+    let (refused, taken) = send_until(server, ingest, "while the disk is full", 507);
     let answer: serde_json::Value = serde_json::from_str(&refused).unwrap();
     assert_eq!(answer["error"], "disk_full", "{answer}");
     let message = answer["message"].as_str().unwrap();
@@ -102,10 +170,9 @@ fn a_full_disk_refuses_ingest_with_507_keeps_what_was_accepted_and_recovers() {
         message.contains("disk is full") && message.contains("storage.min_free_bytes"),
         "{message}"
     );
-    assert_eq!(
-        agent().get(&server.url("/readyz")).call().unwrap().status(),
-        200,
-        "the server stays ready: it refuses, it has not failed"
+    assert_ready(
+        server,
+        "the server stays ready: it refuses, it has not failed",
     );
     let metrics = agent()
         .get(&server.url("/metrics"))
@@ -122,57 +189,29 @@ fn a_full_disk_refuses_ingest_with_507_keeps_what_was_accepted_and_recovers() {
 
     // Space returns: ingest resumes without a restart, and nothing accepted was lost.
     std::fs::remove_file(&filler).unwrap();
-    send_until(&server, &ingest, "after space returned", 200);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, answer) = sql(
-            &server,
-            &viewer,
-            "SELECT body FROM logs WHERE service = 'disk-test' ORDER BY time",
-        );
-        assert_eq!(status, 200, "{answer}");
-        let bodies: Vec<&str> = answer["rows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|r| r[0].as_str().or_else(|| r["body"].as_str()))
-            .collect();
-        if bodies.contains(&"after space returned") {
-            assert!(bodies.contains(&"before the disk filled"), "{bodies:?}");
-            let stored = bodies
-                .iter()
-                .filter(|b| **b == "while the disk is full")
-                .count();
-            assert_eq!(
-                stored, taken,
-                "only the accepted sends are stored: {bodies:?}"
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "{answer}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    server.stop();
+    send_until(server, ingest, "after space returned", 200);
+    assert_stored(
+        &disk,
+        "before the disk filled",
+        "while the disk is full",
+        taken,
+        "after space returned",
+    );
+    disk.server.stop();
 }
 
 #[test]
 fn a_write_ahead_log_that_finds_no_space_refuses_that_batch_and_carries_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let small = dir.path().join("small");
-    let Some(_mounted) = small_file_system(&small, 64) else {
-        eprintln!("skipped: this process cannot mount a tmpfs (it needs root)");
-        return;
-    };
-    let data = small.join("data");
-    let ingest = create_token(&data, "acme", "ingest");
-    let viewer = create_token(&data, "acme", "viewer");
     // No reserve: the log itself runs into the full disk.
     let config = "[storage]\nmin_free_bytes = 0\n[wal]\nsegment_bytes = 4194304\n";
-    let server = Sextant::start_with_config(&data, Some(config));
-    send_until(&server, &ingest, "before the disk filled", 200);
+    let Some(disk) = small_disk(64, config) else {
+        return;
+    };
+    let (server, ingest) = (&disk.server, &disk.ingest);
+    send_until(server, ingest, "before the disk filled", 200);
 
     // Something else takes every free byte.
-    let filler = small.join("filler");
+    let filler = disk.at.join("filler");
     {
         use std::io::Write;
         let mut file = std::fs::File::create(&filler).unwrap();
@@ -180,7 +219,7 @@ fn a_write_ahead_log_that_finds_no_space_refuses_that_batch_and_carries_on() {
         while file.write_all(&chunk).is_ok() {}
         while file.write_all(&[0u8; 512]).is_ok() {}
     }
-    let (refused, taken) = send_until(&server, &ingest, "while the disk is full", 507);
+    let (refused, taken) = send_until(server, ingest, "while the disk is full", 507);
     let answer: serde_json::Value = serde_json::from_str(&refused).unwrap();
     assert_eq!(answer["error"], "disk_full", "{answer}");
     assert!(
@@ -190,36 +229,17 @@ fn a_write_ahead_log_that_finds_no_space_refuses_that_batch_and_carries_on() {
             .contains("write-ahead log could not write"),
         "{answer}"
     );
-    assert_eq!(
-        agent().get(&server.url("/readyz")).call().unwrap().status(),
-        200,
-        "the log refused one batch, it has not failed"
-    );
+    assert_ready(server, "the log refused one batch, it has not failed");
 
     // Space returns: the same log takes batches again, without a restart.
     std::fs::remove_file(&filler).unwrap();
-    send_until(&server, &ingest, "after space returned", 200);
-    let (status, answer) = sql(
-        &server,
-        &viewer,
-        "SELECT body FROM logs WHERE service = 'disk-test'",
+    send_until(server, ingest, "after space returned", 200);
+    assert_stored(
+        &disk,
+        "before the disk filled",
+        "while the disk is full",
+        taken,
+        "after space returned",
     );
-    assert_eq!(status, 200, "{answer}");
-    let bodies: Vec<&str> = answer["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|r| r["body"].as_str())
-        .collect();
-    assert!(bodies.contains(&"before the disk filled"), "{bodies:?}");
-    assert!(bodies.contains(&"after space returned"), "{bodies:?}");
-    let stored = bodies
-        .iter()
-        .filter(|b| **b == "while the disk is full")
-        .count();
-    assert_eq!(
-        stored, taken,
-        "only the accepted sends are stored: {bodies:?}"
-    );
-    server.stop();
+    disk.server.stop();
 }
