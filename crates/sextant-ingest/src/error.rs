@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use sextant_model::Signal;
+use sextant_tables::BusError;
 
 /// Why a batch was not taken. A rejected batch stores nothing.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +45,7 @@ pub enum Error {
     #[error("{0}")]
     DiskFull(String),
     #[error("storage failed: {0}")]
-    Storage(#[source] sextant_store::Error),
+    Storage(#[source] BusError),
 }
 
 impl Error {
@@ -76,20 +77,18 @@ impl Error {
     }
 }
 
-impl From<sextant_store::Error> for Error {
-    fn from(err: sextant_store::Error) -> Error {
+impl From<BusError> for Error {
+    fn from(err: BusError) -> Error {
         match err {
-            sextant_store::Error::Overloaded => Error::Overloaded {
-                reason: "write-ahead log queue full",
+            BusError::Overloaded(reason) => Error::Overloaded {
+                reason,
                 retry_after: Duration::from_secs(1),
             },
-            sextant_store::Error::Closed => Error::Unavailable {
-                reason: "write-ahead log closed".into(),
+            BusError::Closed(reason) => Error::Unavailable {
+                reason: reason.into(),
             },
-            full @ (sextant_store::Error::DiskFull { .. } | sextant_store::Error::NoSpace(_)) => {
-                Error::DiskFull(full.to_string())
-            }
-            other => Error::Storage(other),
+            BusError::NoSpace(message) => Error::DiskFull(message),
+            failed @ BusError::Failed(_) => Error::Storage(failed),
         }
     }
 }

@@ -6,20 +6,17 @@
 //!   checked batch whose payload is canonical OTLP protobuf.
 //! - [`IngestPipeline`]: takes a tenant's batch, applies the limits of [`IngestConfig`], and
 //!   answers only once the batch is durable on the [`IngestBus`].
-//! - [`IngestBus`]: the seam between receivers and storage. The embedded implementation is the
-//!   telemetry store ([`sextant_store::TelemetryStore`]); cluster mode puts NATS JetStream here.
+//! - [`IngestBus`] (from `sextant-tables`): the seam between receivers and storage. The
+//!   embedded implementation is the telemetry store (`sextant_store::TelemetryStore`); cluster
+//!   mode puts NATS JetStream here. This crate does not know which one it is given.
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use sextant_ingest::{IngestConfig, IngestPipeline, otlp::Encoding};
+//! use sextant_ingest::{IngestBus, IngestConfig, IngestPipeline, otlp::Encoding};
 //! use sextant_model::{Signal, TenantId};
-//! use sextant_store::meta::SqliteMetadata;
-//! use sextant_store::{StoreConfig, TelemetryStore};
 //!
-//! # async fn example(body: bytes::Bytes) -> Result<(), sextant_ingest::Error> {
-//! let meta = Arc::new(SqliteMetadata::open("data/meta.db".as_ref()).unwrap());
-//! let (store, _) = TelemetryStore::open(StoreConfig::new("data"), meta).unwrap();
-//! let pipeline = IngestPipeline::new(IngestConfig::default(), Arc::new(store));
+//! # async fn example(bus: Arc<dyn IngestBus>, body: bytes::Bytes) -> Result<(), sextant_ingest::Error> {
+//! let pipeline = IngestPipeline::new(IngestConfig::default(), bus);
 //! let tenant = TenantId::new("acme").unwrap();
 //! let outcome = pipeline
 //!     .ingest(&tenant, Signal::Logs, Encoding::protobuf(), body)
@@ -28,7 +25,6 @@
 //! # Ok(()) }
 //! ```
 
-mod bus;
 mod config;
 pub mod convert;
 mod error;
@@ -39,10 +35,10 @@ mod pipeline;
 pub mod remote_write;
 pub mod syslog;
 
-pub use bus::{AckFuture, IngestBus};
 pub use config::{IngestConfig, RateLimit, TenantLimits};
 pub use error::{Error, Result};
 pub use limits::TenantRateLimiter;
 pub use pipeline::{
     IngestOutcome, IngestPipeline, MAX_CLOCK_SKEW_NANOS, Watermark, Watermarks, wall_clock_ns,
 };
+pub use sextant_tables::{AckFuture, BusError, IngestBus};

@@ -19,7 +19,7 @@ use sextant_model::otlp::{
     span_rows,
 };
 use sextant_model::{Signal, TenantId};
-use sextant_store::schema;
+use sextant_tables::schema;
 
 use crate::{Error, Result};
 

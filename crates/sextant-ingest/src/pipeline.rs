@@ -306,7 +306,7 @@ mod tests {
         assert!(newest < far && newest <= wall_clock_ns() + MAX_CLOCK_SKEW_NANOS);
         assert_eq!(marks.get(&TenantId::new("other").unwrap()), None);
     }
-    use crate::AckFuture;
+    use crate::{AckFuture, BusError};
 
     /// A bus that takes `capacity` batches and never makes any durable: Sextant falling behind.
     struct StalledBus {
@@ -315,9 +315,15 @@ mod tests {
     }
 
     impl IngestBus for StalledBus {
-        fn publish(&self, _: TenantId, _: Signal, _: Bytes, _: RecordBatch) -> Result<AckFuture> {
+        fn publish(
+            &self,
+            _: TenantId,
+            _: Signal,
+            _: Bytes,
+            _: RecordBatch,
+        ) -> Result<AckFuture, BusError> {
             if self.queued.fetch_add(1, Ordering::SeqCst) >= self.capacity {
-                return Err(sextant_store::Error::Overloaded.into());
+                return Err(BusError::Overloaded("test queue full"));
             }
             Ok(Box::pin(std::future::pending()))
         }

@@ -60,6 +60,12 @@ pub enum Error {
     Unsupported(&'static str),
 }
 
+impl From<sextant_tables::schema::PayloadError> for Error {
+    fn from(err: sextant_tables::schema::PayloadError) -> Error {
+        Error::Decode(err.to_string())
+    }
+}
+
 impl Error {
     /// The small public code of this error, stable across versions.
     pub fn code(&self) -> &'static str {

@@ -8,8 +8,10 @@
 //! - [`meta::MetadataStore`]: the seam for metadata (tokens and tenants), with
 //!   [`meta::SqliteMetadata`] as the embedded implementation.
 //! - [`TelemetryReader`]: reads a tenant's stored telemetry back as rows.
-//! - [`TelemetryStore`]: the embedded store; as rows commit it labels log templates and feeds
-//!   the anomaly detectors (`detectors.rs`), whose findings become events.
+//! - [`TelemetryStore`]: the embedded store, and the embedded ingest bus
+//!   ([`sextant_tables::IngestBus`]); as rows commit it labels log templates and feeds the
+//!   anomaly detectors (`detectors.rs`), whose findings become events. The tables' schemas
+//!   are `sextant_tables::schema`.
 //! - [`segments::SegmentStore`]: Parquet segment files; [`token_index::TokenIndex`] is the word
 //!   index each log segment carries.
 //!
@@ -26,17 +28,18 @@
 //! # Ok(()) }
 //! ```
 
+mod bus;
 pub mod crypto;
 mod detectors;
 pub mod encrypted_store;
 mod error;
 mod event_source;
 mod free_space;
+mod incident_table;
 mod maintenance;
 pub mod meta;
 mod reader;
 mod saved_state;
-pub mod schema;
 pub mod segments;
 mod snapshot;
 mod store;

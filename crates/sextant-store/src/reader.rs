@@ -14,9 +14,9 @@ use sextant_model::{
 };
 
 use crate::meta::{MetadataStore, SqliteMetadata};
-use crate::schema::batch_from_payload;
 use crate::wal::read_records;
 use crate::{Error, Result};
+use sextant_tables::schema::batch_from_payload;
 
 /// The folder of the write-ahead log inside a data directory.
 pub fn wal_dir(data_dir: &Path) -> PathBuf {

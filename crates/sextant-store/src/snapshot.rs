@@ -7,7 +7,7 @@ use sextant_model::{Table, TenantId};
 
 /// Name of the timestamp column every table has (Arrow `Timestamp(Nanosecond, UTC)`); the
 /// catalog's time ranges refer to it.
-pub const TIME_COLUMN: &str = "time";
+pub use sextant_tables::TIME_COLUMN;
 
 /// One Parquet file of a table, as the catalog records it.
 #[derive(Clone, Debug, PartialEq, Eq)]

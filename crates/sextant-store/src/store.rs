@@ -35,11 +35,11 @@ use crate::crypto::{Keyring, open_value, seal_value};
 use crate::detectors::{DetectorSettings, Findings, SavedStates, SeriesDetectors};
 use crate::maintenance::{expired_files, plan_compactions};
 use crate::meta::{CatalogEntry, EventFilter, FeedbackRecord, MetadataStore};
-use crate::schema::{self, batch_from_payload};
 use crate::segments::SegmentStore;
 use crate::templates::{TemplateMiners, encode_state};
 use crate::wal::{CommitHook, PendingAppend, ReplayReport, Wal, WalConfig, WalRecord};
 use crate::{ErasureReport, Error, EventSource, Result, SegmentFile, TableSnapshot, TableSource};
+use sextant_tables::schema::{self, batch_from_payload};
 
 /// The `events` table a query sees holds at most this many of the tenant's newest events.
 pub const MAX_EVENTS_IN_QUERIES: usize = 100_000;
@@ -590,7 +590,7 @@ impl TableSource for TelemetryStore {
                 table,
                 schema: schema::schema(table),
                 files: Vec::new(),
-                buffered: vec![schema::incident_batch(&rows)],
+                buffered: vec![crate::incident_table::incident_batch(&rows)],
             };
         }
         if table == Table::Templates {

@@ -13,8 +13,8 @@ use arrow::record_batch::RecordBatch;
 use sextant_analytics::patterns::{MinerConfig, MinerState, Template, TemplateMiner};
 use sextant_model::{Table, TenantId};
 
-use crate::schema::TEMPLATE_ID_COLUMN;
 use crate::{Error, Result, TIME_COLUMN};
+use sextant_tables::schema::TEMPLATE_ID_COLUMN;
 
 /// The log column that is mined.
 const BODY_COLUMN: &str = "body";
@@ -111,7 +111,7 @@ impl TemplateMiners {
         self.changed.extend(tenants);
     }
 
-    /// The `templates` table of `tenant` (see [`crate::schema::schema`]), `None` before its
+    /// The `templates` table of `tenant` (see [`sextant_tables::schema::schema`]), `None` before its
     /// first log row.
     pub fn table(&self, tenant: &TenantId) -> Option<RecordBatch> {
         let miner = self.miners.get(tenant)?;
@@ -159,7 +159,7 @@ impl TemplateMiners {
             )),
         ];
         Some(
-            RecordBatch::try_new(crate::schema::schema(Table::Templates), columns)
+            RecordBatch::try_new(sextant_tables::schema::schema(Table::Templates), columns)
                 .expect("the templates columns match their schema"),
         )
     }
@@ -203,8 +203,8 @@ fn decode_state(bytes: &[u8]) -> std::result::Result<MinerState, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::log_batch;
     use sextant_model::{AttrValue, LogRow};
+    use sextant_tables::schema::log_batch;
 
     fn rows(bodies: &[&str]) -> RecordBatch {
         let tenant = TenantId::new("acme").unwrap();

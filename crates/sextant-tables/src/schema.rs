@@ -31,13 +31,14 @@ use sextant_model::{
     AttrValue, Attributes, LogRow, MetricRow, Signal, SpanRow, Table, TenantId, otlp,
 };
 
-use crate::{Error, Result, TIME_COLUMN};
+/// The timestamp column every table has: when the row happened.
+pub const TIME_COLUMN: &str = "time";
 
 /// The `logs` column that holds each row's template id.
 pub const TEMPLATE_ID_COLUMN: &str = "template_id";
 
 /// The time zone of every timestamp column.
-const UTC: &str = "UTC";
+pub const UTC: &str = "UTC";
 
 /// The schema of `table`'s record batches (built once, then shared).
 pub fn schema(table: Table) -> SchemaRef {
@@ -206,53 +207,6 @@ fn incident_schema() -> SchemaRef {
         non_null("notifications", DataType::UInt64),
         non_null("body", DataType::Utf8),
     ]))
-}
-
-/// The `incidents` batch of `rows`.
-pub fn incident_batch(rows: &[crate::meta::IncidentRow]) -> RecordBatch {
-    let bodies: Vec<serde_json::Value> = rows
-        .iter()
-        .map(|r| serde_json::from_str(&r.body).unwrap_or_default())
-        .collect();
-    let text = |key: &str| -> ArrayRef {
-        Arc::new(StringArray::from_iter_values(
-            bodies
-                .iter()
-                .map(|b| b[key].as_str().unwrap_or_default().to_owned()),
-        ))
-    };
-    let times = |values: Vec<Option<i64>>| -> ArrayRef {
-        Arc::new(TimestampNanosecondArray::from(values).with_timezone(UTC))
-    };
-    let columns: Vec<ArrayRef> = vec![
-        times(rows.iter().map(|r| Some(r.opened_at)).collect()),
-        Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.id))),
-        Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|r| r.status.clone()),
-        )),
-        text("title"),
-        text("severity"),
-        times(rows.iter().map(|r| Some(r.updated_at)).collect()),
-        times(bodies.iter().map(|b| b["resolved_at"].as_i64()).collect()),
-        Arc::new(StringArray::from_iter_values(
-            bodies.iter().map(|b| b["services"].to_string()),
-        )),
-        Arc::new(UInt64Array::from_iter_values(
-            bodies
-                .iter()
-                .map(|b| b["members"].as_array().map_or(0, |m| m.len() as u64)),
-        )),
-        Arc::new(UInt64Array::from_iter_values(
-            bodies
-                .iter()
-                .map(|b| b["notifications"].as_u64().unwrap_or(0)),
-        )),
-        Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|r| r.body.clone()),
-        )),
-    ];
-    RecordBatch::try_new(schema(Table::Incidents), columns)
-        .expect("the incidents columns match their schema")
 }
 
 fn span_schema() -> SchemaRef {
@@ -448,16 +402,24 @@ pub fn metric_batch(rows: &[MetricRow]) -> RecordBatch {
     batch(Table::Metrics, columns)
 }
 
+/// A logged payload that is not the OTLP protobuf export request of its signal.
+#[derive(Debug, thiserror::Error)]
+#[error("{signal} export request: {source}")]
+pub struct PayloadError {
+    pub signal: Signal,
+    #[source]
+    pub source: prost::DecodeError,
+}
+
 /// Decodes an OTLP protobuf export request of `signal` (as the write-ahead log stores it)
-/// into the batch of the signal's table ([`Table::of`]). Fails with [`Error::Decode`] when
-/// `payload` is not such a request.
+/// into the batch of the signal's table ([`Table::of`]). Fails when `payload` is not such a
+/// request.
 pub fn batch_from_payload(
     tenant: &TenantId,
     signal: Signal,
     payload: &[u8],
-) -> Result<RecordBatch> {
-    let decode_error =
-        |e: prost::DecodeError| Error::Decode(format!("{signal} export request: {e}"));
+) -> Result<RecordBatch, PayloadError> {
+    let decode_error = |source: prost::DecodeError| PayloadError { signal, source };
     Ok(match signal {
         Signal::Logs => {
             let request = ExportLogsServiceRequest::decode(payload).map_err(decode_error)?;
@@ -1128,7 +1090,11 @@ mod tests {
     fn batch_from_garbage_payload_is_a_decode_error() {
         for signal in Signal::ALL {
             let err = batch_from_payload(&tenant(), signal, b"\xff\xff\xff").unwrap_err();
-            assert!(matches!(err, Error::Decode(_)), "{signal}: {err:?}");
+            assert_eq!(err.signal, signal);
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("{signal} export request: "))
+            );
         }
     }
 }
