@@ -11,7 +11,6 @@
 //! loses), and log evidence (a new or spiking error pattern of the service). Every factor is
 //! kept in the candidate's [`Evidence`], and a sentence is rendered from it.
 
-pub mod claims;
 pub mod traces;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -15,10 +15,8 @@
 //! that are new in the window or run at least three times their baseline rate; and the spans
 //! of the window and of the quarter of an hour before it (at most [`MAX_SPANS`] each), for each
 //! service's own time and the gaps of its calls ([`sextant_incidents::rca::traces`]). The
-//! service map gives the direction. A service that a newer open incident holds counts only up
-//! to that incident's opening ([`sextant_incidents::rca::claims`]): the correlator judged what
-//! it does after that to be new trouble. Each ranked service's evidence also lists the
-//! incident's anomalies of that service (the detectors' events).
+//! service map gives the direction. Each ranked service's evidence also lists the incident's
+//! anomalies of that service (the detectors' events).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -26,7 +24,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sextant_incidents::correlator::Incident;
-use sextant_incidents::rca::claims::Claims;
 use sextant_incidents::rca::traces::{SpanRecord, TraceEvidence, trace_evidence};
 use sextant_incidents::rca::{
     self, CandidateSeries, LogSignal, PatternCount, RcaConfig, RcaInput, rank,
@@ -119,15 +116,6 @@ pub async fn rank_incident(
     let gathering =
         state.services()?.correlation.config().group_window_seconds as i64 * NANOS_PER_SECOND;
     let (window_start, window_end) = incident_window(incident, gathering);
-    let others: Vec<Incident> = state
-        .services()?
-        .correlation
-        .open_snapshot()
-        .await
-        .into_iter()
-        .filter_map(|(of, other)| (of == *tenant).then_some(other))
-        .collect();
-    let claims = Claims::of_newer(incident, &others);
     let baseline_start = window_start - BASELINE;
     // The map of the incident's own time (event time, so a replay derives the same one).
     let map =
@@ -197,14 +185,13 @@ pub async fn rank_incident(
             entry.anomalous.push((t, value));
         }
     }
-    let mut series: Vec<CandidateSeries> = series.into_values().collect();
-    claims.series(&mut series);
+    let series: Vec<CandidateSeries> = series.into_values().collect();
     let log_bounds = format!(
         "l.time >= {} AND l.time < {} AND l.service IN ({in_list})",
         sql_time(baseline_start),
         sql_time(window_end)
     );
-    let mut logs = log_signals(
+    let logs = log_signals(
         state,
         &principal,
         &log_bounds,
@@ -213,10 +200,8 @@ pub async fn rank_incident(
         baseline_start,
     )
     .await?;
-    claims.logs(&mut logs);
     let config = RcaConfig::default();
-    let mut spans = spans(state, &principal, window_start, window_end).await?;
-    claims.spans(&mut spans);
+    let spans = spans(state, &principal, window_start, window_end).await?;
     let traces: Vec<TraceEvidence> = trace_evidence(&spans, window_start, &config)
         .into_values()
         .collect();
@@ -251,9 +236,6 @@ pub async fn rank_incident(
         "series_considered": series.len(),
         "log_signals": logs.len(),
         "spans_considered": spans.len(),
-        "claimed_by_newer_incidents": claims.cuts().iter()
-            .map(|(service, at)| json!({"service": service, "from": format_time(*at)}))
-            .collect::<Vec<_>>(),
         "services": services,
     }))
 }
