@@ -1,5 +1,7 @@
 //! Errors of the analytics crate: invalid configurations and mismatched inputs.
 
+use sextant_model::ErrorCode;
+
 /// Something the caller passed in cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
@@ -22,12 +24,12 @@ pub enum Error {
 
 impl Error {
     /// The small public code of this error, stable across versions.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Error::InvalidConfig { .. } => "invalid_config",
-            Error::LengthMismatch { .. } => "length_mismatch",
-            Error::InvalidState { .. } => "invalid_state",
-            Error::InvalidInput { .. } => "invalid_input",
+            Error::InvalidConfig { .. } => ErrorCode::InvalidConfig,
+            Error::LengthMismatch { .. } => ErrorCode::LengthMismatch,
+            Error::InvalidState { .. } => ErrorCode::InvalidState,
+            Error::InvalidInput { .. } => ErrorCode::InvalidInput,
         }
     }
 }

@@ -1,5 +1,7 @@
 //! Errors of the incidents crate: bad rules and actions that do not apply.
 
+use sextant_model::ErrorCode;
+
 /// Something the caller asked for cannot be done.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
@@ -25,12 +27,12 @@ pub enum Error {
 
 impl Error {
     /// The small public code of this error, stable across versions.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Error::BadMatcher { .. } => "bad_matcher",
-            Error::InvalidConfig { .. } => "invalid_config",
-            Error::NoOpenIncident { .. } => "no_open_incident",
-            Error::BadAction { .. } => "bad_action",
+            Error::BadMatcher { .. } => ErrorCode::BadMatcher,
+            Error::InvalidConfig { .. } => ErrorCode::InvalidConfig,
+            Error::NoOpenIncident { .. } => ErrorCode::NoOpenIncident,
+            Error::BadAction { .. } => ErrorCode::BadAction,
         }
     }
 }

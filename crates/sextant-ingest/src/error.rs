@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use sextant_model::ErrorCode;
 use sextant_model::Signal;
 use sextant_tables::BusError;
 
@@ -50,17 +51,17 @@ pub enum Error {
 
 impl Error {
     /// The small public code of this error, stable across versions.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Error::Malformed { .. } => "malformed_request",
-            Error::UnsupportedContentType { .. } => "unsupported_content_type",
-            Error::UnsupportedEncoding { .. } => "unsupported_encoding",
-            Error::BodyTooLarge { .. } => "body_too_large",
-            Error::RateLimited { .. } => "rate_limited",
-            Error::Overloaded { .. } => "overloaded",
-            Error::Unavailable { .. } => "unavailable",
-            Error::DiskFull(_) => "disk_full",
-            Error::Storage(_) => "storage",
+            Error::Malformed { .. } => ErrorCode::MalformedRequest,
+            Error::UnsupportedContentType { .. } => ErrorCode::UnsupportedContentType,
+            Error::UnsupportedEncoding { .. } => ErrorCode::UnsupportedEncoding,
+            Error::BodyTooLarge { .. } => ErrorCode::BodyTooLarge,
+            Error::RateLimited { .. } => ErrorCode::RateLimited,
+            Error::Overloaded { .. } => ErrorCode::Overloaded,
+            Error::Unavailable { .. } => ErrorCode::Unavailable,
+            Error::DiskFull(_) => ErrorCode::DiskFull,
+            Error::Storage(_) => ErrorCode::Storage,
         }
     }
 

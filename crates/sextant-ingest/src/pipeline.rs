@@ -273,7 +273,7 @@ fn record(tenant: &TenantId, signal: Signal, bytes: usize, result: &Result<Inges
             let labels = [
                 ("tenant", tenant.to_string()),
                 ("signal", signal.as_str().to_owned()),
-                ("code", err.code().to_owned()),
+                ("code", err.code().as_str().to_owned()),
             ];
             metrics::counter!("sextant_ingest_rejected_requests_total", &labels).increment(1);
         }

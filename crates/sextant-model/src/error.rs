@@ -1,5 +1,7 @@
 //! Errors of the vocabulary crate: names and values that fail validation.
 
+use crate::ErrorCode;
+
 /// An invalid name or value.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
@@ -24,13 +26,13 @@ pub enum Error {
 
 impl Error {
     /// The small public code of this error, stable across versions.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Error::InvalidTenant { .. } => "invalid_tenant",
-            Error::UnknownRole { .. } => "unknown_role",
-            Error::UnknownSignal { .. } => "unknown_signal",
-            Error::UnknownTable { .. } => "unknown_table",
-            Error::UnknownScope { .. } => "unknown_scope",
+            Error::InvalidTenant { .. } => ErrorCode::InvalidTenant,
+            Error::UnknownRole { .. } => ErrorCode::UnknownRole,
+            Error::UnknownSignal { .. } => ErrorCode::UnknownSignal,
+            Error::UnknownTable { .. } => ErrorCode::UnknownTable,
+            Error::UnknownScope { .. } => ErrorCode::UnknownScope,
         }
     }
 }

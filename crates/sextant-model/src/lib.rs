@@ -18,6 +18,7 @@
 //! assert!(!Role::Viewer.can_ingest());
 //! ```
 
+mod code;
 mod error;
 mod event;
 pub mod otlp;
@@ -28,6 +29,7 @@ mod table;
 mod tenant;
 pub mod time;
 
+pub use code::ErrorCode;
 pub use error::{Error, Result};
 pub use event::{Event, EventKind};
 pub use rows::{AttrValue, Attributes, LogRow, MetricKind, MetricRow, SpanRow};

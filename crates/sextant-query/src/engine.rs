@@ -663,7 +663,7 @@ mod tests {
                 engine.sql(Vec::new(), &sql).await
             });
             if let Err(err) = result {
-                let code = err.code();
+                let code = err.code().as_str();
                 proptest::prop_assert!(
                     matches!(code, "invalid_sql" | "query_too_complex" | "query_failed" | "timeout"),
                     "construct {construct} x {size}: {code}: {err}"

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use datafusion::error::DataFusionError;
 use datafusion::sql::sqlparser::parser::ParserError;
+use sextant_model::ErrorCode;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -40,17 +41,17 @@ pub enum Error {
 
 impl Error {
     /// A short stable code for this kind of error; the HTTP layer maps codes to statuses.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Error::InvalidSql { .. } => "invalid_sql",
-            Error::TooComplex { .. } => "query_too_complex",
-            Error::NotAllowed { .. } => "not_allowed",
-            Error::Timeout { .. } => "timeout",
-            Error::ScanTooLarge { .. } => "scan_too_large",
-            Error::Execution { .. } => "query_failed",
-            Error::ResultTooLarge { .. } => "result_too_large",
-            Error::InvalidLimits { .. } => "invalid_limits",
-            Error::Internal { .. } => "internal",
+            Error::InvalidSql { .. } => ErrorCode::InvalidSql,
+            Error::TooComplex { .. } => ErrorCode::QueryTooComplex,
+            Error::NotAllowed { .. } => ErrorCode::NotAllowed,
+            Error::Timeout { .. } => ErrorCode::Timeout,
+            Error::ScanTooLarge { .. } => ErrorCode::ScanTooLarge,
+            Error::Execution { .. } => ErrorCode::QueryFailed,
+            Error::ResultTooLarge { .. } => ErrorCode::ResultTooLarge,
+            Error::InvalidLimits { .. } => ErrorCode::InvalidLimits,
+            Error::Internal { .. } => ErrorCode::Internal,
         }
     }
 

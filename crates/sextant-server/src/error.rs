@@ -1,6 +1,7 @@
 //! Errors as clients see them: every failure becomes one HTTP status (or gRPC code) and a
 //! message in plain words. Internal details are logged, never sent.
 
+use sextant_model::ErrorCode;
 use std::time::Duration;
 
 /// A request's failure, ready to be sent.
@@ -48,41 +49,53 @@ impl From<sextant_store::Error> for ApiError {
     }
 }
 
+/// The HTTP status of each code, the one place that decides it: the match has no default,
+/// so a new code does not compile until it has a status.
+pub fn http_status(code: ErrorCode) -> u16 {
+    use ErrorCode::*;
+    match code {
+        Unauthenticated => 401,
+        Forbidden => 403,
+        NotFound => 404,
+        MethodNotAllowed => 405,
+        RequestTimeout => 408,
+        Conflict | NoOpenIncident => 409,
+        MalformedRequest | BadRequest | InvalidSql | QueryTooComplex | NotAllowed | QueryFailed
+        | ScanTooLarge | ResultTooLarge | InvalidTenant | UnknownRole | UnknownSignal
+        | UnknownTable | UnknownScope | BadMatcher | BadAction | InvalidConfig | InvalidInput
+        | LengthMismatch => 400,
+        BodyTooLarge => 413,
+        UnsupportedContentType | UnsupportedEncoding => 415,
+        RateLimited | Overloaded | AuthThrottled => 429,
+        Internal | InvalidLimits | InvalidState | Storage | StorageIo | StorageCorrupt
+        | Metadata | Encryption | Unsupported => 500,
+        Unavailable => 503,
+        Timeout => 504,
+        DiskFull => 507,
+    }
+}
+
 impl ApiError {
     /// The small public code of this error.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            ApiError::Unauthenticated(_) => "unauthenticated",
-            ApiError::Forbidden(_) => "forbidden",
-            ApiError::TooManyRequests => "overloaded",
-            ApiError::AuthThrottled(_) => "auth_throttled",
-            ApiError::Starting => "unavailable",
-            ApiError::Internal => "internal",
+            ApiError::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            ApiError::Forbidden(_) => ErrorCode::Forbidden,
+            ApiError::TooManyRequests => ErrorCode::Overloaded,
+            ApiError::AuthThrottled(_) => ErrorCode::AuthThrottled,
+            ApiError::Starting => ErrorCode::Unavailable,
+            ApiError::Internal => ErrorCode::Internal,
             ApiError::Ingest(err) => err.code(),
             ApiError::Query(err) => err.code(),
-            ApiError::BadRequest(_) => "bad_request",
-            ApiError::NotFound(_) => "not_found",
-            ApiError::Conflict(_) => "conflict",
+            ApiError::BadRequest(_) => ErrorCode::BadRequest,
+            ApiError::NotFound(_) => ErrorCode::NotFound,
+            ApiError::Conflict(_) => ErrorCode::Conflict,
         }
     }
 
-    /// The HTTP status of a code.
+    /// The HTTP status of this error: its code's ([`http_status`]).
     pub fn http_status(&self) -> u16 {
-        match self.code() {
-            "unauthenticated" => 401,
-            "forbidden" => 403,
-            "not_found" => 404,
-            "conflict" => 409,
-            "malformed_request" | "bad_request" | "invalid_sql" | "query_too_complex"
-            | "not_allowed" | "query_failed" | "scan_too_large" | "result_too_large" => 400,
-            "timeout" => 504,
-            "body_too_large" => 413,
-            "unsupported_content_type" | "unsupported_encoding" => 415,
-            "rate_limited" | "overloaded" | "auth_throttled" => 429,
-            "unavailable" => 503,
-            "disk_full" => 507,
-            _ => 500,
-        }
+        http_status(self.code())
     }
 
     /// The gRPC status code of a code.
@@ -162,13 +175,13 @@ pub async fn json_errors(response: axum::response::Response) -> axum::response::
         return response;
     }
     let code = match status.as_u16() {
-        404 => "not_found",
-        405 => "method_not_allowed",
-        408 => "request_timeout",
-        413 => "body_too_large",
-        415 => "unsupported_content_type",
-        400..=499 => "bad_request",
-        _ => "internal",
+        404 => ErrorCode::NotFound,
+        405 => ErrorCode::MethodNotAllowed,
+        408 => ErrorCode::RequestTimeout,
+        413 => ErrorCode::BodyTooLarge,
+        415 => ErrorCode::UnsupportedContentType,
+        400..=499 => ErrorCode::BadRequest,
+        _ => ErrorCode::Internal,
     };
     let (parts, body) = response.into_parts();
     let text = axum::body::to_bytes(body, 64 * 1024)
@@ -199,12 +212,48 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_code_has_an_error_status_and_the_old_ones_keep_theirs() {
+        let before = [
+            ("unauthenticated", 401),
+            ("forbidden", 403),
+            ("not_found", 404),
+            ("conflict", 409),
+            ("malformed_request", 400),
+            ("bad_request", 400),
+            ("invalid_sql", 400),
+            ("query_too_complex", 400),
+            ("not_allowed", 400),
+            ("query_failed", 400),
+            ("scan_too_large", 400),
+            ("result_too_large", 400),
+            ("timeout", 504),
+            ("body_too_large", 413),
+            ("unsupported_content_type", 415),
+            ("unsupported_encoding", 415),
+            ("rate_limited", 429),
+            ("overloaded", 429),
+            ("auth_throttled", 429),
+            ("unavailable", 503),
+            ("disk_full", 507),
+            ("internal", 500),
+            ("storage", 500),
+        ];
+        for (text, status) in before {
+            let code = ErrorCode::ALL.iter().find(|c| **c == text).unwrap();
+            assert_eq!(http_status(*code), status, "{text}");
+        }
+        for code in ErrorCode::ALL {
+            assert!((400..600).contains(&http_status(*code)), "{code}");
+        }
+    }
+
+    #[test]
     fn query_refusals_are_client_errors_with_their_reason() {
         let too_large = ApiError::Query(sextant_query::Error::ResultTooLarge {
             message: "the range holds more than 50000000 data points; narrow `from`/`to`".into(),
         });
         assert_eq!(
-            (too_large.code(), too_large.http_status()),
+            (too_large.code().as_str(), too_large.http_status()),
             ("result_too_large", 400)
         );
         assert!(too_large.public_message().contains("narrow"));

@@ -316,7 +316,7 @@ async fn send(state: &AppState, tenant: &TenantId, request: ExportLogsServiceReq
             Some(wait) if started.elapsed() < RETRY_FOR => tokio::time::sleep(wait).await,
             _ => {
                 tracing::warn!(%tenant, records, %error, "syslog batch dropped");
-                metrics::counter!("sextant_syslog_dropped_total", "tenant" => tenant.to_string(), "reason" => error.code())
+                metrics::counter!("sextant_syslog_dropped_total", "tenant" => tenant.to_string(), "reason" => error.code().as_str())
                     .increment(records as u64);
                 return;
             }

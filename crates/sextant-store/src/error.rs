@@ -1,5 +1,6 @@
 //! Errors of the storage crate.
 
+use sextant_model::ErrorCode;
 use std::path::PathBuf;
 
 /// A storage failure.
@@ -68,17 +69,19 @@ impl From<sextant_tables::schema::PayloadError> for Error {
 
 impl Error {
     /// The small public code of this error, stable across versions.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Error::Io { .. } | Error::WriteFailed(_) | Error::ObjectStore(_) => "storage_io",
-            Error::Corrupt { .. } | Error::Decode(_) => "storage_corrupt",
-            Error::Overloaded => "overloaded",
-            Error::DiskFull { .. } | Error::NoSpace(_) => "disk_full",
-            Error::Closed => "unavailable",
-            Error::Metadata(_) => "metadata",
-            Error::TokenNotFound { .. } | Error::NotFound(_) => "not_found",
-            Error::Unsupported(_) => "unsupported",
-            Error::Crypto(_) => "encryption",
+            Error::Io { .. } | Error::WriteFailed(_) | Error::ObjectStore(_) => {
+                ErrorCode::StorageIo
+            }
+            Error::Corrupt { .. } | Error::Decode(_) => ErrorCode::StorageCorrupt,
+            Error::Overloaded => ErrorCode::Overloaded,
+            Error::DiskFull { .. } | Error::NoSpace(_) => ErrorCode::DiskFull,
+            Error::Closed => ErrorCode::Unavailable,
+            Error::Metadata(_) => ErrorCode::Metadata,
+            Error::TokenNotFound { .. } | Error::NotFound(_) => ErrorCode::NotFound,
+            Error::Unsupported(_) => ErrorCode::Unsupported,
+            Error::Crypto(_) => ErrorCode::Encryption,
         }
     }
 
