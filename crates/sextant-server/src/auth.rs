@@ -283,6 +283,7 @@ mod tests {
     use sextant_store::meta::SqliteMetadata;
 
     use super::*;
+    use sextant_store::meta::TokenStore;
 
     #[test]
     fn tokens_decide_tenant_and_role() {

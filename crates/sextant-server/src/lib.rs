@@ -334,6 +334,7 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
+    use sextant_store::meta::TokenStore;
 
     async fn status(app: &Router, request: Request<Body>) -> (StatusCode, String) {
         let response = app.clone().oneshot(request).await.unwrap();

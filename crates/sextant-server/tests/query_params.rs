@@ -24,7 +24,7 @@ use sextant_server::correlation::{Clock, Correlation};
 use sextant_server::runbooks::{LinkSigner, Runbooks};
 use sextant_server::secrets::SecretBox;
 use sextant_server::{AppState, Services, router};
-use sextant_store::meta::{MetadataStore, SqliteMetadata};
+use sextant_store::meta::{MetadataStore, SqliteMetadata, TokenStore};
 use sextant_store::{StoreConfig, TableSource, TelemetryStore};
 use tower::ServiceExt;
 

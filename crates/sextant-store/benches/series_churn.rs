@@ -21,7 +21,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use sextant_model::{Signal, TenantId};
-use sextant_store::meta::{MetadataStore, SqliteMetadata};
+use sextant_store::meta::{CatalogStore, SqliteMetadata};
 use sextant_store::{StoreConfig, TelemetryStore};
 
 const MINUTE_NS: i64 = 60_000_000_000;

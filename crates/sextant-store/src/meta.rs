@@ -89,8 +89,8 @@ pub struct NewToken {
 /// state, the series was retired).
 pub type DetectorState<'a> = (&'a TenantId, &'a str, &'a [u8]);
 
-/// Where tenants and tokens live. Embedded: [`SqliteMetadata`]; cluster mode: PostgreSQL.
-pub trait MetadataStore: Send + Sync {
+/// Tenants and their tokens (hashes only).
+pub trait TokenStore: Send + Sync {
     /// Creates a token for `tenant` (creating the tenant if new) that never expires.
     fn create_token(&self, tenant: &TenantId, role: Role) -> Result<NewToken> {
         self.create_token_with(tenant, role, &TokenOptions::default())
@@ -112,11 +112,15 @@ pub trait MetadataStore: Send + Sync {
     fn find_token(&self, secret: &str) -> Result<Option<TokenInfo>>;
     /// Every tenant that has ever had a token.
     fn tenants(&self) -> Result<Vec<TenantId>>;
+}
+
+/// The telemetry store's own records: segment files, the checkpoint with the model states
+/// saved as of it, erasures, encryption keys, imported batches.
+pub trait CatalogStore: Send + Sync {
     /// The ids of the batches `sextant import` stored for a tenant.
     fn imported_batches(&self, tenant: &TenantId) -> Result<std::collections::HashSet<String>>;
     /// Records that an imported batch is stored (after its write is durable).
     fn record_import(&self, tenant: &TenantId, batch: &str) -> Result<()>;
-
     /// The master key check of an encrypted data directory (`None`: never encrypted).
     fn key_check(&self) -> Result<Option<Vec<u8>>>;
     /// Records the master key check (the first time encryption is on).
@@ -127,7 +131,6 @@ pub trait MetadataStore: Send + Sync {
     fn put_data_key(&self, tenant: &TenantId, id: u32, wrapped: &[u8]) -> Result<()>;
     /// Replaces every wrapped data key and the check in one transaction (key rotation).
     fn replace_data_keys(&self, keys: &[(TenantId, u32, Vec<u8>)], check: &[u8]) -> Result<()>;
-
     /// Every segment file the catalog knows, oldest first.
     fn segments(&self) -> Result<Vec<CatalogEntry>>;
     /// Sequence number through which the write-ahead log is safely in segments (0: none).
@@ -144,6 +147,22 @@ pub trait MetadataStore: Send + Sync {
     ) -> Result<()>;
     /// Each saved detector state (tenant, series key, state), as of the checkpoint.
     fn detector_states(&self) -> Result<Vec<(TenantId, String, Vec<u8>)>>;
+    /// Each tenant's saved template miner state (as of the checkpoint).
+    fn miner_states(&self) -> Result<Vec<(TenantId, Vec<u8>)>>;
+    /// Replaces segment files (compaction, retention, erasure) in one transaction.
+    fn replace_segments(&self, removed: &[String], added: &[CatalogEntry]) -> Result<()>;
+    /// Erases a tenant's telemetry from the catalog: removes every segment file of the tenant
+    /// and its saved template miner, and records, in the same transaction, that write-ahead log records of the tenant up to
+    /// `up_to_seq` must not be replayed. Returns the removed entries (the caller deletes the
+    /// files).
+    fn erase_tenant(&self, tenant: &TenantId, up_to_seq: u64) -> Result<Vec<CatalogEntry>>;
+    /// Erasure markers: per tenant, the sequence number through which its log records are
+    /// erased.
+    fn erasures(&self) -> Result<HashMap<TenantId, u64>>;
+}
+
+/// Events (alerts and anomalies), their change feed, and feedback on anomalies.
+pub trait EventStore: Send + Sync {
     /// Per series, the sensitivity feedback left it at.
     fn sensitivities(&self) -> Result<Vec<(TenantId, String, f64)>>;
     /// Adds events; one whose (tenant, id) is already stored is left as it is. Returns how many
@@ -163,25 +182,16 @@ pub trait MetadataStore: Send + Sync {
     fn record_feedback(&self, record: &FeedbackRecord) -> Result<()>;
     /// The feedback given on one event, oldest first.
     fn feedback(&self, tenant: &TenantId, event_id: &str) -> Result<Vec<FeedbackRecord>>;
-    /// Each tenant's saved template miner state (as of the checkpoint).
-    fn miner_states(&self) -> Result<Vec<(TenantId, Vec<u8>)>>;
-    /// Replaces segment files (compaction, retention, erasure) in one transaction.
-    fn replace_segments(&self, removed: &[String], added: &[CatalogEntry]) -> Result<()>;
-    /// Erases a tenant's telemetry from the catalog: removes every segment file of the tenant
-    /// and its saved template miner, and records, in the same transaction, that write-ahead log records of the tenant up to
-    /// `up_to_seq` must not be replayed. Returns the removed entries (the caller deletes the
-    /// files).
-    fn erase_tenant(&self, tenant: &TenantId, up_to_seq: u64) -> Result<Vec<CatalogEntry>>;
-    /// Erasure markers: per tenant, the sequence number through which its log records are
-    /// erased.
-    fn erasures(&self) -> Result<HashMap<TenantId, u64>>;
-
     /// Stores alert notifications deduplicated by (tenant, fingerprint, kind): a repeat updates the
     /// stored alert (status, count, newest time) instead of adding one. Returns each alert as
     /// stored, and whether it was new.
     fn upsert_alerts(&self, alerts: &[Event]) -> Result<Vec<(Event, bool)>>;
     /// New events and changes of events after `after_seq`, oldest first, at most `limit`.
     fn event_changes(&self, after_seq: u64, limit: usize) -> Result<Vec<EventChange>>;
+}
+
+/// Incidents, the correlator's state and rules, and root-cause rankings.
+pub trait IncidentStore: Send + Sync {
     /// Stores what the correlator decided, in one transaction.
     fn commit_correlation(&self, commit: &CorrelationCommit) -> Result<()>;
     /// A tenant's saved correlator state (JSON).
@@ -195,6 +205,25 @@ pub trait MetadataStore: Send + Sync {
     fn rules(&self, tenant: &TenantId, kind: &str) -> Result<Vec<(String, String)>>;
     /// Removes a rule; whether it existed.
     fn delete_rule(&self, tenant: &TenantId, kind: &str, id: &str) -> Result<bool>;
+    /// Keeps a new version of an incident's root-cause ranking (JSON); returns its version.
+    fn add_ranking(
+        &self,
+        tenant: &TenantId,
+        incident: u64,
+        computed_at: i64,
+        body: &str,
+    ) -> Result<u64>;
+    /// An incident's rankings as (version, computed at, JSON), newest first, at most `limit`.
+    fn rankings(
+        &self,
+        tenant: &TenantId,
+        incident: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, i64, String)>>;
+}
+
+/// Runbook runs and the sealed secrets they use.
+pub trait RunbookStore: Send + Sync {
     /// Stores a sealed secret under `name` (replacing one of that name).
     fn put_secret(&self, tenant: &TenantId, name: &str, sealed: &[u8]) -> Result<()>;
     /// A tenant's sealed secrets as (name, sealed, updated at in Unix seconds), by name.
@@ -213,25 +242,27 @@ pub trait MetadataStore: Send + Sync {
     ) -> Result<Vec<RunRow>>;
     /// One run of a tenant.
     fn run(&self, tenant: &TenantId, id: &str) -> Result<Option<RunRow>>;
+}
+
+/// The audit trail.
+pub trait AuditStore: Send + Sync {
     /// Appends records to the audit trail, in one transaction.
     fn audit(&self, records: &[AuditRecord]) -> Result<()>;
     /// A tenant's audit records by `filter`, newest first.
     fn audit_records(&self, tenant: &TenantId, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
-    /// Keeps a new version of an incident's root-cause ranking (JSON); returns its version.
-    fn add_ranking(
-        &self,
-        tenant: &TenantId,
-        incident: u64,
-        computed_at: i64,
-        body: &str,
-    ) -> Result<u64>;
-    /// An incident's rankings as (version, computed at, JSON), newest first, at most `limit`.
-    fn rankings(
-        &self,
-        tenant: &TenantId,
-        incident: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, i64, String)>>;
+}
+
+/// All the metadata: the stores of each concern above, which code that needs only one takes
+/// instead (a `&dyn MetadataStore` coerces to any of them). Embedded: [`SqliteMetadata`];
+/// cluster mode: PostgreSQL.
+pub trait MetadataStore:
+    TokenStore + CatalogStore + EventStore + IncidentStore + RunbookStore + AuditStore
+{
+}
+
+impl<T> MetadataStore for T where
+    T: TokenStore + CatalogStore + EventStore + IncidentStore + RunbookStore + AuditStore
+{
 }
 
 /// One catalog row: which tenant's table a segment file belongs to, and its statistics.
@@ -440,7 +471,7 @@ fn token_id_of(secret: &str) -> Option<&str> {
     (id.len() == 12 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
 }
 
-impl MetadataStore for SqliteMetadata {
+impl TokenStore for SqliteMetadata {
     fn create_token_with(
         &self,
         tenant: &TenantId,
@@ -539,6 +570,27 @@ impl MetadataStore for SqliteMetadata {
         }))
     }
 
+    fn touch_token(&self, id: &str, at: i64) -> Result<()> {
+        self.connection.lock().execute(
+            "UPDATE tokens SET last_used_at = ?2 WHERE id = ?1",
+            params![id, at],
+        )?;
+        Ok(())
+    }
+
+    fn tenants(&self) -> Result<Vec<TenantId>> {
+        let connection = self.connection.lock();
+        let mut statement = connection.prepare("SELECT name FROM tenants ORDER BY name")?;
+        let names = statement.query_map([], |row| row.get::<_, String>(0))?;
+        let mut tenants = Vec::new();
+        for name in names {
+            tenants.push(TenantId::new(&name?).map_err(|e| Error::Decode(e.to_string()))?);
+        }
+        Ok(tenants)
+    }
+}
+
+impl CatalogStore for SqliteMetadata {
     fn key_check(&self) -> Result<Option<Vec<u8>>> {
         Ok(self
             .connection
@@ -602,25 +654,6 @@ impl MetadataStore for SqliteMetadata {
         )?;
         tx.commit()?;
         Ok(())
-    }
-
-    fn touch_token(&self, id: &str, at: i64) -> Result<()> {
-        self.connection.lock().execute(
-            "UPDATE tokens SET last_used_at = ?2 WHERE id = ?1",
-            params![id, at],
-        )?;
-        Ok(())
-    }
-
-    fn tenants(&self) -> Result<Vec<TenantId>> {
-        let connection = self.connection.lock();
-        let mut statement = connection.prepare("SELECT name FROM tenants ORDER BY name")?;
-        let names = statement.query_map([], |row| row.get::<_, String>(0))?;
-        let mut tenants = Vec::new();
-        for name in names {
-            tenants.push(TenantId::new(&name?).map_err(|e| Error::Decode(e.to_string()))?);
-        }
-        Ok(tenants)
     }
 
     fn imported_batches(&self, tenant: &TenantId) -> Result<std::collections::HashSet<String>> {
@@ -688,44 +721,6 @@ impl MetadataStore for SqliteMetadata {
         events::detector_states(&self.connection.lock())
     }
 
-    fn sensitivities(&self) -> Result<Vec<(TenantId, String, f64)>> {
-        events::sensitivities(&self.connection.lock())
-    }
-
-    fn insert_events(&self, events: &[Event]) -> Result<usize> {
-        if events.is_empty() {
-            return Ok(0);
-        }
-        events::insert(&mut self.connection.lock(), events)
-    }
-
-    fn resolve_events(&self, resolved: &[(TenantId, String, i64)]) -> Result<()> {
-        if resolved.is_empty() {
-            return Ok(());
-        }
-        events::resolve(&mut self.connection.lock(), resolved)
-    }
-
-    fn events(
-        &self,
-        tenant: &TenantId,
-        filter: &EventFilter,
-    ) -> Result<Vec<(Event, Option<String>)>> {
-        events::select(&self.connection.lock(), tenant, filter)
-    }
-
-    fn event(&self, tenant: &TenantId, id: &str) -> Result<Option<(Event, Option<String>)>> {
-        events::select_one(&self.connection.lock(), tenant, id)
-    }
-
-    fn record_feedback(&self, record: &FeedbackRecord) -> Result<()> {
-        events::record_feedback(&mut self.connection.lock(), record)
-    }
-
-    fn feedback(&self, tenant: &TenantId, event_id: &str) -> Result<Vec<FeedbackRecord>> {
-        events::feedback_of(&self.connection.lock(), tenant, event_id)
-    }
-
     fn miner_states(&self) -> Result<Vec<(TenantId, Vec<u8>)>> {
         let connection = self.connection.lock();
         let mut statement =
@@ -783,6 +778,61 @@ impl MetadataStore for SqliteMetadata {
         Ok(removed)
     }
 
+    fn erasures(&self) -> Result<HashMap<TenantId, u64>> {
+        let connection = self.connection.lock();
+        let mut statement = connection.prepare("SELECT tenant, up_to_seq FROM erasures")?;
+        let rows = statement.query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+        })?;
+        let mut erasures = HashMap::new();
+        for row in rows {
+            let (tenant, seq) = row?;
+            let tenant = TenantId::new(&tenant).map_err(|e| Error::Decode(e.to_string()))?;
+            erasures.insert(tenant, seq as u64);
+        }
+        Ok(erasures)
+    }
+}
+
+impl EventStore for SqliteMetadata {
+    fn sensitivities(&self) -> Result<Vec<(TenantId, String, f64)>> {
+        events::sensitivities(&self.connection.lock())
+    }
+
+    fn insert_events(&self, events: &[Event]) -> Result<usize> {
+        if events.is_empty() {
+            return Ok(0);
+        }
+        events::insert(&mut self.connection.lock(), events)
+    }
+
+    fn resolve_events(&self, resolved: &[(TenantId, String, i64)]) -> Result<()> {
+        if resolved.is_empty() {
+            return Ok(());
+        }
+        events::resolve(&mut self.connection.lock(), resolved)
+    }
+
+    fn events(
+        &self,
+        tenant: &TenantId,
+        filter: &EventFilter,
+    ) -> Result<Vec<(Event, Option<String>)>> {
+        events::select(&self.connection.lock(), tenant, filter)
+    }
+
+    fn event(&self, tenant: &TenantId, id: &str) -> Result<Option<(Event, Option<String>)>> {
+        events::select_one(&self.connection.lock(), tenant, id)
+    }
+
+    fn record_feedback(&self, record: &FeedbackRecord) -> Result<()> {
+        events::record_feedback(&mut self.connection.lock(), record)
+    }
+
+    fn feedback(&self, tenant: &TenantId, event_id: &str) -> Result<Vec<FeedbackRecord>> {
+        events::feedback_of(&self.connection.lock(), tenant, event_id)
+    }
+
     fn upsert_alerts(&self, alerts: &[Event]) -> Result<Vec<(Event, bool)>> {
         incidents::upsert_alerts(&mut self.connection.lock(), alerts)
     }
@@ -790,7 +840,9 @@ impl MetadataStore for SqliteMetadata {
     fn event_changes(&self, after_seq: u64, limit: usize) -> Result<Vec<EventChange>> {
         incidents::changes(&self.connection.lock(), after_seq, limit)
     }
+}
 
+impl IncidentStore for SqliteMetadata {
     fn commit_correlation(&self, commit: &CorrelationCommit) -> Result<()> {
         incidents::commit(&mut self.connection.lock(), commit)
     }
@@ -819,6 +871,33 @@ impl MetadataStore for SqliteMetadata {
         incidents::delete_rule(&self.connection.lock(), tenant, kind, id)
     }
 
+    fn add_ranking(
+        &self,
+        tenant: &TenantId,
+        incident: u64,
+        computed_at: i64,
+        body: &str,
+    ) -> Result<u64> {
+        incidents::add_ranking(
+            &mut self.connection.lock(),
+            tenant,
+            incident,
+            computed_at,
+            body,
+        )
+    }
+
+    fn rankings(
+        &self,
+        tenant: &TenantId,
+        incident: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, i64, String)>> {
+        incidents::rankings(&self.connection.lock(), tenant, incident, limit)
+    }
+}
+
+impl RunbookStore for SqliteMetadata {
     fn put_secret(&self, tenant: &TenantId, name: &str, sealed: &[u8]) -> Result<()> {
         let connection = self.connection.lock();
         secrets::put(&connection, tenant, name, sealed)?;
@@ -852,7 +931,9 @@ impl MetadataStore for SqliteMetadata {
     fn run(&self, tenant: &TenantId, id: &str) -> Result<Option<RunRow>> {
         incidents::run(&self.connection.lock(), tenant, id)
     }
+}
 
+impl AuditStore for SqliteMetadata {
     fn audit(&self, records: &[AuditRecord]) -> Result<()> {
         if records.is_empty() {
             return Ok(());
@@ -862,46 +943,6 @@ impl MetadataStore for SqliteMetadata {
 
     fn audit_records(&self, tenant: &TenantId, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
         audit::select(&self.connection.lock(), tenant, filter)
-    }
-
-    fn add_ranking(
-        &self,
-        tenant: &TenantId,
-        incident: u64,
-        computed_at: i64,
-        body: &str,
-    ) -> Result<u64> {
-        incidents::add_ranking(
-            &mut self.connection.lock(),
-            tenant,
-            incident,
-            computed_at,
-            body,
-        )
-    }
-
-    fn rankings(
-        &self,
-        tenant: &TenantId,
-        incident: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, i64, String)>> {
-        incidents::rankings(&self.connection.lock(), tenant, incident, limit)
-    }
-
-    fn erasures(&self) -> Result<HashMap<TenantId, u64>> {
-        let connection = self.connection.lock();
-        let mut statement = connection.prepare("SELECT tenant, up_to_seq FROM erasures")?;
-        let rows = statement.query_map([], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-        })?;
-        let mut erasures = HashMap::new();
-        for row in rows {
-            let (tenant, seq) = row?;
-            let tenant = TenantId::new(&tenant).map_err(|e| Error::Decode(e.to_string()))?;
-            erasures.insert(tenant, seq as u64);
-        }
-        Ok(erasures)
     }
 }
 

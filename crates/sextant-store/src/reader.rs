@@ -13,7 +13,7 @@ use sextant_model::{
     AttrValue, Attributes, LogRow, MetricKind, MetricRow, SpanRow, Table, TenantId,
 };
 
-use crate::meta::{MetadataStore, SqliteMetadata};
+use crate::meta::{CatalogStore, SqliteMetadata};
 use crate::wal::read_records;
 use crate::{Error, Result};
 use sextant_tables::schema::batch_from_payload;

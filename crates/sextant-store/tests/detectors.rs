@@ -18,7 +18,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use sextant_analytics::anomaly::Feedback;
 use sextant_model::{Event, EventKind, Signal, TenantId};
-use sextant_store::meta::{EventFilter, MetadataStore, SqliteMetadata};
+use sextant_store::meta::{CatalogStore, EventFilter, SqliteMetadata};
 use sextant_store::{EventSource, StoreConfig, TableSource, TelemetryStore};
 
 /// 2023-11-14 22:13:20 UTC, on a minute boundary.

@@ -1,5 +1,6 @@
-//! Arrow schemas of the `logs`, `spans` and `metrics` tables, and the conversion of rows (or a
-//! logged OTLP request) into record batches of them.
+//! Arrow schemas of every table (`logs`, `spans` and `metrics`, and `templates`, `events` and
+//! `incidents`), and the conversion of rows (or a logged OTLP request) into record batches of
+//! the telemetry tables and of events.
 //!
 //! Conventions shared by the three tables:
 //! - [`TIME_COLUMN`] and every other timestamp are `Timestamp(Nanosecond, "UTC")`, non-null;

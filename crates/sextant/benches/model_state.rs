@@ -157,7 +157,7 @@ fn main() {
     let meta_store =
         sextant_store::meta::SqliteMetadata::open(&sextant_store::metadata_path(&data_dir))
             .expect("open meta.db");
-    let states = sextant_store::meta::MetadataStore::detector_states(&meta_store)
+    let states = sextant_store::meta::CatalogStore::detector_states(&meta_store)
         .expect("read the detector states");
     drop(meta_store);
     let state_bytes: usize = states

@@ -9,6 +9,7 @@ use sextant_model::{Role, Scope, TenantId};
 use sextant_store::meta::{AuditRecord, MetadataStore, SqliteMetadata, TokenInfo, TokenOptions};
 
 use crate::DataDirArg;
+use sextant_store::meta::TokenStore;
 
 /// Where the tokens are: a data directory, or a running server.
 #[derive(Debug, clap::Args)]

@@ -242,7 +242,7 @@ fn ranked_at(versions: &Versions, at: i64) -> &[String] {
 
 /// The ranking versions of incident `id` (see [`Versions`]).
 fn versions(
-    meta: &dyn sextant_store::meta::MetadataStore,
+    meta: &dyn sextant_store::meta::IncidentStore,
     tenant: &TenantId,
     id: u64,
 ) -> anyhow::Result<Versions> {
