@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use sextant_model::ErrorCode;
-use sextant_model::Signal;
+use sextant_model::{ErrorCode, Signal};
 use sextant_tables::BusError;
 
 /// Why a batch was not taken. A rejected batch stores nothing.

@@ -1,8 +1,9 @@
 //! Errors as clients see them: every failure becomes one HTTP status (or gRPC code) and a
 //! message in plain words. Internal details are logged, never sent.
 
-use sextant_model::ErrorCode;
 use std::time::Duration;
+
+use sextant_model::ErrorCode;
 
 /// A request's failure, ready to be sent.
 #[derive(Debug, thiserror::Error)]

@@ -32,9 +32,9 @@ use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 use sextant_analytics::anomaly::{Detector, DetectorConfig, Feedback, Verdict};
 use sextant_model::{Event, TenantId};
+use sextant_tables::schema::TEMPLATE_ID_COLUMN;
 
 use crate::{Error, Result, TIME_COLUMN};
-use sextant_tables::schema::TEMPLATE_ID_COLUMN;
 
 pub use explain::PATTERN_RATE_METRIC;
 

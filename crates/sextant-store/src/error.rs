@@ -1,7 +1,8 @@
 //! Errors of the storage crate.
 
-use sextant_model::ErrorCode;
 use std::path::PathBuf;
+
+use sextant_model::ErrorCode;
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]

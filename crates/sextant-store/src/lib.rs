@@ -5,8 +5,9 @@
 //! - [`wal::Wal`]: an append-only log of ingest batches with group commit. A batch is
 //!   acknowledged only after it is written and fsynced; [`wal::Wal::open`] replays the log and
 //!   cuts a torn tail; [`wal::read_records`] scans it read-only.
-//! - [`meta::MetadataStore`]: the seam for metadata (tokens and tenants), with
-//!   [`meta::SqliteMetadata`] as the embedded implementation.
+//! - [`meta::MetadataStore`]: the seam for metadata, one trait per concern (tokens, catalog,
+//!   events, incidents, runbooks, audit), with [`meta::SqliteMetadata`] as the embedded
+//!   implementation.
 //! - [`TelemetryReader`]: reads a tenant's stored telemetry back as rows.
 //! - [`TelemetryStore`]: the embedded store, and the embedded ingest bus
 //!   ([`sextant_tables::IngestBus`]); as rows commit it labels log templates and feeds the

@@ -12,11 +12,11 @@ use arrow::record_batch::RecordBatch;
 use sextant_model::{
     AttrValue, Attributes, LogRow, MetricKind, MetricRow, SpanRow, Table, TenantId,
 };
+use sextant_tables::schema::batch_from_payload;
 
 use crate::meta::{CatalogStore, SqliteMetadata};
 use crate::wal::read_records;
 use crate::{Error, Result};
-use sextant_tables::schema::batch_from_payload;
 
 /// The folder of the write-ahead log inside a data directory.
 pub fn wal_dir(data_dir: &Path) -> PathBuf {

@@ -30,6 +30,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use sextant_analytics::anomaly::Feedback;
 use sextant_analytics::patterns::{MinerConfig, MinerState};
 use sextant_model::{Event, Signal, Table, TenantId};
+use sextant_tables::schema::{self, batch_from_payload};
 
 use crate::crypto::{Keyring, open_value, seal_value};
 use crate::detectors::{DetectorSettings, Findings, SavedStates, SeriesDetectors};
@@ -39,7 +40,6 @@ use crate::segments::SegmentStore;
 use crate::templates::{TemplateMiners, encode_state};
 use crate::wal::{CommitHook, PendingAppend, ReplayReport, Wal, WalConfig, WalRecord};
 use crate::{ErasureReport, Error, EventSource, Result, SegmentFile, TableSnapshot, TableSource};
-use sextant_tables::schema::{self, batch_from_payload};
 
 /// The `events` table a query sees holds at most this many of the tenant's newest events.
 pub const MAX_EVENTS_IN_QUERIES: usize = 100_000;

@@ -12,9 +12,9 @@ use arrow::array::{
 use arrow::record_batch::RecordBatch;
 use sextant_analytics::patterns::{MinerConfig, MinerState, Template, TemplateMiner};
 use sextant_model::{Table, TenantId};
+use sextant_tables::schema::TEMPLATE_ID_COLUMN;
 
 use crate::{Error, Result, TIME_COLUMN};
-use sextant_tables::schema::TEMPLATE_ID_COLUMN;
 
 /// The log column that is mined.
 const BODY_COLUMN: &str = "body";

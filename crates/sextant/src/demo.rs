@@ -20,10 +20,10 @@ use anyhow::Context;
 use sextant_incidents::action::{ActionSpec, ParamSpec};
 use sextant_model::{Role, TenantId};
 use sextant_server::capacity::CapacityRule;
+use sextant_store::meta::TokenStore;
 
 use crate::DataDirArg;
 use crate::config::SextantConfig;
-use sextant_store::meta::TokenStore;
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {

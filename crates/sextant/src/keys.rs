@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Subcommand;
 use sextant_store::crypto::{MasterKey, rotate};
+use sextant_store::meta::AuditStore;
 
 use crate::DataDirArg;
-use sextant_store::meta::AuditStore;
 
 /// Environment variable that may hold the master key (64 hex digits) instead of a file.
 pub const MASTER_KEY_ENV: &str = "SEXTANT_MASTER_KEY";

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Subcommand;
 use sextant_model::{Role, Scope, TenantId};
-use sextant_store::meta::{AuditRecord, MetadataStore, SqliteMetadata, TokenInfo, TokenOptions};
+use sextant_store::meta::{
+    AuditRecord, MetadataStore, SqliteMetadata, TokenInfo, TokenOptions, TokenStore,
+};
 
 use crate::DataDirArg;
-use sextant_store::meta::TokenStore;
 
 /// Where the tokens are: a data directory, or a running server.
 #[derive(Debug, clap::Args)]
