@@ -76,6 +76,23 @@ pub fn http_status(code: ErrorCode) -> u16 {
     }
 }
 
+/// The gRPC status code of an HTTP status that [`http_status`] gives: a client's mistake
+/// never becomes `Internal`.
+pub fn grpc_code(status: u16) -> tonic::Code {
+    match status {
+        400 | 415 => tonic::Code::InvalidArgument,
+        401 => tonic::Code::Unauthenticated,
+        403 => tonic::Code::PermissionDenied,
+        404 => tonic::Code::NotFound,
+        405 => tonic::Code::Unimplemented,
+        408 | 504 => tonic::Code::DeadlineExceeded,
+        409 => tonic::Code::FailedPrecondition,
+        413 | 429 | 507 => tonic::Code::ResourceExhausted,
+        503 => tonic::Code::Unavailable,
+        _ => tonic::Code::Internal,
+    }
+}
+
 impl ApiError {
     /// The small public code of this error.
     pub fn code(&self) -> ErrorCode {
@@ -99,18 +116,9 @@ impl ApiError {
         http_status(self.code())
     }
 
-    /// The gRPC status code of a code.
+    /// The gRPC status code of this error: its HTTP status's ([`grpc_code`]).
     pub fn grpc_code(&self) -> tonic::Code {
-        match self.http_status() {
-            504 => tonic::Code::DeadlineExceeded,
-            400 | 415 => tonic::Code::InvalidArgument,
-            401 => tonic::Code::Unauthenticated,
-            403 => tonic::Code::PermissionDenied,
-            404 => tonic::Code::NotFound,
-            413 | 429 | 507 => tonic::Code::ResourceExhausted,
-            503 => tonic::Code::Unavailable,
-            _ => tonic::Code::Internal,
-        }
+        grpc_code(self.http_status())
     }
 
     pub fn retry_after(&self) -> Option<Duration> {
@@ -244,7 +252,13 @@ mod tests {
             assert_eq!(http_status(*code), status, "{text}");
         }
         for code in ErrorCode::ALL {
-            assert!((400..600).contains(&http_status(*code)), "{code}");
+            let status = http_status(*code);
+            assert!((400..600).contains(&status), "{code}");
+            assert_eq!(
+                grpc_code(status) == tonic::Code::Internal,
+                status >= 500 && status != 503 && status != 504 && status != 507,
+                "{code}: {status}"
+            );
         }
     }
 
