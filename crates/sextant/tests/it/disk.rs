@@ -188,16 +188,7 @@ fn a_full_disk_refuses_ingest_with_507_keeps_what_was_accepted_and_recovers() {
     assert!(refusals.is_some_and(|n| n >= 1.0), "{metrics}");
 
     // Space returns: ingest resumes without a restart, and nothing accepted was lost.
-    std::fs::remove_file(&filler).unwrap();
-    send_until(server, ingest, "after space returned", 200);
-    assert_stored(
-        &disk,
-        "before the disk filled",
-        "while the disk is full",
-        taken,
-        "after space returned",
-    );
-    disk.server.stop();
+    space_returns(disk, &filler, taken);
 }
 
 #[test]
@@ -232,8 +223,14 @@ fn a_write_ahead_log_that_finds_no_space_refuses_that_batch_and_carries_on() {
     assert_ready(server, "the log refused one batch, it has not failed");
 
     // Space returns: the same log takes batches again, without a restart.
-    std::fs::remove_file(&filler).unwrap();
-    send_until(server, ingest, "after space returned", 200);
+    space_returns(disk, &filler, taken);
+}
+
+/// Removes the file that filled `disk`, sends until a batch is taken again, checks that every
+/// batch taken before, during (`taken` of them) and after is stored, and stops the server.
+fn space_returns(disk: SmallDisk, filler: &std::path::Path, taken: usize) {
+    std::fs::remove_file(filler).unwrap();
+    send_until(&disk.server, &disk.ingest, "after space returned", 200);
     assert_stored(
         &disk,
         "before the disk filled",
